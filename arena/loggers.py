@@ -1,0 +1,64 @@
+"""Optional experiment trackers. Local files (metrics.jsonl, summary.json) are always written by the trainer;
+a logger only mirrors them elsewhere. `logger=none` (default) does nothing; `logger=wandb` mirrors to
+Weights & Biases in `mode` offline | online | disabled, imported lazily so wandb is never needed to run or test.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from arena.errors import choice_error
+
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+class NullLogger:
+    def log(self, metrics: dict, step: int) -> None:
+        pass
+
+    def summary(self, summary: dict) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class WandbLogger(NullLogger):
+    def __init__(self, run, wandb_module):
+        self.run, self.wandb = run, wandb_module
+
+    def log(self, metrics: dict, step: int) -> None:
+        self.run.log(metrics, step=step)
+
+    def summary(self, summary: dict) -> None:
+        for key, value in summary.items():
+            if isinstance(value, (int, float, str, bool)):
+                self.run.summary[key] = value
+
+    def finish(self) -> None:
+        self.run.finish()
+
+
+def make_logger(cfg: dict, run_dir: Path, config: dict, name: str) -> NullLogger:
+    kind = cfg.get("kind", "none")
+    if kind == "none":
+        return NullLogger()
+    if kind != "wandb":
+        raise choice_error("logger.kind", kind, ("none", "wandb"))
+    mode = cfg.get("mode", "offline")
+    if mode not in WANDB_MODES:
+        raise choice_error("logger.mode", mode, WANDB_MODES)
+    try:
+        import wandb
+    except ImportError:
+        warnings.warn("logger=wandb but wandb is not installed (pip install 'arena[wandb]'); logging locally only")
+        return NullLogger()
+    try:
+        # the mode is passed explicitly: an argument overrides WANDB_MODE, so the config decides
+        run = wandb.init(project=cfg.get("project", "arena"), entity=cfg.get("entity"), name=name,
+                         dir=str(run_dir), config=config, mode=mode)
+    except Exception as err:  # offline init can still time out on locked-down machines
+        warnings.warn(f"wandb.init failed ({err}); logging locally only")
+        return NullLogger()
+    return WandbLogger(run, wandb)

@@ -1,0 +1,120 @@
+"""Mamba2 token mixer (state-space duality), following `mamba_ssm/modules/mamba2.py` in plain PyTorch.
+
+    x -> in_proj -> [z | xBC | dt]
+    xBC -> depthwise causal conv (kernel d_conv, bias, SiLU) -> split x [H, P], B [G, N], C [G, N]
+    dt = softplus(dt + dt_bias), A = -exp(A_log)          per head, fp32
+    y  = SSD(q=C, k=B, v=dt*x, g=dt*A) + D * x           B, C shared by the H/G heads of a group
+    y  = RMSNorm(y * silu(z)) * w                         gate BEFORE the norm, grouped by ngroups
+    -> out_proj
+
+    from arena.mixers import build_mixer
+    mixer = build_mixer("mamba2", d_model=64)            # impl="torch" (chunked) or "naive" (token loop)
+    y, state = mixer(x)                                   # x: [B, T, D]; state: {"conv", "ssm"}
+    y1, state = mixer(x_next, state)                      # T == 1 decodes with ssd_decode_step
+
+Defaults are the published layer's, except chunk_size (64, not 256). The SSD kernels are in arena/kernels/ssd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from arena.errors import ConfigError
+from arena.kernels.ssd import chunk_ssd, naive_recurrent_ssd, ssd_decode_step
+from arena.mixers import Mixer, State, register_mixer
+from arena.mixers.common import ShortConv, decay_rate_init, dt_bias_init
+
+
+@register_mixer("mamba2")
+class Mamba2(Mixer):
+    @dataclass
+    class Config(Mixer.Config):
+        d_state: int = 128  # N: width of B and C, i.e. the state is [N, headdim] per head
+        d_conv: int = 4  # kernel size of the causal depthwise conv over [x | B | C]
+        expand: int = 2  # d_inner = expand * d_model
+        headdim: int = 64  # P: channels per head; nheads = d_inner / headdim
+        ngroups: int = 1  # G: B and C are shared by the nheads / G heads of a group
+        A_init_range: tuple[float, float] = (1.0, 16.0)  # A = -U(lo, hi) per head
+        dt_min: float = 1e-3  # dt at init ~ logUniform(dt_min, dt_max)
+        dt_max: float = 1e-1
+        dt_init_floor: float = 1e-4  # smallest dt at init
+        conv_bias: bool = True
+        bias: bool = False  # bias of in_proj and out_proj
+        norm_eps: float = 1e-5  # eps of the gated RMSNorm
+        chunk_size: int = 64  # chunk length of chunk_ssd (mamba uses 256 on GPU; 64 suits short CPU runs)
+
+    def __init__(self, d_model: int, cfg: Config):
+        super().__init__(d_model, cfg)
+        where = f"mixer {self.registry_name}"
+        self.d_inner = cfg.expand * d_model
+        if cfg.headdim < 1 or self.d_inner % cfg.headdim:
+            raise ConfigError(f"{where}: headdim={cfg.headdim} must divide d_inner = expand * d_model = {self.d_inner}")
+        self.nheads = self.d_inner // cfg.headdim
+        if cfg.ngroups < 1 or self.nheads % cfg.ngroups:
+            raise ConfigError(f"{where}: ngroups={cfg.ngroups} must divide nheads = d_inner / headdim = {self.nheads}")
+        lo, hi = cfg.A_init_range
+        if not 0 < lo <= hi:
+            raise ConfigError(f"{where}: A_init_range={tuple(cfg.A_init_range)} must satisfy 0 < lo <= hi")
+        if cfg.chunk_size < 1 or cfg.d_conv < 1:
+            raise ConfigError(f"{where}: chunk_size={cfg.chunk_size} and d_conv={cfg.d_conv} must be >= 1")
+
+        H, G, N = self.nheads, cfg.ngroups, cfg.d_state
+        self.conv_dim = self.d_inner + 2 * G * N
+        self.in_proj = nn.Linear(d_model, self.d_inner + self.conv_dim + H, bias=cfg.bias)
+        self.conv = ShortConv(self.conv_dim, cfg.d_conv, bias=cfg.conv_bias, activation=True)
+        self.A_log = nn.Parameter(decay_rate_init(H, lo, hi))
+        self.dt_bias = nn.Parameter(dt_bias_init(H, cfg.dt_min, cfg.dt_max, cfg.dt_init_floor))
+        self.D = nn.Parameter(torch.ones(H))
+        for p in (self.A_log, self.dt_bias, self.D):
+            p._no_weight_decay = True  # as in mamba: decay rates, step sizes and the skip are not shrunk
+        self.norm_weight = nn.Parameter(torch.ones(self.d_inner))
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=cfg.bias)
+
+    def _gated_norm(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """RMSNorm(y * silu(z)) * w over groups of d_inner / G channels (norm_before_gate=False in mamba)."""
+        y = y * F.silu(z)
+        y = y.unflatten(-1, (self.cfg.ngroups, -1))  # [B, T, G, d_inner / G]
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.cfg.norm_eps)
+        return y.flatten(-2) * self.norm_weight.to(y.dtype)
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        Bsz, T, _ = x.shape
+        H, P, G, N = self.nheads, self.cfg.headdim, self.cfg.ngroups, self.cfg.d_state
+        z, xBC, dt = self.in_proj(x).split([self.d_inner, self.conv_dim, H], dim=-1)
+        xBC, conv_cache = self.conv(xBC, None if state is None else state["conv"])
+        xs, Bm, Cm = xBC.split([self.d_inner, G * N, G * N], dim=-1)
+
+        ct = torch.promote_types(x.dtype, torch.float32)  # A = -exp(A_log) can overflow in low precision
+        dt = F.softplus(dt.to(ct) + self.dt_bias.to(ct))  # [B, T, H]
+        A = -torch.exp(self.A_log.to(ct))  # [H]
+        xs = xs.to(ct).unflatten(-1, (H, P))  # [B, T, H, P]
+        k, q = (m.to(ct).unflatten(-1, (G, 1, N)).expand(Bsz, T, G, H // G, N).reshape(Bsz, T, H, N) for m in (Bm, Cm))
+        v, g = xs * dt[..., None], dt * A  # [B, T, H, P], [B, T, H]
+
+        h0 = None if state is None else state["ssm"]
+        if T == 1 and h0 is not None:
+            o, ssm = ssd_decode_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], h0)
+            o = o[:, None]  # [B, 1, H, P]
+        elif self.cfg.impl == "naive":
+            o, ssm = naive_recurrent_ssd(q, k, v, g, initial_state=h0, output_final_state=True)
+        else:
+            o, ssm = chunk_ssd(q, k, v, g, initial_state=h0, output_final_state=True, chunk_size=self.cfg.chunk_size)
+
+        y = (o + self.D.to(ct)[:, None] * xs).flatten(-2)  # [B, T, d_inner]
+        y = self._gated_norm(y, z.to(ct))
+        return self.out_proj(y.to(x.dtype)), {"conv": conv_cache, "ssm": ssm}
+
+    def state_size(self, seq_len: int) -> int:
+        """SSM state [H, N, P] plus the conv cache [d_conv - 1, conv_dim]; constant in seq_len."""
+        return self.nheads * self.cfg.d_state * self.cfg.headdim + self.conv.cache_size()
+
+    def mixing_flops_per_token(self, seq_len: int) -> float:
+        """Recurrent-form count per head: decay (N P) + outer product and add (2 N P) + readout (2 N P), plus the conv.
+
+        The chunked form used in training spends ~2 C (N + P) more per head for its C x C diagonal blocks.
+        """
+        return float(5 * self.nheads * self.cfg.d_state * self.cfg.headdim + 2 * self.cfg.d_conv * self.conv_dim)

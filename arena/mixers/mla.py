@@ -1,0 +1,129 @@
+"""Multi-head Latent Attention (DeepSeek-V2), in Kimi Linear's layout, with decoupled RoPE on or off.
+
+    mixer = build_mixer("mla", d_model=64)                 # rope=True: DeepSeek-style decoupled RoPE
+    mixer = build_mixer("mla", d_model=64, rope=False)     # Kimi Linear's NoPE MLA (conf/mixer/mla_nope.yaml)
+    y, state = mixer(x)                                    # x: [B, T, D]; state = the latent KV cache
+
+Per token, with H heads, Kn = qk_nope_head_dim, Kr = qk_rope_head_dim, V = v_head_dim, R = kv_lora_rank:
+    q       = q_proj(x)  or  q_b_proj(RMSNorm(q_a_proj(x)))                    [H, Kn + Kr]
+    c, kr   = kv_a_proj(x);  c_kv = RMSNorm(c)                                  [R], [Kr] (ONE key head)
+    k_nope, v = kv_b_proj(c_kv)                                                 [H, Kn], [H, V]
+    k_i     = [k_nope_i ; rope(kr)],   q_i = [q_nope_i ; rope(q_rot_i)],   scale = (Kn + Kr) ** -0.5
+    y       = o_proj(softmax(q_i k_i^T * scale, causal) v_i)
+With rope=False (NoPE, as Kimi Linear ships) the Kr dims stay and are used raw: an extra shared-key subspace,
+and attention is position-free. The cache is the latent, as MLA intends: {"c_kv": [B, T, R] after the norm,
+"k_rope": [B, T, Kr] after rotation}. Continuing from it recomputes k_nope and v from c_kv with kv_b_proj
+(no weight absorption). See docs/mixers.md section 4; tests in tests/mixers/test_mla.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from arena.errors import ConfigError
+from arena.kernels.attention import naive_attention, rotary, sdpa_attention
+from arena.mixers import register_mixer
+from arena.mixers.base import Mixer, State
+
+ATTENTION = {"torch": sdpa_attention, "naive": naive_attention}
+
+
+@register_mixer("mla")
+class MLA(Mixer):
+    @dataclass
+    class Config(Mixer.Config):
+        num_heads: int = 2
+        qk_nope_head_dim: int | None = None  # the head dim; None: d_model // num_heads (DeepSeek: 128)
+        qk_rope_head_dim: int | None = None  # None: half the head dim (DeepSeek: 64)
+        v_head_dim: int | None = None  # None: the head dim (DeepSeek: 128)
+        kv_lora_rank: int | None = None  # latent width; None: 4 x the head dim (DeepSeek: 512 = 4 * 128)
+        q_lora_rank: int | None = None  # None: q_proj straight from x (Kimi Linear); DeepSeek-V2 uses 1536
+        rope: bool = True  # False: Kimi Linear's NoPE, rope dims kept but never rotated
+        rope_theta: float = 10000.0  # RoPE base; unused when rope=False
+        norm_eps: float = 1e-5  # eps of the RMSNorms on the latents
+        # impl: "torch" (SDPA) or "naive" (explicit fp32 softmax, the oracle)
+
+    def __init__(self, d_model: int, cfg: Config):
+        super().__init__(d_model, cfg)
+        H, Kn = self.heads_and_dim(cfg.num_heads, cfg.qk_nope_head_dim)
+        Kr = Kn // 2 if cfg.qk_rope_head_dim is None else cfg.qk_rope_head_dim
+        V = Kn if cfg.v_head_dim is None else cfg.v_head_dim
+        R = 4 * Kn if cfg.kv_lora_rank is None else cfg.kv_lora_rank
+        for key, value in [("qk_nope_head_dim", Kn), ("qk_rope_head_dim", Kr), ("v_head_dim", V),
+                           ("kv_lora_rank", R), ("q_lora_rank", 1 if cfg.q_lora_rank is None else cfg.q_lora_rank)]:
+            if value < 1:
+                raise ConfigError(f"mixer mla: {key}={value} must be >= 1 (d_model={d_model}, num_heads={H})")
+        if cfg.rope and Kr % 2:
+            raise ConfigError(f"mixer mla: qk_rope_head_dim={Kr} must be even when rope=true (RoPE rotates pairs)")
+        self.H, self.Kn, self.Kr, self.V, self.R = H, Kn, Kr, V, R
+        self.scale = (Kn + Kr) ** -0.5
+        if cfg.q_lora_rank is None:
+            self.q_proj = nn.Linear(d_model, H * (Kn + Kr), bias=False)
+        else:
+            self.q_a_proj = nn.Linear(d_model, cfg.q_lora_rank, bias=False)
+            self.q_norm = nn.RMSNorm(cfg.q_lora_rank, eps=cfg.norm_eps)
+            self.q_b_proj = nn.Linear(cfg.q_lora_rank, H * (Kn + Kr), bias=False)
+        self.kv_a_proj = nn.Linear(d_model, R + Kr, bias=False)  # DeepSeek's kv_a_proj_with_mqa
+        self.kv_norm = nn.RMSNorm(R, eps=cfg.norm_eps)
+        self.kv_b_proj = nn.Linear(R, H * (Kn + V), bias=False)
+        self.o_proj = nn.Linear(H * V, d_model, bias=False)
+
+    def _norm(self, x: torch.Tensor, norm: nn.RMSNorm, dtype: torch.dtype) -> torch.Tensor:
+        # in the compute dtype: a bf16 RMSNorm loses the latent's small entries
+        return F.rms_norm(x.to(dtype), norm.normalized_shape, norm.weight.to(dtype), norm.eps)
+
+    def _cache_length(self, x: torch.Tensor, state: State | None) -> int:
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"mla: expected x of shape [B, T, {self.d_model}], got {tuple(x.shape)}")
+        if state is None:
+            return 0
+        B, P = x.shape[0], state["c_kv"].shape[1]
+        if state["c_kv"].shape != (B, P, self.R) or state["k_rope"].shape != (B, P, self.Kr):
+            raise ValueError(f"mla: state must hold c_kv [{B}, P, {self.R}] and k_rope [{B}, P, {self.Kr}], got "
+                             f"{tuple(state['c_kv'].shape)} and {tuple(state['k_rope'].shape)}")
+        return P
+
+    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        P = self._cache_length(x, state)
+        (B, T, _), H, Kn, Kr = x.shape, self.H, self.Kn, self.Kr
+        ct = torch.promote_types(x.dtype, torch.float32)
+        if self.cfg.q_lora_rank is None:
+            q = self.q_proj(x)
+        else:
+            q = self.q_b_proj(self._norm(self.q_a_proj(x), self.q_norm, ct).to(self.q_b_proj.weight.dtype))
+        q_nope, q_rot = q.view(B, T, H, Kn + Kr).to(ct).split([Kn, Kr], dim=-1)
+        c_kv, k_rope = self.kv_a_proj(x).to(ct).split([self.R, Kr], dim=-1)  # [B, T, R], [B, T, Kr]
+        c_kv = self._norm(c_kv, self.kv_norm, ct)
+        if self.cfg.rope:
+            # absolute positions, so keys cached at earlier calls keep their rotation
+            pos = torch.arange(P, P + T, device=x.device)
+            q_rot = rotary(q_rot, pos, self.cfg.rope_theta)
+            k_rope = rotary(k_rope[:, :, None], pos, self.cfg.rope_theta)[:, :, 0]
+        if state is not None:
+            c_kv = torch.cat([state["c_kv"].to(ct), c_kv], dim=1)  # [B, S, R], S = P + T
+            k_rope = torch.cat([state["k_rope"].to(ct), k_rope], dim=1)  # [B, S, Kr]
+        S = P + T
+        kv = self.kv_b_proj(c_kv.to(self.kv_b_proj.weight.dtype)).view(B, S, H, Kn + self.V).to(ct)
+        k_nope, v = kv.split([Kn, self.V], dim=-1)
+        q = torch.cat([q_nope, q_rot], dim=-1)  # [B, T, H, Kn + Kr]
+        k = torch.cat([k_nope, k_rope[:, :, None].expand(B, S, H, Kr)], dim=-1)  # the rope key is shared by all heads
+        o = ATTENTION[self.cfg.impl](q, k, v, self.scale)  # [B, T, H, V]
+        y = self.o_proj(o.reshape(B, T, H * self.V).to(self.o_proj.weight.dtype))
+        return y.to(x.dtype), {"c_kv": c_kv, "k_rope": k_rope}
+
+    def state_size(self, seq_len: int) -> int:
+        """Latent cache elements per sequence: seq_len * (kv_lora_rank + qk_rope_head_dim)."""
+        return seq_len * (self.R + self.Kr)
+
+    def mixing_flops_per_token(self, seq_len: int) -> float:
+        """Scores plus weighted sum for a query that sees `seq_len` keys: 2 * H * seq_len * (Kn + Kr + V).
+
+        No causal halving: this is the cost of the token at position seq_len (the decode cost), an upper
+        bound on the average over a causal prefill, which is about half. Recomputing k_nope and v from the
+        cached latent at decode time (kv_b_proj over the cache) is not counted.
+        """
+        return 2.0 * self.H * seq_len * (self.Kn + self.Kr + self.V)
