@@ -52,13 +52,14 @@ def make_logger(cfg: dict, run_dir: Path, config: dict, name: str) -> NullLogger
     try:
         import wandb
     except ImportError:
-        warnings.warn("logger=wandb but wandb is not installed (pip install 'arena[wandb]'); logging locally only")
+        warnings.warn("logger=wandb but wandb is not installed (pip install 'arena[wandb]'); logging locally only",
+                      stacklevel=2)
         return NullLogger()
     try:
         # the mode is passed explicitly: an argument overrides WANDB_MODE, so the config decides
         run = wandb.init(project=cfg.get("project", "arena"), entity=cfg.get("entity"), name=name,
                          dir=str(run_dir), config=config, mode=mode)
     except Exception as err:  # offline init can still time out on locked-down machines
-        warnings.warn(f"wandb.init failed ({err}); logging locally only")
+        warnings.warn(f"wandb.init failed ({err}); logging locally only", stacklevel=2)
         return NullLogger()
     return WandbLogger(run, wandb)

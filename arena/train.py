@@ -14,7 +14,7 @@ import math
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ from arena.tasks.base import split_seed
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000  # optimizer steps at most
+    steps: int = 600  # optimizer steps at most
     batch_size: int = 64
     lr: float = 3e-3  # peak learning rate
     weight_decay: float = 0.1  # AdamW, on >= 2-D weights except embeddings and flagged decay params
@@ -141,7 +141,7 @@ class Run:
 
 
 def train(run: Run, run_dir: Path, name: str) -> dict:
-    cfg, task, model, device = run.train_cfg, run.task, run.model, run.device
+    task, model, device = run.task, run.model, run.device
     write_json_atomic(run_dir / "env.json", environment(device))
     logger = make_logger(dict(run.config.get("logger") or {}), run_dir, run.config, name)
     params = model.parameter_counts()
@@ -247,4 +247,4 @@ def _finished(steps: int, best: float, best_step, result: dict, stopped_early: b
     }
 
 
-__all__ = ["Run", "TrainConfig", "asdict", "evaluate", "lr_at", "train"]
+__all__ = ["Run", "TrainConfig", "evaluate", "lr_at", "train"]

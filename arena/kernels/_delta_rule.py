@@ -4,19 +4,17 @@ Private: use `arena.kernels.kda` or `arena.kernels.gated_delta_rule`. Both ops r
     S_t = (I - beta_t k_t k_t^T) Diag(exp(g_t)) S_{t-1} + beta_t k_t v_t^T,    o_t = S_t^T (scale q_t)
 with g per channel ([B, T, H, K], KDA) or per head ([B, T, H], GDN: the same decay on every key row).
 
-`chunk_delta_rule` is the chunkwise algorithm of docs mixers.md 1.6 in plain PyTorch (autograd gives the
-backward). Inside a chunk of C tokens with chunk-local cumulative log-decay G:
-    Aqk[r, i] = scale q_r . (k_i * exp(G_r - G_i))        i <= r
-    Akk[r, i] = beta_r k_r . (k_i * exp(G_r - G_i))       i <  r
-    W = (I + Akk)^-1 (beta exp(G) k),   U = (I + Akk)^-1 (beta v)          (UT transform)
-    V' = U - W S,   O = scale (exp(G) q) S + Aqk V',   S <- exp(G_C) S + (exp(G_C - G) k)^T V'
-Gates reach -20 per step, so G falls to -20 C within a chunk and exp(G_r) exp(-G_i) would overflow. Every
-decay is therefore an exact difference exp(G_r - G_i) <= 1, with the exponent (not the product) masked to
--inf above the diagonal, so neither forward nor backward meets inf or 0 * inf. KDA needs a [C, C, K] decay
-per chunk (hence its small default chunk); GDN needs only [C, C].
-
-The state update is rewritten as S <- A_n S + B_n with A_n = Diag(exp(G_C)) - (exp(G_C - G) k)^T W and
-B_n = (exp(G_C - G) k)^T U, batched over all chunks, so the sequential part is one matmul per chunk.
+`chunk_delta_rule` is the chunkwise algorithm of docs mixers.md 1.6 in plain PyTorch, differentiable
+(autograd, plus two small autograd.Functions with hand-written backward). In a chunk of C tokens with
+chunk-local cumulative log-decay G:
+    Aqk[r, i] = scale q_r . (k_i * exp(G_r - G_i))  (i <= r),   Akk[r, i] = beta_r k_r . (k_i * exp(G_r - G_i))  (i < r)
+    M = (I + Akk)^-1                                            (UT transform, by block doubling)
+    V' = M (beta v - beta exp(G) k S)                           (corrected values; W = M beta exp(G) k, U = M beta v)
+    O  = scale (exp(G) q) S + Aqk V',   S <- exp(G_C) S + (exp(G_C - G) k)^T V'
+Gates reach -20 per step, so G falls to -20 C inside a chunk and exp(G_r) * exp(-G_i) overflows fp32. Every
+decay here is an exact difference exp(G_r - G_i) <= 1 instead: a [C, C] mask for GDN; for KDA, where the decay
+sits inside the sum over K, a binary tree of blocks (`_PerChannelScores`) with both factors <= 1.
+Everything but the chunk-to-chunk state step is batched over chunks; that step is a loop of T / C matmuls.
 """
 
 from __future__ import annotations
@@ -71,75 +69,122 @@ def check_chunk_size(chunk_size: int) -> None:
 LOG_DECAY_FLOOR = -80.0  # exp(-80) ~ 2e-35: zero at fp32 precision, and exp stays off its slow underflow path
 
 
-def _decay(log_decay: torch.Tensor) -> torch.Tensor:
-    """exp of a cumulative log-decay (<= 0), floored at LOG_DECAY_FLOOR (exp is ~15x slower on CPU below)."""
-    return log_decay.clamp(min=LOG_DECAY_FLOOR).exp()
+class _Decay(torch.autograd.Function):
+    """exp(x) for a log-decay difference x <= 0, with x clamped to [LOG_DECAY_FLOOR, 0].
 
-
-def _block_lower(top_left: torch.Tensor, bottom_left: torch.Tensor, bottom_right: torch.Tensor) -> torch.Tensor:
-    """[[top_left, 0], [bottom_left, bottom_right]] for batches of [s, s] blocks -> [..., 2s, 2s]."""
-    top = torch.cat([top_left, torch.zeros_like(top_left)], dim=-1)
-    return torch.cat([top, torch.cat([bottom_left, bottom_right], dim=-1)], dim=-2)
-
-
-def _scores_per_head(q, k, G):
-    """Aqk, Akk = (q k^T, k k^T) * exp(G_r - G_i) below the diagonal (one decay per head): a [C, C] mask.
-
-    q (scaled), k: [..., C, K]; G: [..., C]. The exponent is clamped to <= 0 before exp, so the upper
-    triangle never holds inf (its backward would give 0 * inf = NaN); tril then zeroes it exactly.
+    The floor keeps exp off its slow CPU underflow path (~15x slower below -88) at an error below 2e-35;
+    the ceiling keeps masked-out entries (x > 0, above a causal diagonal) finite, so no 0 * inf reaches
+    backward. Backward is grad * exp(x), ignoring the clamp: in-range that is exact; at the floor the true
+    derivative is below 2e-35, and entries above the ceiling are masked by the caller.
     """
-    C = q.shape[-2]
-    decay = (G.unsqueeze(-1) - G.unsqueeze(-2)).clamp(LOG_DECAY_FLOOR, 0.0).exp().tril()  # [..., C(r), C(i)]
-    A = torch.cat([q, k], dim=-2) @ k.transpose(-1, -2)  # [..., 2C, C]: q k^T over k k^T
-    A = A.unflatten(-2, (2, C)) * decay.unsqueeze(-3)  # [..., 2, C, C]
-    return A[..., 0, :, :], A[..., 1, :, :]
+
+    @staticmethod
+    def forward(ctx, x):
+        out = x.clamp(LOG_DECAY_FLOOR, 0.0).exp_()
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        return grad * out
 
 
-def _scores_per_channel(q, k, G):
-    """Aqk, Akk = q_r . (k_i * exp(G_r - G_i)), k_r . (...) for i <= r, zero above (per-channel decay).
+def _decay(x: torch.Tensor) -> torch.Tensor:
+    return _Decay.apply(x)
 
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b, elementwise for tiny matrices: CPU bmm pays a fixed cost per matrix."""
+    if a.shape[-2] * a.shape[-1] * b.shape[-1] <= 128:
+        return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
+    return a @ b
+
+
+def _diag_blocks(A: torch.Tensor, s: int) -> torch.Tensor:
+    """Writable view of the [s, s] diagonal blocks of A: [..., C, C] -> [..., C/s, s, s]."""
+    n = A.shape[-1] // s
+    return A.unflatten(-2, (n, s)).unflatten(-1, (n, s)).diagonal(dim1=-4, dim2=-2).movedim(-1, -3)
+
+
+def _joint_blocks(A: torch.Tensor, s: int) -> torch.Tensor:
+    """Writable view of the lower-left [s, s] block of each [2s, 2s] diagonal block: -> [..., C/2s, s, s]."""
+    return _diag_blocks(A, 2 * s)[..., s:, :s]
+
+
+class _PerChannelScores(torch.autograd.Function):
+    """A[..., j, r, i] = x[..., j, r, :] . (y[..., i, :] * exp(G_r - G_i)) for i <= r, 0 above.
+
+    x: [..., R, C, K] (R row sets sharing the columns), y, G: [..., C, K] -> A: [..., R, C, C]; C a power of 2.
     The decay sits inside the sum over K, so it cannot be a [C, C] mask, and exp(G_r) * exp(-G_i) overflows
-    once G < -88. The pairs are split over a binary tree of blocks instead: level s joins pairs of s-token
-    blocks, rescaling both sides around n = the right block's first token, so exp(G_r - G_n) and
-    exp(G_n - G_i) are both <= 1 for any gate depth, and no [C, C, K] tensor is built.
-    q (scaled), k, G: [..., C, K], C a power of 2. Returns two [..., C, C].
+    once G < -88. Pairs are joined over a binary tree of blocks instead: level s joins each left s-token
+    block to its right neighbour, rescaling both sides around n = the right block's first token, so
+    exp(G_r - G_n) and exp(G_n - G_i) are both <= 1 for any gate depth; no [C, C, K] tensor is built.
+    Backward walks the same tree; the gate enters only as G_r - G_i, so dG = sum_j x_j * dx_j - y * dy.
     """
-    *batch, C, K = q.shape
-    rows = torch.stack([q, k], dim=-3)  # [..., 2, C, K]: rows of Aqk and of Akk
-    A = (rows * k.unsqueeze(-3)).sum(-1)[..., None, None]  # [..., 2, C, 1, 1]: the diagonal, exp(0) = 1
-    s = 1
-    while s < C:
-        m = C // (2 * s)  # block pairs per chunk at this level
-        Gb = G.reshape(*batch, m, 2, s, K)
-        Gn = Gb[..., 1, :1, :]  # [..., m, 1, K]
-        k_left = k.reshape(*batch, m, 2, s, K)[..., 0, :, :] * _decay(Gn - Gb[..., 0, :, :])  # [..., m, s, K]
-        right = rows.reshape(*batch, 2, m, 2, s, K)[..., 1, :, :]  # [..., 2, m, s, K]
-        right = right * _decay(Gb[..., 1, :, :] - Gn).unsqueeze(-4)
-        X = right @ k_left.unsqueeze(-4).transpose(-1, -2)  # [..., 2, m, s(r), s(i)]
-        A_left, A_right = A.reshape(*batch, 2, m, 2, s, s).unbind(-3)
-        A = _block_lower(A_left, X, A_right)  # [..., 2, m, 2s, 2s]
-        s *= 2
-    A = A.squeeze(-3)  # [..., 2, C, C]
-    return A[..., 0, :, :], A[..., 1, :, :]
+
+    @staticmethod
+    def forward(ctx, x, y, G):
+        C = G.shape[-2]
+        A = x.new_zeros(*x.shape[:-1], C)  # [..., R, C, C]
+        A.diagonal(dim1=-2, dim2=-1).copy_((x * y.unsqueeze(-3)).sum(-1))  # exp(0) = 1 on the diagonal
+        levels = []
+        s = 1
+        while s < C:
+            m = C // (2 * s)
+            G_left, G_right = G.unflatten(-2, (m, 2, s)).unbind(-3)  # [..., m, s, K]
+            G_ref = G_right[..., :1, :]
+            e_left = (G_ref - G_left).clamp_(min=LOG_DECAY_FLOOR).exp_()  # [..., m, s, K], <= 1
+            e_right = (G_right - G_ref).clamp_(min=LOG_DECAY_FLOOR).exp_().unsqueeze(-4)  # [..., 1, m, s, K]
+            y_left = y.unflatten(-2, (m, 2, s))[..., 0, :, :] * e_left
+            x_right = x.unflatten(-2, (m, 2, s))[..., 1, :, :] * e_right  # [..., R, m, s, K]
+            _joint_blocks(A, s).copy_(_mm(x_right, y_left.transpose(-1, -2).unsqueeze(-4)))
+            levels.append((s, e_left, e_right, y_left, x_right))
+            s *= 2
+        ctx.save_for_backward(x, y)
+        ctx.levels = levels
+        return A
+
+    @staticmethod
+    def backward(ctx, dA):
+        x, y = ctx.saved_tensors
+        dA = dA.contiguous()  # the block views below need a plain layout
+        dA_diag = dA.diagonal(dim1=-2, dim2=-1).unsqueeze(-1)  # [..., R, C, 1]
+        dx = dA_diag * y.unsqueeze(-3)  # [..., R, C, K]
+        dy = (dA_diag * x).sum(-3)  # [..., C, K]
+        for s, e_left, e_right, y_left, x_right in ctx.levels:
+            dX = _joint_blocks(dA, s)  # [..., R, m, s(r), s(i)]
+            m = dX.shape[-3]
+            dx.unflatten(-2, (m, 2, s))[..., 1, :, :].add_(_mm(dX, y_left.unsqueeze(-4)).mul_(e_right))
+            dy.unflatten(-2, (m, 2, s))[..., 0, :, :].add_(_mm(dX.transpose(-1, -2), x_right).sum(-4).mul_(e_left))
+        return dx, dy, (x * dx).sum(-3).sub_(y * dy)
 
 
-def _unit_lower_inverse(A: torch.Tensor) -> torch.Tensor:
-    """(I + A)^-1 for A: [..., C, C], C a power of 2, reading only A's strictly lower triangle.
+class _UnitLowerInverse(torch.autograd.Function):
+    """(I + A)^-1 for A: [..., C, C] (C a power of 2), reading only A's strictly lower triangle.
 
-    Doubling: inv([[L1, 0], [X, L2]]) = [[L1^-1, 0], [-L2^-1 X L1^-1, L2^-1]], all blocks of a level at once;
-    differentiable, and much cheaper than torch.linalg.solve_triangular's per-matrix loop on CPU.
+    Doubling, all blocks of a level at once: inv([[L1, 0], [X, L2]]) = [[L1^-1, 0], [-L2^-1 X L1^-1, L2^-1]].
+    Much cheaper on CPU than torch.linalg.solve_triangular's per-matrix loop. Backward: -M^T dM M^T.
     """
-    *batch, C, _ = A.shape
-    inv = A.new_ones(*batch, C, 1, 1)  # [..., n, s, s]: the inverted diagonal blocks, s = 1
-    s = 1
-    while s < C:
-        m = C // (2 * s)
-        diag_blocks = A.reshape(*batch, m, 2 * s, m, 2 * s).diagonal(dim1=-4, dim2=-2).movedim(-1, -3)
-        X = diag_blocks[..., s:, :s]  # [..., m, s, s]: the lower-left block of each 2s diagonal block
-        left, right = inv.reshape(*batch, m, 2, s, s).unbind(-3)
-        inv = _block_lower(left, -(right @ X @ left), right)  # [..., m, 2s, 2s]
-        s *= 2
-    return inv.squeeze(-3)
+
+    @staticmethod
+    def forward(ctx, A):
+        C = A.shape[-1]
+        M = torch.zeros_like(A)
+        M.diagonal(dim1=-2, dim2=-1).fill_(1.0)
+        s = 1
+        while s < C:
+            inv = _diag_blocks(M, s)  # [..., 2m, s, s]: inverses found at the previous level
+            _joint_blocks(M, s).copy_(-_mm(_mm(inv[..., 1::2, :, :], _joint_blocks(A, s)), inv[..., 0::2, :, :]))
+            s *= 2
+        ctx.save_for_backward(M)
+        return M
+
+    @staticmethod
+    def backward(ctx, dM):
+        (M,) = ctx.saved_tensors
+        Mt = M.transpose(-1, -2)
+        return -(Mt @ dM @ Mt).tril(-1)
 
 
 def chunk_delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, allow_neg_eigval, chunk_size):
@@ -155,38 +200,43 @@ def chunk_delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state,
 
     def chunked(x: torch.Tensor) -> torch.Tensor:
         # A padded token has k = v = q = 0, beta = 0 and g = 0, so it leaves the state untouched.
-        x = x.to(dtype).transpose(1, 2)  # [B, H, T, ...]
+        x = x.to(dtype)
         if pad:
-            x = F.pad(x, (0, 0) * (x.dim() - 3) + (0, pad))
-        return x.reshape(B, H, NT, C, *x.shape[3:])  # [B, H, NT, C, ...]
+            x = F.pad(x, (0, 0) * (x.dim() - 2) + (0, pad))
+        x = x.unflatten(1, (NT, C)).transpose(0, 1).transpose(2, 3)  # [NT, B, H, C, ...]
+        return x.reshape(NT, B * H, C, *x.shape[4:])  # [NT, B*H, C, ...]: one contiguous slab per chunk
 
     q, k, v, g, beta = map(chunked, (q, k, v, g, beta))
     if allow_neg_eigval:
         beta = 2 * beta
-    G = g.cumsum(3)  # chunk-local cumulative log-decay, [B, H, NT, C] or [B, H, NT, C, K]
-    scores = _scores_per_channel if per_channel else _scores_per_head
-    Aqk, Akk = scores(q * scale, k, G)  # [B, H, NT, C, C]
+    G = g.cumsum(2)  # chunk-local cumulative log-decay, [NT, B*H, C] or [NT, B*H, C, K]
+    rows = torch.stack([q * scale, k * beta.unsqueeze(-1)], dim=-3)  # [NT, B*H, 2, C, K]: rows of Aqk, Akk
+    if per_channel:
+        Aqk, Akk = _PerChannelScores.apply(rows, k, G).unbind(-3)  # [NT, B*H, C, C]
+    else:
+        # One decay per head: the exact exp(G_r - G_i) is a [C, C] mask on plain products. The exponent is
+        # clamped to <= 0 first, so the upper triangle never holds inf (backward: 0 * inf = NaN).
+        decay = _decay(G.unsqueeze(-1) - G.unsqueeze(-2)).tril()  # [NT, B*H, C, C]
+        Aqk, Akk = ((rows @ k.unsqueeze(-3).transpose(-1, -2)) * decay.unsqueeze(-3)).unbind(-3)
+    M = _UnitLowerInverse.apply(Akk)  # (I + Akk)^-1, [NT, B*H, C, C]
+    Gk = G if per_channel else G.unsqueeze(-1)  # [NT, B*H, C, K or 1]
+    decay_in = _decay(Gk)  # from the chunk's start to each token
     b = beta.unsqueeze(-1)
-    M = _unit_lower_inverse(b * Akk)  # (I + Diag(beta) Akk)^-1, [B, H, NT, C, C]
-    Gk = G if per_channel else G.unsqueeze(-1)  # [B, H, NT, C, K or 1]
-    decay_in = _decay(Gk)  # [B, H, NT, C, K or 1]: from the chunk's start to each token
-    WU = M @ torch.cat([b * decay_in * k, b * v], dim=-1)  # [B, H, NT, C, K + V]: W | U
-    G_last = Gk[..., -1:, :]  # [B, H, NT, 1, K or 1]
-    k_to_end = k * _decay(G_last - Gk)  # [B, H, NT, C, K]: each key decayed to the chunk's end
-    kWU = (k_to_end.transpose(-1, -2) @ WU).reshape(B * H, NT, K, K + V).transpose(0, 1)  # [NT, B*H, K, K+V]
-    state_decay = torch.diag_embed(_decay(G_last.squeeze(-2)).expand(B, H, NT, K))  # [B, H, NT, K, K]
-    A_state = state_decay.reshape(B * H, NT, K, K).transpose(0, 1) - kWU[..., :K]  # [NT, B*H, K, K]
-    B_state = kWU[..., K:]  # [NT, B*H, K, V]
-
+    G_last = Gk[..., -1:, :]  # [NT, B*H, 1, K or 1]: the same rounded G as inside, so G_last - G_C = 0 exactly
+    k_end = (k * _decay(G_last - Gk)).transpose(-1, -2)  # [NT, B*H, K, C]: keys decayed to the chunk's end
     S = q.new_zeros(B * H, K, V) if initial_state is None else initial_state.to(dtype).reshape(B * H, K, V)
-    entering = []
-    for n in range(NT):
+    # Chunk to chunk (sequential, one step per chunk): V' = M (beta v - beta exp(G) k S) is the chunk's
+    # corrected values, then S <- exp(G_C) S + k_end^T V'.
+    w_in, u_in = b * decay_in * k, b * v  # [NT, B*H, C, K], [NT, B*H, C, V]
+    state_decay = _decay(G_last).transpose(-1, -2)  # [NT, B*H, K or 1, 1]
+    entering, v_news = [], []
+    # unbind, not M[n]: each indexing op's backward would write a full-size zero tensor
+    for M_n, w_n, u_n, k_end_n, decay_n in zip(*(x.unbind(0) for x in (M, w_in, u_in, k_end, state_decay))):
         entering.append(S)
-        S = torch.baddbmm(B_state[n], A_state[n], S)  # [B*H, K, V]
-    S_in = torch.stack(entering, dim=1).reshape(B, H, NT, K, V)  # the state entering each chunk
-
-    W, U = WU.split([K, V], dim=-1)
-    v_new = U - W @ S_in  # [B, H, NT, C, V]
-    o = (q * (scale * decay_in)) @ S_in + Aqk @ v_new  # [B, H, NT, C, V]
-    o = o.reshape(B, H, NT * C, V)[:, :, :T].transpose(1, 2).to(out_dtype)  # [B, T, H, V]
+        v_new = M_n @ torch.baddbmm(u_n, w_n, S, alpha=-1)  # [B*H, C, V]
+        v_news.append(v_new)
+        S = torch.baddbmm(decay_n * S, k_end_n, v_new)  # [B*H, K, V]
+    S_in, v_new = torch.stack(entering), torch.stack(v_news)  # [NT, B*H, K, V], [NT, B*H, C, V]
+    o = (q * (scale * decay_in)) @ S_in + Aqk @ v_new  # [NT, B*H, C, V]
+    o = o.unflatten(1, (B, H)).permute(1, 0, 3, 2, 4).reshape(B, NT * C, H, V)[:, :T].to(out_dtype)
     return o, (S.reshape(B, H, K, V) if output_final_state else None)

@@ -31,10 +31,10 @@ class Batch:
     def __len__(self) -> int:
         return self.inputs.shape[0]
 
-    def __getitem__(self, index) -> "Batch":
+    def __getitem__(self, index) -> Batch:
         return Batch(self.inputs[index], self.targets[index])
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         return Batch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True))
 
 
