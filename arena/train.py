@@ -169,7 +169,7 @@ def train(run: Run, run_dir: Path, name: str) -> dict:
 def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float) -> dict:
     cfg, task, model, device, amp = run.train_cfg, run.task, run.model, run.device, run.amp
     seed = cfg.seed
-    test = task.generate(task.cfg.num_test, split_seed(seed, "test"))
+    test = task.generate(task.cfg.num_test, split_seed(seed, "test"), split="test")
     fixed_train = task.generate(task.cfg.num_train, split_seed(seed, "train")) if task.cfg.num_train else None
     fresh = torch.Generator().manual_seed(seed)  # batch order (fixed set) or per-step seeds (fresh samples)
     optimizer = make_optimizer(model, cfg)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from arena.config_utils import make_config
 from arena.registry import Registry
-from arena.tasks.base import IGNORE, Batch, Task
+from arena.tasks.base import IGNORE, PAD, Batch, Task
 
 TASKS: Registry[Task] = Registry("task", __name__, skip=("base",))
 register_task = TASKS.register
@@ -33,4 +33,4 @@ def build_task(name: str, **overrides) -> Task:
     return cls(make_config(cls.Config, f"task {name}", **overrides))
 
 
-__all__ = ["IGNORE", "Batch", "Task", "build_task", "get_task", "list_tasks", "register_task"]
+__all__ = ["IGNORE", "PAD", "Batch", "Task", "build_task", "get_task", "list_tasks", "register_task"]

@@ -5,13 +5,20 @@ A task is a next-token problem: `targets[i, t]` is what the model must predict a
 `@dataclass Config` (difficulty knobs with commented defaults); its constructor validates the config and
 raises `ConfigError` when the knobs cannot fit (e.g. too many items for the sequence length).
 
-Data protocol: `generate(n, seed)` is deterministic in `seed`; the trainer draws the training set and the
-held-out test set from disjoint seed streams (`split_seed`). `num_train > 0` trains on a fixed set (as
-Zoology does); `num_train = 0` draws fresh samples every step.
+Data protocol: `generate(n, seed, split)` is deterministic in `seed`; the trainer draws the training set and
+the held-out test set from disjoint seed streams (`split_seed`) and passes `split` ("train" or "test") so a
+task with different train and test distributions (e.g. parity: train lengths 3-40, test 40-256) can tell
+them apart; most tasks ignore it. `num_train > 0` trains on a fixed set (as Zoology does); `num_train = 0`
+draws fresh samples every step. Every sequence of a batch has length `seq_len`; a task whose content is
+shorter pads on the right with `PAD` (0 by convention unless the task documents another id), unscored.
+
+Length extrapolation: `at_length(L)` returns the same task with sequence length L (by default `seq_len=L`;
+a task whose difficulty knobs must scale with L overrides it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,7 +27,8 @@ import torch
 
 from arena.errors import ConfigError
 
-IGNORE = -100
+IGNORE = -100  # target value of an unscored position (torch cross_entropy's ignore_index)
+PAD = 0  # token id that fills a sequence past its content, by convention
 
 
 @dataclass
@@ -74,12 +82,18 @@ class Task:
     def seq_len(self) -> int:
         return self.cfg.seq_len
 
-    def generate(self, num_examples: int, seed) -> Batch:
+    def generate(self, num_examples: int, seed, split: str = "train") -> Batch:
         """`num_examples` sequences of length `seq_len`, deterministic in `seed` (an int or list of ints)."""
-        return self.sample(np.random.default_rng(seed), num_examples)
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r} is not one of {sorted(SPLITS)}")
+        return self.sample(np.random.default_rng(seed), num_examples, split)
 
-    def sample(self, rng: np.random.Generator, num_examples: int) -> Batch:
+    def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         raise NotImplementedError
+
+    def at_length(self, seq_len: int) -> Task:
+        """This task with sequences of length `seq_len` (for length-extrapolation tests)."""
+        return type(self)(dataclasses.replace(self.cfg, seq_len=seq_len))
 
 
 def sample_distinct(rng: np.random.Generator, num_rows: int, low: int, high: int, count: int) -> np.ndarray:

@@ -53,7 +53,7 @@ class MQAR(Task):
         if not 0 < cfg.power_a <= 1:
             raise ConfigError(f"task mqar: power_a={cfg.power_a} must lie in (0, 1]")
 
-    def sample(self, rng: np.random.Generator, num_examples: int) -> Batch:
+    def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg
         n, L, V = c.num_kv_pairs, c.seq_len, c.vocab_size
         keys = sample_distinct(rng, num_examples, 1, V // 2, n)  # [E, N]
