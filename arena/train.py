@@ -23,10 +23,11 @@ from tqdm.auto import tqdm
 
 from arena.config_utils import make_config
 from arena.errors import ConfigError, choice_error
+from arena.evaluate import EvalConfig, evaluate, evaluate_lengths, scored_logits
 from arena.loggers import make_logger
 from arena.model import LanguageModel, ModelConfig
 from arena.provenance import environment, write_json_atomic
-from arena.tasks import IGNORE, Batch, Task, build_task
+from arena.tasks import Task, build_task
 from arena.tasks.base import split_seed
 
 
@@ -87,35 +88,6 @@ def make_optimizer(model: LanguageModel, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-def scored_logits(model: LanguageModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and targets at scored positions only: the LM head runs on those rows alone (far cheaper)."""
-    hidden, _ = model.hidden_states(batch.inputs)  # [B, T, D]
-    scored = batch.targets != IGNORE  # [B, T]
-    return model.lm_head(hidden[scored]).float(), batch.targets[scored]
-
-
-@torch.no_grad()
-def evaluate(model: LanguageModel, data: Batch, batch_size: int, amp: torch.dtype | None) -> dict:
-    """Held-out token accuracy over scored positions and sequence accuracy (all scored positions right)."""
-    model.eval()
-    correct = total = seq_right = 0
-    loss_sum = 0.0
-    device = next(model.parameters()).device
-    for start in range(0, len(data), batch_size):
-        batch = data[start: start + batch_size].to(device)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits, targets = scored_logits(model, batch)  # [S, vocab], [S] over the S scored positions
-        scored = batch.targets != IGNORE  # [B, T]
-        right = torch.zeros_like(scored)
-        right[scored] = logits.argmax(-1) == targets
-        loss_sum += F.cross_entropy(logits, targets, reduction="sum").item()
-        correct += right.sum().item()
-        total += scored.sum().item()
-        seq_right += (right.sum(1) == scored.sum(1)).sum().item()
-    model.train()
-    return {"accuracy": correct / total, "sequence_accuracy": seq_right / len(data), "test_loss": loss_sum / total}
-
-
 def peak_memory(device: torch.device) -> dict:
     if device.type == "cuda":
         return {"peak_memory_bytes": torch.cuda.max_memory_allocated(device), "peak_memory_kind": "cuda_max_allocated"}
@@ -131,6 +103,7 @@ class Run:
         task_cfg = dict(config["task"])
         self.task: Task = build_task(task_cfg.pop("name"), **task_cfg)
         self.train_cfg: TrainConfig = make_config(TrainConfig, "train", **config["train"])
+        self.eval_cfg: EvalConfig = make_config(EvalConfig, "eval", **(config.get("eval") or {}))
         model_cfg = make_config(ModelConfig, "model", **config["model"], vocab_size=self.task.vocab_size)
         self.device = resolve_device(self.train_cfg.device)
         self.amp = autocast_dtype(self.train_cfg.precision, self.device)
@@ -169,6 +142,7 @@ def train(run: Run, run_dir: Path, name: str) -> dict:
 def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float) -> dict:
     cfg, task, model, device, amp = run.train_cfg, run.task, run.model, run.device, run.amp
     seed = cfg.seed
+    chance = getattr(task, "chance_accuracy", 0.0)
     test = task.generate(task.cfg.num_test, split_seed(seed, "test"), split="test")
     fixed_train = task.generate(task.cfg.num_train, split_seed(seed, "train")) if task.cfg.num_train else None
     fresh = torch.Generator().manual_seed(seed)  # batch order (fixed set) or per-step seeds (fresh samples)
@@ -217,7 +191,7 @@ def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float) -> dict:
 
         last = step + 1 == cfg.steps
         if (step + 1) % cfg.eval_every == 0 or last:
-            result = evaluate(model, test, cfg.eval_batch_size, amp)
+            result = evaluate(model, test, cfg.eval_batch_size, amp, chance)
             record = {
                 "step": step + 1, "loss": loss_sum / loss_count, "train_accuracy": right / scored_total,
                 **result, "tokens_per_s": tokens / train_time, "lr": lr_at(step, cfg),
@@ -232,19 +206,27 @@ def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float) -> dict:
                             tok_s=f"{record['tokens_per_s']:.0f}")
             loss_sum, loss_count, right, scored_total = 0.0, 0, 0, 0
             if result["accuracy"] >= cfg.target_accuracy:
-                bar.close()
-                return _finished(step + 1, best, best_step, result, stopped_early=not last)
+                break
     bar.close()
-    return _finished(cfg.steps, best, best_step, result, stopped_early=False)
-
-
-def _finished(steps: int, best: float, best_step, result: dict, stopped_early: bool) -> dict:
-    return {
+    steps = step + 1
+    stopped_early = steps < cfg.steps
+    summary = {
         "status": "completed", "steps": steps, "best_accuracy": best, "best_step": best_step,
         "final_accuracy": result["accuracy"], "final_sequence_accuracy": result["sequence_accuracy"],
+        "final_scaled_accuracy": result["scaled_accuracy"], "chance_accuracy": chance,
         "stopped_early": stopped_early,
         "message": "reached train.target_accuracy" if stopped_early else "ran all train.steps",
     }
+    if run.eval_cfg.lengths:
+        by_length = evaluate_lengths(model, task, run.eval_cfg, seed, amp)
+        with open(metrics_path, "a") as f:
+            for length, res in by_length.items():
+                record = {"step": steps, "eval": "length", "length": length, "train_seq_len": task.seq_len, **res}
+                f.write(json.dumps(record) + "\n")
+        summary["length_eval"] = {str(length): res for length, res in by_length.items()}
+        print("arena: held-out accuracy by length: "
+              + ", ".join(f"{L}: {r['accuracy']:.3f}" for L, r in by_length.items()), file=sys.stderr)
+    return summary
 
 
-__all__ = ["Run", "TrainConfig", "evaluate", "lr_at", "train"]
+__all__ = ["Run", "TrainConfig", "lr_at", "train"]

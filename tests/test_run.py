@@ -88,3 +88,14 @@ def test_bad_input_is_one_line_nonzero_and_leaves_no_results(tmp_path, case):
     assert expected in lines[0]
     assert not list(tmp_path.rglob("summary.json")) and not list(tmp_path.rglob("metrics.jsonl"))
     assert not list(tmp_path.rglob("config.yaml"))
+
+
+def test_length_extrapolation_is_recorded(tmp_path):
+    proc = arena_run(tmp_path, "mixer=gdn", "train.steps=4", "train.eval_every=2", "task.num_train=200",
+                     "task.num_test=50", "eval.lengths=[64,200]", "eval.num_examples=20", "eval.chunk_len=50")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = run_dirs(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["length_eval"]) == {"64", "200"}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["length"] for r in records if r.get("eval") == "length"] == [64, 200]

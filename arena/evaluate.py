@@ -1,0 +1,99 @@
+"""Held-out evaluation: token and sequence accuracy over scored positions, scaled accuracy, length extrapolation.
+
+    result = evaluate(model, test_batch, batch_size=500, amp=None, chance=task.chance_accuracy)
+    by_length = evaluate_lengths(model, task, [64, 128, 1024], EvalConfig(), seed=0, amp=None)
+
+Long sequences are fed in pieces of `EvalConfig.chunk_len` tokens, each continuing from the state the previous
+piece returned (the mixer contract guarantees this equals one parallel pass), so a recurrent mixer's memory
+stays bounded by the piece length; attention keeps its KV cache, which grows with the length as it must.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from arena.errors import ConfigError
+from arena.model import LanguageModel
+from arena.tasks import IGNORE, Batch, Task
+from arena.tasks.base import split_seed
+
+
+@dataclass
+class EvalConfig:
+    lengths: list[int] = field(default_factory=list)  # extra test lengths, scored after training; [] = none
+    num_examples: int = 500  # held-out sequences per extra length
+    chunk_len: int = 2048  # sequences longer than this are fed piece by piece, carrying the state
+    tokens_per_batch: int = 32768  # batch size at length L is max(1, tokens_per_batch // L)
+
+    def __post_init__(self):
+        if any(int(L) < 2 for L in self.lengths) or self.num_examples < 1 or self.chunk_len < 1:
+            raise ConfigError(
+                f"eval: lengths={list(self.lengths)} must be >= 2, num_examples={self.num_examples} and "
+                f"chunk_len={self.chunk_len} >= 1"
+            )
+
+
+def scored_logits(model: LanguageModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and targets at scored positions only: the LM head runs on those rows alone (far cheaper)."""
+    hidden, _ = model.hidden_states(batch.inputs)  # [B, T, D]
+    scored = batch.targets != IGNORE  # [B, T]
+    return model.lm_head(hidden[scored]).float(), batch.targets[scored]
+
+
+def _score(model: LanguageModel, batch: Batch, chunk_len: int) -> tuple[torch.Tensor, float]:
+    """Which scored positions are predicted right ([B, T] bool) and the summed loss, feeding the sequence in
+    pieces of `chunk_len` tokens that each continue from the state the previous piece returned."""
+    right = torch.zeros_like(batch.targets, dtype=torch.bool)
+    loss_sum, states = 0.0, None
+    for start in range(0, batch.inputs.shape[1], chunk_len):
+        piece = slice(start, start + chunk_len)
+        hidden, states = model.hidden_states(batch.inputs[:, piece], states)  # [B, chunk, D]
+        targets = batch.targets[:, piece]
+        scored = targets != IGNORE
+        logits = model.lm_head(hidden[scored]).float()  # [S, vocab]
+        right[:, piece][scored] = logits.argmax(-1) == targets[scored]
+        loss_sum += F.cross_entropy(logits, targets[scored], reduction="sum").item()
+    return right, loss_sum
+
+
+def scaled(accuracy: float, chance: float) -> float:
+    """(accuracy - chance) / (1 - chance): 0 at chance level, 1 when perfect (Grazzi et al.'s parity metric)."""
+    return (accuracy - chance) / (1.0 - chance) if chance < 1 else float("nan")
+
+
+@torch.no_grad()
+def evaluate(model: LanguageModel, data: Batch, batch_size: int, amp: torch.dtype | None, chance: float = 0.0,
+             chunk_len: int = 1 << 30) -> dict:
+    """Held-out token accuracy over scored positions and sequence accuracy (all scored positions right)."""
+    was_training = model.training
+    model.eval()
+    correct = total = seq_right = 0
+    loss_sum = 0.0
+    device = next(model.parameters()).device
+    for start in range(0, len(data), batch_size):
+        batch = data[start: start + batch_size].to(device)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            right, batch_loss = _score(model, batch, chunk_len)
+        scored = batch.targets != IGNORE  # [B, T]
+        loss_sum += batch_loss
+        correct += right.sum().item()
+        total += scored.sum().item()
+        seq_right += (right.sum(1) == scored.sum(1)).sum().item()
+    model.train(was_training)
+    accuracy = correct / total
+    return {"accuracy": accuracy, "scaled_accuracy": scaled(accuracy, chance),
+            "sequence_accuracy": seq_right / len(data), "test_loss": loss_sum / total}
+
+
+def evaluate_lengths(model: LanguageModel, task: Task, cfg: EvalConfig, seed: int, amp) -> dict[int, dict]:
+    """Accuracy of the trained model on held-out data at each length in `cfg.lengths`."""
+    results = {}
+    for length in sorted({int(L) for L in cfg.lengths}):
+        at_length = task.at_length(length)
+        data = at_length.generate(cfg.num_examples, split_seed(seed, "test") + [length], split="test")
+        batch_size = max(1, cfg.tokens_per_batch // length)
+        results[length] = evaluate(model, data, batch_size, amp, getattr(task, "chance_accuracy", 0.0), cfg.chunk_len)
+    return results
