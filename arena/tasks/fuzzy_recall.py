@@ -1,0 +1,146 @@
+"""MAD fuzzy in-context recall (Poli et al. 2024, athms/mad-lab `generate_fuzzy_in_context_recall_instance`,
+multi_query; ../shared/docs/tasks.md 3.2): associative recall where keys and values are multi-token motifs.
+
+Isolates recall of keys spread over several tokens (a key's end is only known once a value token arrives, and a
+short key can be the tail of a longer one). Ids: keys [0, n/2), values [n/2, n) with n = V - 1; PAD = V - 1
+(MAD's pad id; sequences are LEFT-padded as in MAD). A key is an ordered tuple of 1..k_motif_size distinct key
+ids, a value 1..v_motif_size distinct value ids; a key's value is drawn at its first appearance. A probe pair is
+planted mid-sequence and repeated at the end. Train split: key sizes uniform in 1..k_motif_size, every next
+token scored (MAD's plain LM loss) except inside the padding. Test split: every key has k_motif_size tokens;
+scored are the value tokens of pairs whose key appeared earlier, plus the final value.
+
+Differences from MAD (both to keep every scored answer determined by the inputs): MAD plants the probe at a
+token offset drawn from [0, L - 2 |probe|), which can lie past where the pairs stop, leaving the final query
+unseen; here the offset is drawn from the range where the probe always lands. MAD also trains on the padding.
+
+Example (seq_len=24, vocab_size=16, k_motif_size=2, v_motif_size=2), decoded; `.` = unscored:
+
+    position      :   0   1   2   3   4   5   6   7   8   9  10  11  12  13  14  15  16  17  18  19  20  21  22  23
+    test inputs   :  15  15  15   4   5  10   6   2   9  11   6   2   9  11   0   1   7   3   0  10  14   6   2   9
+    test targets  :   .   .   .   .   .   .   .   .   .   .   .   9  11   .   .   .   .   .   .   .   .   .   9  11
+    train inputs  :  15  15  15  15   0   4   7   9   4  14   0   6  13   2   1  12  11   6   4  10   9   2   1  12
+    train targets :   .   .   .   .   4   7   9   4  14   0   6  13   2   1  12  11   6   4  10   9   2   1  12  11
+
+Test: pairs (4 5)->10, (6 2)->9 11, (6 2)->9 11 [repeat: scored at 11-12], (0 1)->7, (3 0)->10 14, final query
+(6 2) -> 9 11 scored at 22-23. Train: key sizes vary ((0 4)->7 9, (4)->14, (0 6)->13, ...); every next token
+after the padding is scored.
+Knobs: vocab_size (MAD baseline 16; changes 32, 64, 128), seq_len (MAD 128; changes 256, 512, 1024),
+k_motif_size and v_motif_size (MAD 3), num_train (MAD 12,800; changes 6400 ... 800), num_test (MAD 1280).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from arena.errors import ConfigError
+from arena.tasks import register_task
+from arena.tasks._mad import check_positive, distinct_tuples, first_occurrence
+from arena.tasks.base import IGNORE, Batch, Task
+
+
+@register_task("fuzzy_recall")
+class FuzzyRecall(Task):
+    @dataclass
+    class Config(Task.Config):
+        seq_len: int = 64  # tokens the model reads (left-padded); MAD baseline 128
+        vocab_size: int = 16  # keys [0, n/2), values [n/2, n), n = V-1, pad V-1; MAD baseline 16
+        k_motif_size: int = 3  # longest key in tokens (test keys all have this size); MAD 3
+        v_motif_size: int = 3  # longest value in tokens; MAD 3
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        km, vm, L, V = cfg.k_motif_size, cfg.v_motif_size, cfg.seq_len, cfg.vocab_size
+        check_positive("fuzzy_recall", k_motif_size=km, v_motif_size=vm)
+        n = V - 1
+        if n // 2 < km or n - n // 2 < vm:
+            raise ConfigError(
+                f"task fuzzy_recall: vocab_size={V} gives {n // 2} key and {n - n // 2} value ids; needs at least "
+                f"k_motif_size={km} and v_motif_size={vm} (motif tokens are distinct)"
+            )
+        if L < 3 * (km + vm):
+            raise ConfigError(
+                f"task fuzzy_recall: seq_len={L} cannot fit motifs of k_motif_size={km} and v_motif_size={vm}; "
+                f"needs seq_len >= {3 * (km + vm)}"
+            )
+
+    def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
+        c = self.cfg
+        E, L, km, vm, pad = num_examples, c.seq_len, c.k_motif_size, c.v_motif_size, c.vocab_size - 1
+        n = c.vocab_size - 1
+        nk = n // 2
+        rows = np.arange(E)[:, None]
+
+        # the probe pair (key sizes vary only in training, as in MAD)
+        probe_ks = rng.integers(1, km + 1, size=E) if split == "train" else np.full(E, km)
+        probe_vs = rng.integers(1, vm + 1, size=E)
+        probe_k, probe_v = distinct_tuples(rng, (E,), 0, nk, km), distinct_tuples(rng, (E,), nk, n, vm)
+        stop = L - probe_ks - probe_vs - (km + vm)  # MAD adds pairs while the sequence is shorter than this
+        probe_at = rng.integers(0, stop - (km + vm) + 1)  # token offset where the probe is planted
+
+        # candidate pair slots; at most (stop_max + 1) // 2 + 1 are used since every pair has >= 2 tokens
+        S = (L - 2 - (km + vm)) // 2 + 2
+        ks = rng.integers(1, km + 1, size=(E, S)) if split == "train" else np.full((E, S), km)
+        drawn_vs = rng.integers(1, vm + 1, size=(E, S))
+        kt = distinct_tuples(rng, (E, S), 0, nk, km)
+        drawn_vt = distinct_tuples(rng, (E, S), nk, n, vm)
+
+        def key_id(tokens, size):  # a tuple's id; sizes differ in the number of nonzero digits
+            digits = np.where(np.arange(km) < size[..., None], tokens + 1, 0)
+            return (digits * (nk + 1) ** np.arange(km)).sum(-1)
+
+        ids = key_id(kt, ks)
+        is_probe = ids == key_id(probe_k, probe_ks)[:, None]
+        first = first_occurrence(ids)
+        vs = np.where(is_probe, probe_vs[:, None], np.take_along_axis(drawn_vs, first, axis=1))
+        vt = np.where(is_probe[..., None], probe_v[:, None], drawn_vt[rows, first])
+        before = np.cumsum(ks + vs, axis=1) - (ks + vs)
+        probe_seen = np.where(is_probe.any(1), is_probe.argmax(1), S)  # a drawn pair may already be the probe
+        plant_slot = (before >= probe_at[:, None]).argmax(1)
+        planted = plant_slot <= probe_seen
+
+        # item order: slots before plant_slot, the planted probe, the remaining slots, then the final query
+        t = np.arange(S + 1)
+        probe_item = planted[:, None] & (t == plant_slot[:, None])
+        src = np.minimum(t - (planted[:, None] & (t > plant_slot[:, None])), S - 1)
+        real = planted[:, None] | (t < S)  # without a planted probe, item S does not exist
+        answered = (np.take_along_axis(first, src, 1) < src) | (np.take_along_axis(is_probe, src, 1) & planted[:, None])
+        item_ks = np.where(probe_item, probe_ks[:, None], np.take_along_axis(ks, src, 1)) * real
+        item_vs = np.where(probe_item, probe_vs[:, None], np.take_along_axis(vs, src, 1)) * real
+        item_kt = np.where(probe_item[..., None], probe_k[:, None], kt[rows, src])
+        item_vt = np.where(probe_item[..., None], probe_v[:, None], vt[rows, src])
+        start = np.cumsum(item_ks + item_vs, axis=1) - (item_ks + item_vs)
+        kept = real & (start < stop[:, None])
+        item_ks, item_vs = item_ks * kept, item_vs * kept
+        used = (item_ks + item_vs).sum(1)
+
+        # append the final query and place everything right-aligned in MAD's L + 1 raw tokens
+        item_ks = np.concatenate([item_ks, probe_ks[:, None]], 1)
+        item_vs = np.concatenate([item_vs, probe_vs[:, None]], 1)
+        item_kt = np.concatenate([item_kt, probe_k[:, None]], 1)
+        item_vt = np.concatenate([item_vt, probe_v[:, None]], 1)
+        start = np.concatenate([np.where(kept, start, 0), used[:, None]], 1)
+        scored = np.concatenate([answered & ~probe_item & kept, np.ones((E, 1), bool)], 1)
+        offset = L + 1 - used - probe_ks - probe_vs  # >= 2: the padding
+
+        raw = np.full((E, L + 1), pad, dtype=np.int64)
+        raw_targets = np.full((E, L + 1), IGNORE, dtype=np.int64)
+        at = (offset[:, None] + start)[..., None]  # [E, I, 1]
+        kmask = np.arange(km) < item_ks[..., None]
+        vmask = np.arange(vm) < item_vs[..., None]
+        kpos, vpos = at + np.arange(km), at + item_ks[..., None] + np.arange(vm)
+        erows = np.broadcast_to(rows[..., None], kpos.shape)
+        raw[erows[kmask], kpos[kmask]] = item_kt[kmask]
+        erows = np.broadcast_to(rows[..., None], vpos.shape)
+        raw[erows[vmask], vpos[vmask]] = item_vt[vmask]
+        smask = vmask & scored[..., None]
+        raw_targets[erows[smask], vpos[smask]] = item_vt[smask]
+
+        inputs = raw[:, :-1]
+        if split == "train":
+            targets = np.where(np.arange(L) >= offset[:, None], raw[:, 1:], IGNORE)
+        else:
+            targets = raw_targets[:, 1:]
+        return Batch(torch.from_numpy(np.ascontiguousarray(inputs)), torch.from_numpy(np.ascontiguousarray(targets)))

@@ -1,0 +1,33 @@
+"""Every probe trains with every mixer config for a couple of steps through the real trainer (its default
+settings, tiny data), so `python -m arena.run task=<probe> mixer=<mixer>` works for the whole matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from arena.tasks import list_tasks
+from arena.train import Run, train
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+MIXERS = sorted(p.stem for p in (CONF / "mixer").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+@pytest.mark.parametrize("task", list_tasks())
+def test_probe_trains_with_mixer(task, mixer, tmp_path):
+    task_spec = yaml.safe_load((CONF / "task" / f"{task}.yaml").read_text())
+    task_spec.update(num_train=32, num_test=8)
+    config = {
+        "task": task_spec,
+        "model": {"d_model": 32, "n_layers": 2, "mlp_ratio": 1.0},
+        "train": {"steps": 2, "eval_every": 2, "batch_size": 8, "warmup_steps": 1, "device": "cpu"},
+        "logger": {"kind": "none"},
+        "eval": {"lengths": []},
+    }
+    spec = yaml.safe_load((CONF / "mixer" / f"{mixer}.yaml").read_text())
+    summary = train(Run(config, {mixer: spec}, mixer), tmp_path, f"{task}-{mixer}")
+    assert summary["status"] == "completed" and summary["steps"] == 2
+    assert 0.0 <= summary["final_accuracy"] <= 1.0
