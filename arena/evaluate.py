@@ -89,11 +89,28 @@ def evaluate(model: LanguageModel, data: Batch, batch_size: int, amp: torch.dtyp
 
 
 def evaluate_lengths(model: LanguageModel, task: Task, cfg: EvalConfig, seed: int, amp) -> dict[int, dict]:
-    """Accuracy of the trained model on held-out data at each length in `cfg.lengths`."""
+    """Accuracy of the trained model on held-out data at each length in `cfg.lengths`.
+
+    Data is generated batch by batch (seeded by length and batch index), so a million-token length never
+    holds more than one batch of sequences in memory.
+    """
     results = {}
     for length in sorted({int(L) for L in cfg.lengths}):
         at_length = task.at_length(length)
-        data = at_length.generate(cfg.num_examples, split_seed(seed, "test") + [length], split="test")
+        chance = getattr(at_length, "chance_accuracy", 0.0)
         batch_size = max(1, cfg.tokens_per_batch // length)
-        results[length] = evaluate(model, data, batch_size, amp, getattr(task, "chance_accuracy", 0.0), cfg.chunk_len)
+        totals = {"correct": 0.0, "sequences": 0.0, "loss": 0.0, "scored": 0}
+        for index, start in enumerate(range(0, cfg.num_examples, batch_size)):
+            n = min(batch_size, cfg.num_examples - start)
+            data = at_length.generate(n, split_seed(seed, "test") + [length, index], split="test")
+            res = evaluate(model, data, n, amp, chance, cfg.chunk_len)
+            scored = int((data.targets != IGNORE).sum())
+            totals["correct"] += res["accuracy"] * scored
+            totals["loss"] += res["test_loss"] * scored
+            totals["sequences"] += res["sequence_accuracy"] * n
+            totals["scored"] += scored
+        accuracy = totals["correct"] / totals["scored"]
+        results[length] = {"accuracy": accuracy, "scaled_accuracy": scaled(accuracy, chance),
+                           "sequence_accuracy": totals["sequences"] / cfg.num_examples,
+                           "test_loss": totals["loss"] / totals["scored"]}
     return results

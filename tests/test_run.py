@@ -46,10 +46,11 @@ def test_default_job_learns_mqar(tmp_path):
 
 @pytest.mark.parametrize("overrides", [
     ("mixer=mamba2",), ("mixer=mla_nope",), ("model=hybrid_3to1",), ("mixer=gdn", "mixer.impl=naive"),
+    ("task=parity", "task.num_train=0"),  # fresh samples every step instead of a fixed training set
 ], ids=lambda o: "-".join(o))
 def test_other_mixers_run_end_to_end(tmp_path, overrides):
-    proc = arena_run(tmp_path, *overrides, "train.steps=6", "train.eval_every=3", "task.num_train=200",
-                     "task.num_test=50")
+    sizes = () if "task.num_train=0" in overrides else ("task.num_train=200",)
+    proc = arena_run(tmp_path, *overrides, "train.steps=6", "train.eval_every=3", *sizes, "task.num_test=50")
     assert proc.returncode == 0, proc.stderr[-2000:]
     (run,) = run_dirs(tmp_path)
     summary = json.loads((run / "summary.json").read_text())
