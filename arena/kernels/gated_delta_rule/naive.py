@@ -7,14 +7,14 @@ Per token, in this order (state [K, V]; one decay per head):
     S <- exp(g) S
     S <- S + k (beta * (v - S^T k))^T
     o  = S^T (scale * q)
-which is S_t = exp(g_t) (I - beta k k^T) S_{t-1} + beta k v^T: KDA with g broadcast over K.
+which is S_t = exp(g_t) (I - beta k k^T) S_{t-1} + beta k v^T: exactly KDA with g broadcast over K, so these
+references run KDA's token loop on the broadcast gate (one oracle to trust, checked by hand in the tests).
 """
 
 from __future__ import annotations
 
-import torch
-
-from arena.kernels._delta_rule import check_inputs, compute_dtype
+from arena.kernels._delta_rule import check_inputs
+from arena.kernels.kda.naive import kda_decode_step, naive_recurrent_kda
 
 
 def naive_recurrent_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
@@ -28,23 +28,8 @@ def naive_recurrent_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state
     q or k. Returns (o [B, T, H, V] in v's dtype, final state [B, H, K, V] fp32 or None).
     """
     check_inputs("naive_recurrent_gated_delta_rule", q, k, v, g, beta, initial_state, per_channel=False)
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    dtype, out_dtype = compute_dtype(q, k, v, g, beta), v.dtype
-    scale = K ** -0.5 if scale is None else scale
-    q, k, v, g, beta = (x.to(dtype).transpose(1, 2) for x in (q, k, v, g, beta))  # [B, H, T, ...]
-    if allow_neg_eigval:
-        beta = 2 * beta
-    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
-    o = []
-    for t in range(T):
-        q_t, k_t, v_t, b_t = q[:, :, t] * scale, k[:, :, t], v[:, :, t], beta[:, :, t]
-        S = S * g[:, :, t].exp()[:, :, None, None]
-        v_err = b_t.unsqueeze(-1) * (v_t - torch.einsum("bhkv,bhk->bhv", S, k_t))  # [B, H, V]
-        S = S + k_t.unsqueeze(-1) * v_err.unsqueeze(-2)
-        o.append(torch.einsum("bhkv,bhk->bhv", S, q_t))
-    o = torch.stack(o, dim=1) if T else q.new_zeros(B, 0, H, V)  # [B, T, H, V]
-    return o.to(out_dtype), (S if output_final_state else None)
+    return naive_recurrent_kda(q, k, v, g.unsqueeze(-1).expand(q.shape), beta, scale, initial_state,
+                               output_final_state, allow_neg_eigval)
 
 
 def gated_delta_rule_decode_step(q, k, v, g, beta, state, scale=None, allow_neg_eigval=False):
@@ -55,14 +40,4 @@ def gated_delta_rule_decode_step(q, k, v, g, beta, state, scale=None, allow_neg_
     Returns (o [B, H, V] in v's dtype, new state [B, H, K, V] fp32, or fp64 for fp64 inputs).
     """
     check_inputs("gated_delta_rule_decode_step", q, k, v, g, beta, state, per_channel=False, step=True)
-    dtype = compute_dtype(q, k, v, g, beta)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    qf, kf, vf, gf, bf = (x.to(dtype) for x in (q, k, v, g, beta))
-    if allow_neg_eigval:
-        bf = 2 * bf
-    S = vf.new_zeros(*q.shape, v.shape[-1]) if state is None else state.to(dtype)
-    S = S * gf.exp()[..., None, None]  # out of place: the caller's state survives
-    v_err = bf.unsqueeze(-1) * (vf - (S * kf.unsqueeze(-1)).sum(-2))  # [B, H, V]
-    S = S + kf.unsqueeze(-1) * v_err.unsqueeze(-2)
-    o = (S * (scale * qf).unsqueeze(-1)).sum(-2)  # [B, H, V]
-    return o.to(v.dtype), S
+    return kda_decode_step(q, k, v, g.unsqueeze(-1).expand(q.shape), beta, state, scale, allow_neg_eigval)
