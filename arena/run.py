@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,6 +30,9 @@ from arena.provenance import write_atomic
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("mixer", "task", "model", "train", "logger", "experiment")
 HYDRA_FILES = {".hydra", "run.log"}
+# the group options conf/config.yaml picks when the command line names none
+ROOT = yaml.safe_load((CONF / "config.yaml").read_text())
+DEFAULTS = {k: v for d in ROOT["defaults"] if isinstance(d, dict) for k, v in d.items()}
 
 
 def group_options(group: str) -> list[str]:
@@ -36,16 +40,36 @@ def group_options(group: str) -> list[str]:
 
 
 def check_group_choices(argv: list[str]) -> None:
-    """Fail fast, in one line, on `mixer=foo`-style overrides that name no YAML (Hydra's own message spans
-    several lines). Sweep values (`a,b`) are checked one by one; sweep functions like glob(*) are left to Hydra."""
+    """Fail fast, in one line, on `mixer=foo`-style overrides that name no YAML and on `train.lrr=1`-style
+    overrides of keys that do not exist (Hydra's own messages span several lines). Sweep values (`a,b`) are
+    checked one by one; sweep functions like glob(*) and `+key=` additions are left to Hydra and the configs."""
+    chosen = {group: DEFAULTS.get(group) for group in GROUPS}
     for arg in argv:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        if not sep or key not in GROUPS or "(" in value:
+        key, sep, value = arg.partition("=")
+        if not sep or key.lstrip("+~") not in GROUPS or "(" in value:
             continue
+        key = key.lstrip("+~")
         allowed = group_options(key)
         for choice in value.split(","):
             if choice not in allowed:
                 raise choice_error(key, choice, allowed)
+        chosen[key] = value.split(",")[0]
+    for arg in argv:
+        key, sep, _ = arg.partition("=")
+        group, dot, field = key.partition(".")
+        if not sep or not dot or key.startswith(("+", "~")):
+            continue
+        if isinstance(ROOT.get(group), dict):  # a plain node of conf/config.yaml, such as eval
+            where, known = "conf/config.yaml", set(ROOT[group])
+        elif group in GROUPS and chosen.get(group) is not None:
+            path = CONF / group / f"{chosen[group]}.yaml"
+            where, known = f"conf/{group}/{chosen[group]}.yaml", set(yaml.safe_load(path.read_text()) or {})
+        else:
+            continue
+        name = field.split(".")[0]
+        if known and name not in known:
+            raise ConfigError(f"{group}.{name} is not a key of {where}; valid keys: "
+                              f"{', '.join(sorted(known))} (add a new key with +{group}.{name}=...)")
 
 
 def mixer_specs(cfg: DictConfig, chosen: str) -> dict[str, dict]:

@@ -75,7 +75,10 @@ BAD = {
     "unknown-layout": (("model.layout=[kda,nope]",), "layout entry='nope'"),
     "heads-not-dividing": (("mixer.num_heads=3",), "d_model=64 is not divisible by num_heads=3"),
     "task-cannot-fit": (("task.seq_len=12",), "seq_len=12 cannot fit"),
-    "unknown-train-key": (("+train.lrr=1",), "unknown key(s) lrr"),
+    "unknown-train-key": (("train.lrr=1",), "train.lrr is not a key of conf/train/default.yaml"),
+    "added-train-key": (("+train.lrr=1",), "unknown key(s) lrr"),
+    "unknown-mixer-key": (("mixer=mla", "mixer.rop=false"), "mixer.rop is not a key of conf/mixer/mla.yaml"),
+    "unknown-eval-key": (("eval.length=[64]",), "eval.length is not a key of conf/config.yaml"),
 }
 
 
