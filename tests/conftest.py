@@ -23,3 +23,31 @@ def _seed():
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture
+def smoke_train(tmp_path):
+    """Train a tiny 2-layer model on CPU through the real trainer and return its metrics.jsonl records.
+
+    `smoke_train(task_spec, steps=60, eval_every=20, batch_size=32, warmup_steps=10, mixer={"name": "gdn"})`;
+    early stopping is off (target accuracy 2.0) so every evaluation window is recorded.
+    """
+    import json
+
+    from arena.train import Run, train
+
+    def run(task: dict, steps: int = 60, eval_every: int = 20, batch_size: int = 32, warmup_steps: int = 10,
+            mixer: dict | None = None) -> list[dict]:
+        config = {
+            "task": dict(task),
+            "train": {"steps": steps, "eval_every": eval_every, "batch_size": batch_size, "lr": 3e-3,
+                      "warmup_steps": warmup_steps, "target_accuracy": 2.0, "device": "cpu"},
+            "model": {"d_model": 32, "n_layers": 2, "mlp_ratio": 2.0},
+            "logger": {"kind": "none"},
+        }
+        spec = mixer or {"name": "gdn"}
+        summary = train(Run(config, {"mixer": spec}, "mixer"), tmp_path, f"smoke-{task['name']}")
+        assert summary["status"] == "completed", summary["message"]
+        return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+
+    return run

@@ -8,13 +8,10 @@ training per probe checks that a tiny GDN model's training loss falls. Run:
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from arena.errors import ConfigError
 from arena.tasks import IGNORE, build_task
-from arena.train import Run, train
 
 PAD = 0
 
@@ -164,16 +161,7 @@ SMOKE = {
 
 
 @pytest.mark.parametrize("name", SMOKE)
-def test_tiny_gdn_training_loss_falls(name, tmp_path):
-    config = {
-        "task": {"name": name, **SMOKE[name], "num_train": 1000, "num_test": 100},
-        "train": {"steps": 60, "eval_every": 20, "batch_size": 32, "lr": 3e-3, "warmup_steps": 10,
-                  "target_accuracy": 2.0, "device": "cpu"},
-        "model": {"d_model": 32, "n_layers": 2, "mlp_ratio": 2.0},
-        "logger": {"kind": "none"},
-    }
-    summary = train(Run(config, {"gdn": {"name": "gdn"}}, "gdn"), tmp_path, name)
-    assert summary["status"] == "completed"
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+def test_tiny_gdn_training_loss_falls(name, smoke_train):
+    records = smoke_train({"name": name, **SMOKE[name], "num_train": 1000, "num_test": 100})
     first, last = records[0]["loss"], records[-1]["loss"]
     assert last < 0.7 * first, f"{name}: training loss {first:.3f} -> {last:.3f} did not fall"

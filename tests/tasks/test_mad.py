@@ -8,14 +8,12 @@ Each solver reads only the decoded input tokens (plus the documented id layout),
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import pytest
 
 from arena.errors import ConfigError
 from arena.tasks import IGNORE, build_task
-from arena.train import Run, train
 
 SPLITS = ("train", "test")
 
@@ -222,15 +220,7 @@ def test_bad_knobs_fail_in_one_line(name, knobs, message):
 
 # --- learning -------------------------------------------------------------------------------------------------
 
-def test_gdn_loss_falls_on_in_context_recall(tmp_path):
-    config = {
-        "task": {"name": "in_context_recall", "seq_len": 16, "vocab_size": 16, "num_train": 2000, "num_test": 200},
-        "train": {"steps": 60, "eval_every": 20, "batch_size": 32, "lr": 3e-3, "warmup_steps": 5,
-                  "device": "cpu", "target_accuracy": 2.0},
-        "model": {"d_model": 32, "n_layers": 2, "mlp_ratio": 2.0},
-        "logger": {"kind": "none"},
-    }
-    summary = train(Run(config, {"gdn": {"name": "gdn"}}, "gdn"), tmp_path, "mad-smoke")
-    assert summary["status"] == "completed"
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+def test_gdn_loss_falls_on_in_context_recall(smoke_train):
+    task = {"name": "in_context_recall", "seq_len": 16, "vocab_size": 16, "num_train": 2000, "num_test": 200}
+    losses = [record["loss"] for record in smoke_train(task, warmup_steps=5)]
     assert len(losses) == 3 and losses[-1] < losses[0] - 0.2, losses

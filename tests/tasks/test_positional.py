@@ -9,13 +9,10 @@ errors, and one short in-process training run showing the loss falls.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from arena.errors import ConfigError
 from arena.tasks import IGNORE, build_task
-from arena.train import Run, train
 
 SPLITS = ("train", "test")
 
@@ -175,16 +172,9 @@ def test_position_lookup_bad_knobs_fail_in_one_line(overrides, message):
 
 # learning -------------------------------------------------------------------------------------------------------
 
-def test_gdn_learns_flip_flop_short_run(tmp_path):
+def test_gdn_learns_flip_flop_short_run(smoke_train):
     """A short run on an easy flip-flop: the last window's mean training loss is far below the first's."""
-    config = {
-        "task": {"name": "flip_flop", "seq_len": 16, "p_ignore": 0.5, "num_train": 1000, "num_test": 100},
-        "train": {"steps": 40, "eval_every": 20, "batch_size": 16, "warmup_steps": 5, "target_accuracy": 2.0,
-                  "device": "cpu"},
-        "model": {"d_model": 32, "n_layers": 2, "mlp_ratio": 2.0},
-        "logger": {"kind": "none"},
-    }
-    summary = train(Run(config, {"gdn": {"name": "gdn"}}, "gdn"), tmp_path, "smoke")
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert summary["status"] == "completed" and len(records) == 2
+    task = {"name": "flip_flop", "seq_len": 16, "p_ignore": 0.5, "num_train": 1000, "num_test": 100}
+    records = smoke_train(task, steps=40, eval_every=20, batch_size=16, warmup_steps=5)
+    assert len(records) == 2
     assert records[-1]["loss"] < 0.6 * records[0]["loss"], records

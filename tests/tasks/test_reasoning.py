@@ -9,13 +9,10 @@ errors, and one short in-process training run showing the loss falls.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from arena.errors import ConfigError
 from arena.tasks import IGNORE, build_task
-from arena.train import Run, train
 
 
 def scored(targets: list[int]) -> dict[int, int]:
@@ -136,17 +133,10 @@ def test_dyck_bad_knobs_fail_in_one_line(overrides, message):
 
 # learning -------------------------------------------------------------------------------------------------------
 
-def test_gdn_learns_dyck_short_run(tmp_path):
+def test_gdn_learns_dyck_short_run(smoke_train):
     """A short run on a shallow Dyck: the last window's mean training loss is far below the first's."""
-    config = {
-        "task": {"name": "dyck", "seq_len": 16, "num_types": 2, "max_depth": 2, "vocab_size": 5,
-                 "num_train": 1000, "num_test": 100},
-        "train": {"steps": 40, "eval_every": 20, "batch_size": 16, "warmup_steps": 5, "target_accuracy": 2.0,
-                  "device": "cpu"},
-        "model": {"d_model": 32, "n_layers": 2, "mlp_ratio": 2.0},
-        "logger": {"kind": "none"},
-    }
-    summary = train(Run(config, {"gdn": {"name": "gdn"}}, "gdn"), tmp_path, "smoke")
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert summary["status"] == "completed" and len(records) == 2
+    task = {"name": "dyck", "seq_len": 16, "num_types": 2, "max_depth": 2, "vocab_size": 5,
+            "num_train": 1000, "num_test": 100}
+    records = smoke_train(task, steps=40, eval_every=20, batch_size=16, warmup_steps=5)
+    assert len(records) == 2
     assert records[-1]["loss"] < 0.6 * records[0]["loss"], records

@@ -8,13 +8,11 @@ Run: PYTHONPATH=. pytest tests/tasks/test_state_tracking.py -q
 from __future__ import annotations
 
 import itertools
-import json
 
 import pytest
 
 from arena.errors import ConfigError
 from arena.tasks import IGNORE, PAD, build_task
-from arena.train import Run, train
 
 SHORT = {"seq_len": 24, "train_min_len": 3, "train_max_len": 10, "test_min_len": 10, "test_max_len": 24}
 PUBLISHED = {"seq_len": 256, "train_min_len": 3, "train_max_len": 40, "test_min_len": 40, "test_max_len": 256}
@@ -203,18 +201,9 @@ def test_knob_errors(name, overrides, message):
 
 # ---- smoke training -----------------------------------------------------------------------------------------
 
-def test_gdn_with_negative_eigenvalues_learns_parity(tmp_path):
-    config = {
-        "task": {"name": "parity", "seq_len": 12, "train_min_len": 2, "train_max_len": 8, "test_min_len": 8,
-                 "test_max_len": 12, "num_train": 2000, "num_test": 200},
-        "train": {"steps": 90, "eval_every": 30, "batch_size": 32, "lr": 3e-3, "warmup_steps": 10,
-                  "device": "cpu", "target_accuracy": 2.0},
-        "model": {"d_model": 32, "n_layers": 2, "mlp_ratio": 2.0},
-        "logger": {"kind": "none"},
-    }
-    specs = {"gdn": {"name": "gdn", "allow_neg_eigval": True}}
-    summary = train(Run(config, specs, "gdn"), tmp_path, "parity-gdn-neg")
-    assert summary["status"] == "completed"
-    windows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+def test_gdn_with_negative_eigenvalues_learns_parity(smoke_train):
+    task = {"name": "parity", "seq_len": 12, "train_min_len": 2, "train_max_len": 8, "test_min_len": 8,
+            "test_max_len": 12, "num_train": 2000, "num_test": 200}
+    windows = smoke_train(task, steps=90, eval_every=30, mixer={"name": "gdn", "allow_neg_eigval": True})
     first, last = windows[0]["loss"], windows[-1]["loss"]
     assert last < 0.5 * first, f"training loss {first:.3f} -> {last:.3f} did not fall"
