@@ -40,8 +40,8 @@ import torch
 
 from arena.errors import ConfigError
 from arena.tasks import register_task
+from arena.tasks._lengths import at_length_of, check_lengths, draw_lengths
 from arena.tasks.base import IGNORE, PAD, Batch, Task
-from arena.tasks.parity import at_length_of, check_lengths, draw_lengths
 
 PLUS, MINUS, TIMES, EQUALS, DIGIT0 = 1, 2, 3, 4, 5
 

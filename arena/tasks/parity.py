@@ -22,7 +22,6 @@ The helpers `check_lengths`, `draw_lengths` and `at_length_of` are shared with t
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,36 +29,8 @@ import torch
 
 from arena.errors import ConfigError
 from arena.tasks import register_task
+from arena.tasks._lengths import at_length_of, check_lengths, draw_lengths
 from arena.tasks.base import IGNORE, PAD, Batch, Task
-
-
-def check_lengths(name: str, cfg, shortest: int) -> None:
-    """ConfigError unless both splits' length ranges are ordered, >= `shortest`, and fit in seq_len."""
-    for split in ("train", "test"):
-        lo, hi = getattr(cfg, f"{split}_min_len"), getattr(cfg, f"{split}_max_len")
-        if lo < shortest or hi < lo:
-            raise ConfigError(
-                f"task {name}: {split}_min_len={lo}, {split}_max_len={hi} must satisfy {shortest} <= min <= max"
-            )
-        if hi > cfg.seq_len:
-            raise ConfigError(f"task {name}: seq_len={cfg.seq_len} cannot fit {split}_max_len={hi}; raise seq_len")
-
-
-def draw_lengths(rng: np.random.Generator, cfg, num_examples: int, split: str) -> np.ndarray:
-    """[E] content lengths, uniform over the split's [min_len, max_len] ("valid" uses the test range)."""
-    prefix = "train" if split == "train" else "test"
-    lo, hi = getattr(cfg, f"{prefix}_min_len"), getattr(cfg, f"{prefix}_max_len")
-    return rng.integers(lo, hi + 1, size=num_examples)
-
-
-def at_length_of(task: Task, seq_len: int) -> Task:
-    """`task` with sequences of `seq_len` tokens whose test content is exactly that long (one point of an
-    accuracy-vs-length curve); the training range is clipped so it still fits."""
-    c = task.cfg
-    return type(task)(dataclasses.replace(
-        c, seq_len=seq_len, test_min_len=seq_len, test_max_len=seq_len,
-        train_min_len=min(c.train_min_len, seq_len), train_max_len=min(c.train_max_len, seq_len),
-    ))
 
 
 @register_task("parity")

@@ -32,8 +32,8 @@ import torch
 
 from arena.errors import ConfigError, choice_error
 from arena.tasks import register_task
+from arena.tasks._lengths import at_length_of, check_lengths, draw_lengths
 from arena.tasks.base import IGNORE, PAD, Batch, Task
-from arena.tasks.parity import at_length_of, check_lengths, draw_lengths
 
 SUBSETS = ("all", "swaps", "swaps_3cycles")
 
