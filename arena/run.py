@@ -25,7 +25,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from arena.errors import ConfigError, choice_error
-from arena.provenance import write_atomic
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("mixer", "task", "model", "train", "logger", "experiment")
@@ -94,7 +93,9 @@ def _discard_run_dir(run_dir: Path) -> None:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> None:
-    from arena.train import Run, train  # deferred: `--help` and bad group names need no torch import
+    # deferred: `--help` and bad group or key names need no torch import (arena.provenance imports torch too)
+    from arena.provenance import write_atomic
+    from arena.train import Run, train
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
