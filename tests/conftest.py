@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
-import torch
+# The Triton kernels run in Triton's CPU interpreter here; Triton reads this once, at its first import.
+# On a GPU machine, run the tests with TRITON_INTERPRET=0 to compile them for the card instead.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

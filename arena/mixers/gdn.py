@@ -33,15 +33,25 @@ from arena.kernels.gated_delta_rule.chunk import DEFAULT_CHUNK_SIZE
 from arena.mixers import register_mixer
 from arena.mixers.base import Mixer, State
 from arena.mixers.common import GatedRMSNorm, decay_rate_init, dt_bias_init
-from arena.mixers.kda import QKVConv, delta_rule_flops, no_weight_decay, run_delta_rule, value_dim
+from arena.mixers.kda import (
+    DELTA_RULE_IMPLS,
+    QKVConv,
+    delta_rule_flops,
+    delta_rule_kernels,
+    no_weight_decay,
+    run_delta_rule,
+    value_dim,
+)
 
 
 @register_mixer("gdn")
 class GatedDeltaNet(Mixer):
-    KERNELS = {"torch": chunk_gated_delta_rule, "naive": naive_recurrent_gated_delta_rule}
+    KERNELS = delta_rule_kernels(chunk_gated_delta_rule, naive_recurrent_gated_delta_rule)
+    impls = DELTA_RULE_IMPLS
 
     @dataclass
     class Config(Mixer.Config):
+        impl: str = "auto"  # auto | torch | triton | naive, see kda.DELTA_RULE_IMPLS
         num_heads: int = 2  # H
         head_dim: int | None = None  # K; None = d_model // num_heads
         expand_v: float = 2.0  # value head dim V = expand_v * K (fla's default)
@@ -76,7 +86,7 @@ class GatedDeltaNet(Mixer):
         beta = torch.sigmoid(self.b_proj(x).to(g.dtype))  # [B, T, H]
         kernel = self.KERNELS[self.cfg.impl]
         o, S = run_delta_rule(
-            kernel, gated_delta_rule_decode_step, q, k, v, g, beta, state, self.cfg.allow_neg_eigval
+            kernel, gated_delta_rule_decode_step, q, k, v, g, beta, state, self.cfg.allow_neg_eigval, self.cfg.impl
         )
         o = self.o_norm(o, self.g_proj(x).view(B, T, self.H, self.V))  # [B, T, H, V]
         return self.o_proj(o.reshape(B, T, self.H * self.V)), {**conv, "recurrent": S}

@@ -20,6 +20,7 @@ The pieces Gated DeltaNet (gdn.py) shares live here too: `QKVConv`, `value_dim`,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -80,10 +81,33 @@ class QKVConv(nn.Module):
         return self.q_conv.cache_size() + self.k_conv.cache_size() + self.v_conv.cache_size()
 
 
-def run_delta_rule(kernel, decode_step, q, k, v, g, beta, state: State | None, allow_neg_eigval: bool):
+DELTA_RULE_IMPLS = ("auto", "torch", "triton", "naive")  # auto: Triton kernels on CUDA, the torch chunked form on CPU
+
+
+def delta_rule_kernels(chunk, naive) -> dict:
+    """impl name -> sequence kernel; "triton" falls back to torch with one warning where Triton cannot run."""
+    return {"auto": partial(chunk, backend=None), "torch": partial(chunk, backend="torch"),
+            "triton": partial(chunk, backend="triton"), "naive": naive}
+
+
+def _fast_decode(impl: str, q: torch.Tensor) -> bool:
+    """Whether single-token decoding should use the fused recurrent Triton kernel (CUDA, impl auto or triton)."""
+    if impl not in ("auto", "triton") or q.device.type != "cuda" or torch.is_grad_enabled():
+        return False
+    from arena.kernels.triton_delta import triton_status
+
+    return triton_status(q.device)[0]
+
+
+def run_delta_rule(kernel, decode_step, q, k, v, g, beta, state: State | None, allow_neg_eigval: bool,
+                   impl: str = "torch"):
     """(o [B, T, H, V], S [B, H, K, V]): one decode step for T = 1 after a state, else the sequence `kernel`."""
     S0 = None if state is None else state["recurrent"]
+    if q.dtype != v.dtype:  # e.g. an fp32 l2norm next to bf16 values under autocast: the kernels want one dtype
+        q, k = q.to(v.dtype), k.to(v.dtype)
     if S0 is not None and q.shape[1] == 1:
+        if _fast_decode(impl, q):
+            from arena.kernels.triton_delta.recurrent import fused_recurrent_decode_step as decode_step
         o, S = decode_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], beta[:, 0], S0, allow_neg_eigval=allow_neg_eigval)
         return o.unsqueeze(1), S
     return kernel(q, k, v, g, beta, initial_state=S0, output_final_state=True, allow_neg_eigval=allow_neg_eigval)
@@ -103,10 +127,12 @@ def delta_rule_flops(H: int, K: int, V: int, seq_len: int, chunk_size: int) -> f
 
 @register_mixer("kda")
 class KDA(Mixer):
-    KERNELS = {"torch": chunk_kda, "naive": naive_recurrent_kda}
+    KERNELS = delta_rule_kernels(chunk_kda, naive_recurrent_kda)
+    impls = DELTA_RULE_IMPLS
 
     @dataclass
     class Config(Mixer.Config):
+        impl: str = "auto"  # auto | torch | triton | naive, see DELTA_RULE_IMPLS
         num_heads: int = 2  # H
         head_dim: int | None = None  # K; None = d_model // num_heads
         expand_v: float = 1.0  # value head dim V = expand_v * K (Kimi uses 1)
@@ -147,7 +173,8 @@ class KDA(Mixer):
         g = self.decay(x)
         beta = torch.sigmoid(self.b_proj(x).to(g.dtype))  # [B, T, H]
         kernel = self.KERNELS[self.cfg.impl]
-        o, S = run_delta_rule(kernel, kda_decode_step, q, k, v, g, beta, state, self.cfg.allow_neg_eigval)
+        o, S = run_delta_rule(kernel, kda_decode_step, q, k, v, g, beta, state, self.cfg.allow_neg_eigval,
+                              self.cfg.impl)
         o = self.o_norm(o, self.g_b(self.g_a(x)).view(B, T, self.H, self.V))  # [B, T, H, V]
         return self.o_proj(o.reshape(B, T, self.H * self.V)), {**conv, "recurrent": S}
 

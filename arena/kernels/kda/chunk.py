@@ -5,18 +5,20 @@
 
 The math lives in `arena.kernels._delta_rule.chunk_delta_rule`, shared with Gated DeltaNet. KDA's decay is
 per channel, so the in-chunk scores use the exact binary-tree form in `_PerChannelScores`.
-`backend="torch"` is the only backend for now; a Triton one will plug in behind this same function.
+`backend=None` runs the Triton kernels (arena.kernels.triton_delta) on CUDA tensors and this torch form on CPU;
+`backend="torch"` / `"triton"` pick one (Triton falls back to torch with one warning where it cannot run).
 """
 
 from __future__ import annotations
 
-from arena.kernels._delta_rule import check_backend, check_chunk_size, check_inputs, chunk_delta_rule
+from arena.kernels._delta_rule import check_inputs
+from arena.kernels._dispatch import TORCH_CHUNK_SIZE, check_cu_seqlens, run_chunked
 
-DEFAULT_CHUNK_SIZE = 16  # fastest on a 2-core CPU of 8 / 16 / 32 / 64 (fwd+bwd, T 64-256); must be a power of 2
+DEFAULT_CHUNK_SIZE = TORCH_CHUNK_SIZE  # the torch path's; the Triton kernels use 64
 
 
 def chunk_kda(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
-              allow_neg_eigval=False, chunk_size=DEFAULT_CHUNK_SIZE, backend="torch"):
+              allow_neg_eigval=False, chunk_size=None, backend=None, cu_seqlens=None):
     """Chunkwise KDA for any T (the last chunk is zero-padded internally), differentiable by autograd.
 
     q, k: [B, T, H, K]; v: [B, T, H, V]; g: [B, T, H, K] log-decay (<= 0; no overflow at any depth, cumulative
@@ -25,12 +27,17 @@ def chunk_kda(q, k, v, g, beta, scale=None, initial_state=None, output_final_sta
     (0, 2), so the eigenvalues of (I - beta k k^T) lie in [-1, 1] (needed by state-tracking tasks).
     scale defaults to K**-0.5; initial_state: [B, H, K, V] (None = zeros). q and k are not normalized here.
     Computes in fp32 (fp64 for fp64 inputs). Returns (o [B, T, H, V] in v's dtype,
-    final state [B, H, K, V] fp32 if output_final_state else None). chunk_size: a power of 2 (speed only:
-    every size gives the same result to rounding). backend: only "torch".
+    final state [B, H, K, V] fp32 if output_final_state else None).
+    chunk_size: None for the backend's own (torch: 16, fastest on a 2-core CPU; triton: 64, the only one), or a
+    power of 2 for torch (speed only: every size gives the same result to rounding).
+    backend: None (triton on CUDA, torch otherwise), "torch" or "triton".
+    cu_seqlens: int [N+1] offsets of N sequences packed along T (B must be 1); no state passes between them, and
+    initial_state / the final state are [N, H, K, V].
     """
-    check_backend(backend)
-    check_chunk_size(chunk_size)
-    check_inputs("chunk_kda", q, k, v, g, beta, initial_state, per_channel=True)
+    state_to_check = initial_state if cu_seqlens is None else None  # packed: [N, H, K, V], checked below
+    check_inputs("chunk_kda", q, k, v, g, beta, state_to_check, per_channel=True)
+    if cu_seqlens is not None:
+        check_cu_seqlens("chunk_kda", cu_seqlens, q, initial_state)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return chunk_delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, allow_neg_eigval,
-                            chunk_size)
+    return run_chunked("chunk_kda", q, k, v, g, beta, scale, initial_state, output_final_state,
+                       allow_neg_eigval, chunk_size, backend, cu_seqlens)

@@ -1,0 +1,107 @@
+"""Backend choice and packed sequences for the chunked delta rules (`chunk_kda`, `chunk_gated_delta_rule`).
+
+Private: the public ops call `run_chunked`. Backends:
+    "torch"   the plain-PyTorch chunked form (arena.kernels._delta_rule), any device, any dtype
+    "triton"  arena.kernels.triton_delta, CUDA (or the Triton interpreter), q/k/v in fp32/fp16/bf16, K, V <= 256
+    None      "triton" for CUDA tensors, "torch" otherwise
+When Triton cannot run (not installed, no GPU, unsupported dtype or size), the op warns once per reason and runs
+the torch path: a missing GPU never becomes an import error or a crash.
+`cu_seqlens` packs N sequences along T (B == 1); no state passes between them. The torch path runs them one by one.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from arena.errors import ConfigError, choice_error
+from arena.kernels._delta_rule import check_chunk_size, chunk_delta_rule
+
+BACKENDS = ("torch", "triton")
+TRITON_CHUNK_SIZE = 64
+TORCH_CHUNK_SIZE = 16  # fastest on a 2-core CPU of 8 / 16 / 32 / 64 (fwd+bwd, T 64-256)
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_warned: set[str] = set()
+
+
+def _warn_once(op: str, reason: str) -> None:
+    if reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(f"{op}: the Triton kernels cannot run ({reason}); falling back to the torch path",
+                      RuntimeWarning, stacklevel=4)
+
+
+def _triton_blocker(q, k, v) -> str | None:
+    """Why the Triton path cannot take these tensors, or None when it can."""
+    from arena.kernels.triton_delta import triton_status
+
+    ok, reason = triton_status(q.device)
+    if not ok:
+        return reason
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in TRITON_DTYPES:
+        return f"q, k, v must share one dtype of fp32/fp16/bf16, got {q.dtype}/{k.dtype}/{v.dtype}"
+    K, V = q.shape[-1], v.shape[-1]
+    if max(K, V) > 256:
+        return f"head dims up to 256 are supported, got K={K}, V={V}"
+    return None
+
+
+def resolve_backend(op: str, backend: str | None, q, k, v) -> str:
+    """The backend that will run: the requested one, or torch (with one warning) when Triton cannot."""
+    if backend is not None and backend not in BACKENDS:
+        raise choice_error(f"{op} backend", backend, BACKENDS + (None,))
+    if backend == "torch" or (backend is None and q.device.type != "cuda"):
+        return "torch"
+    blocker = _triton_blocker(q, k, v)
+    if blocker is not None:
+        _warn_once(op, blocker)
+        return "torch"
+    return "triton"
+
+
+def check_cu_seqlens(op: str, cu_seqlens, q, initial_state) -> int:
+    """Validate packed offsets; returns N, the number of sequences."""
+    if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.dtype not in (
+            torch.int32, torch.int64):
+        raise ValueError(f"{op}: cu_seqlens must be a 1-D int32/int64 tensor of offsets [N+1], got {cu_seqlens!r}")
+    B, T, H, K = q.shape
+    if B != 1:
+        raise ValueError(f"{op}: with cu_seqlens the batch must be packed into B=1, got B={B}")
+    cu = cu_seqlens.detach().cpu()
+    if len(cu) < 2 or int(cu[0]) != 0 or int(cu[-1]) != T or bool((cu[1:] < cu[:-1]).any()):
+        raise ValueError(f"{op}: cu_seqlens must rise from 0 to T={T} (non-decreasing), got {cu.tolist()}")
+    N = len(cu) - 1
+    if initial_state is not None and tuple(initial_state.shape[:2]) != (N, H):
+        raise ValueError(f"{op}: with cu_seqlens the state must be [N, H, K, V] with N={N}, "
+                         f"got {tuple(initial_state.shape)}")
+    return N
+
+
+def run_chunked(op, q, k, v, g, beta, scale, initial_state, output_final_state, allow_neg_eigval, chunk_size,
+                backend, cu_seqlens):
+    """Run the chunked delta rule on the chosen backend (inputs already shape-checked, scale resolved)."""
+    chosen = resolve_backend(op, backend, q, k, v)
+    if chosen == "triton":
+        if chunk_size not in (None, TRITON_CHUNK_SIZE):
+            raise ConfigError(f"{op}: chunk_size={chunk_size!r} is not valid for the triton backend; "
+                              f"use None or {TRITON_CHUNK_SIZE}")
+        from arena.kernels.triton_delta.chunk import chunk_delta_rule_triton
+
+        return chunk_delta_rule_triton(q, k, v, g, beta, scale, initial_state, output_final_state,
+                                       allow_neg_eigval, cu_seqlens)
+    chunk_size = TORCH_CHUNK_SIZE if chunk_size is None else chunk_size
+    check_chunk_size(chunk_size)
+    if cu_seqlens is None:
+        return chunk_delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, allow_neg_eigval,
+                                chunk_size)
+    bounds = cu_seqlens.detach().cpu().tolist()
+    outs, states = [], []
+    for n, (bos, eos) in enumerate(zip(bounds[:-1], bounds[1:])):
+        h0 = None if initial_state is None else initial_state[n:n + 1]
+        o, S = chunk_delta_rule(q[:, bos:eos], k[:, bos:eos], v[:, bos:eos], g[:, bos:eos], beta[:, bos:eos],
+                                scale, h0, True, allow_neg_eigval, chunk_size)
+        outs.append(o)
+        states.append(S)
+    o = torch.cat(outs, dim=1)
+    return o, (torch.cat(states, dim=0) if output_final_state else None)

@@ -1,0 +1,148 @@
+"""The chunkwise Triton kernels (arena.kernels.triton_delta) against the fp32 token-loop oracle, on CPU.
+
+    python -m pytest -q tests/kernels/test_triton_chunk.py
+
+They run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1 before Triton is imported), in fp32
+and fp16 only: the interpreter's bf16 `tl.dot` is wrong. Every output is NaN-poisoned before launch, and every
+case checks the output, the final state and the gradients of q, k, v, g, beta and the initial state.
+The GPU twin of this file is scripts/validate_triton_gpu.py.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from arena.kernels import gated_delta_rule as gdn_ops
+from arena.kernels import kda as kda_ops
+from arena.kernels.triton_delta import interpreting
+from arena.testing import assert_close
+
+pytestmark = pytest.mark.skipif(not interpreting(), reason="set TRITON_INTERPRET=1 (tests/conftest.py does)")
+
+OPS = {"kda": (kda_ops.chunk_kda, kda_ops.naive_recurrent_kda),
+       "gdn": (gdn_ops.chunk_gated_delta_rule, gdn_ops.naive_recurrent_gated_delta_rule)}
+TOL = {torch.float32: 1e-4, torch.float16: 5e-3}
+
+
+@pytest.fixture(autouse=True)
+def _poison(monkeypatch):
+    monkeypatch.setenv("ARENA_TRITON_POISON", "1")
+
+
+def make(op, B, T, H, K, V, dtype, gate_min=None, n_states=None, beta_scale=1.0, spikes=0.0):
+    """q, k L2-normalized; gates logsigmoid(randn) or uniform in [gate_min, 0], a fraction `spikes` of them set
+    to -1000 (a full reset); fp32 gates, beta and state."""
+    q = F.normalize(torch.randn(B, T, H, K), dim=-1).to(dtype)
+    k = F.normalize(torch.randn(B, T, H, K), dim=-1).to(dtype)
+    v = torch.randn(B, T, H, V).to(dtype)
+    g_shape = (B, T, H, K) if op == "kda" else (B, T, H)
+    g = F.logsigmoid(torch.randn(g_shape)) if gate_min is None else torch.rand(g_shape) * gate_min
+    g = torch.where(torch.rand(g_shape) < spikes, -1000.0, g)
+    beta = torch.randn(B, T, H).sigmoid() * beta_scale
+    h0 = torch.randn(n_states or B, H, K, V)
+    return [x.requires_grad_() for x in (q, k, v, g, beta, h0)]
+
+
+def grads(out, inputs, do, dS):
+    o, S = out
+    loss = (o.float() * do).sum() + ((S * dS).sum() if S is not None else 0)
+    return torch.autograd.grad(loss, [x for x in inputs if x is not None], allow_unused=True)
+
+
+def check(op, inputs, dtype, neg=False, with_h0=True, final=True, cu_seqlens=None, tol=None):
+    chunk, naive = OPS[op]
+    q, k, v, g, beta, h0 = inputs
+    h0 = h0 if with_h0 else None
+    tri = chunk(q, k, v, g, beta, initial_state=h0, output_final_state=final, allow_neg_eigval=neg,
+                backend="triton", cu_seqlens=cu_seqlens)
+    do = torch.randn(tri[0].shape)
+    dS = torch.randn(tri[1].shape) if final else None
+    # the oracle: the fp32 token loop, one sequence at a time for packed inputs
+    up = [x.float() for x in (q, k, v, g, beta)]
+    bounds = [0, q.shape[1]] if cu_seqlens is None else cu_seqlens.tolist()
+    outs, states = [], []
+    for n, (bos, eos) in enumerate(zip(bounds[:-1], bounds[1:])):
+        h0_n = None if h0 is None else (h0 if cu_seqlens is None else h0[n:n + 1])
+        o_n, S_n = naive(*(x[:, bos:eos] for x in up), initial_state=h0_n, output_final_state=True,
+                         allow_neg_eigval=neg)
+        outs.append(o_n)
+        states.append(S_n)
+    ref = (torch.cat(outs, 1), torch.cat(states, 0) if final else None)
+    tol = tol or TOL[dtype]
+    assert tri[0].dtype == v.dtype
+    assert_close("o", ref[0], tri[0].float(), tol)
+    if final:
+        assert tri[1].dtype == torch.float32
+        assert_close("final state", ref[1], tri[1], tol)
+    names = ["dq", "dk", "dv", "dg", "dbeta", "dh0"][: 6 if h0 is not None else 5]
+    ins = [q, k, v, g, beta] + ([h0] if h0 is not None else [])
+    for name, want, got in zip(names, grads(ref, ins, do, dS), grads(tri, ins, do, dS)):
+        assert_close(name, want, got.float(), tol if name != "dg" else 2 * tol)
+
+
+CASES = [  # (id, op, B, T, H, K, V, dtype, options)
+    ("kda-T70-K32V16", "kda", 1, 70, 1, 32, 16, torch.float32, {}),
+    ("gdn-T129-K32V16", "gdn", 1, 129, 1, 32, 16, torch.float32, {}),
+    ("kda-B2H2-T40-K48V24-no-h0", "kda", 2, 40, 2, 48, 24, torch.float32, {"with_h0": False}),
+    ("kda-T65-neg-eig-gates-to-30", "kda", 1, 65, 1, 16, 32, torch.float32, {"neg": True, "gate_min": -30.0}),
+    ("gdn-T64-K256V20-gates-of-1000", "gdn", 1, 64, 1, 256, 20, torch.float32, {"spikes": 0.1, "tol": 1e-3}),
+    ("kda-T80-K20V40-gates-of-1000", "kda", 1, 80, 1, 20, 40, torch.float32, {"spikes": 0.1}),
+    ("kda-fp16-T100-K32V32", "kda", 1, 100, 1, 32, 32, torch.float16, {"gate_min": -5.0}),
+    ("gdn-fp16-T1-no-final", "gdn", 2, 1, 2, 32, 64, torch.float16, {"final": False}),
+    ("kda-beta-near-0", "kda", 1, 33, 1, 16, 16, torch.float32, {"beta_scale": 1e-3}),
+]
+
+
+@pytest.mark.parametrize("op,B,T,H,K,V,dtype,opts", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_chunk_matches_oracle(op, B, T, H, K, V, dtype, opts):
+    make_opts = {key: opts.pop(key) for key in ("gate_min", "beta_scale", "spikes") if key in opts}
+    check(op, make(op, B, T, H, K, V, dtype, **make_opts), dtype, **opts)
+
+
+@pytest.mark.parametrize("op", ["kda", "gdn"])
+def test_packed_sequences_do_not_leak(op):
+    """cu_seqlens with an empty sequence, one shorter than a chunk and one spanning chunks; zero gates, so any
+    state leaking from one sequence into the next would be large."""
+    cu = torch.tensor([0, 5, 5, 75, 100])
+    inputs = make(op, 1, 100, 2, 16, 16, torch.float32, gate_min=-0.0, n_states=4)
+    check(op, inputs, torch.float32, cu_seqlens=cu)
+
+
+def test_triton_matches_torch_backend_for_the_kda_mixer():
+    from arena.mixers import build_mixer
+
+    torch.manual_seed(0)
+    fast = build_mixer("kda", 32, impl="triton", num_heads=2)
+    slow = build_mixer("kda", 32, impl="torch", num_heads=2)
+    slow.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 70, 32)
+    assert_close("mixer output", slow(x)[0], fast(x)[0], 1e-4)
+
+
+def test_missing_triton_path_falls_back_with_one_warning(monkeypatch):
+    import arena.kernels._dispatch as dispatch
+
+    monkeypatch.delenv("TRITON_INTERPRET")  # CPU tensors without the interpreter: Triton cannot run them
+    monkeypatch.setattr(dispatch, "_warned", set())
+    q, k, v, g, beta, _ = make("kda", 1, 8, 1, 16, 16, torch.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        o1, _ = kda_ops.chunk_kda(q, k, v, g, beta, backend="triton")
+        kda_ops.chunk_kda(q, k, v, g, beta, backend="triton")
+    assert len([w for w in caught if "falling back to the torch path" in str(w.message)]) == 1
+    assert_close("fallback output", kda_ops.chunk_kda(q, k, v, g, beta, backend="torch")[0], o1, 1e-6)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (torch.tensor([0, 5, 4, 10]), "rise from 0"),
+    (torch.tensor([1, 10]), "rise from 0"),
+    (torch.tensor([0.0, 10.0]), "int32/int64"),
+])
+def test_bad_cu_seqlens_is_one_line_error(bad, match):
+    q, k, v, g, beta, _ = make("kda", 1, 10, 1, 16, 16, torch.float32)
+    with pytest.raises(ValueError, match=match):
+        kda_ops.chunk_kda(q, k, v, g, beta, cu_seqlens=bad)
