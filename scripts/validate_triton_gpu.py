@@ -108,7 +108,7 @@ SPECS = [
     _spec(64, K=128, V=128),
     _spec(65, K=128, V=128, neg=True),
     _spec(65, K=32, V=32),
-    _spec(65, K=256, V=256, H=1),
+    _spec(65, K=256, V=256, H=1, quick=True),
     _spec(65, K=100, V=100, quick=True, beta="one"),
     _spec(130, K=100, V=100, h0=False),
     _spec(500, K=32, V=32, B=2),

@@ -34,7 +34,7 @@ def _warn_once(op: str, reason: str) -> None:
 
 def _triton_blocker(q, k, v) -> str | None:
     """Why the Triton path cannot take these tensors, or None when it can."""
-    from arena.kernels.triton_delta import triton_status
+    from arena.kernels.triton_delta import interpreting, triton_status
 
     ok, reason = triton_status(q.device)
     if not ok:
@@ -44,6 +44,9 @@ def _triton_blocker(q, k, v) -> str | None:
     K, V = q.shape[-1], v.shape[-1]
     if max(K, V) > 256:
         return f"head dims up to 256 are supported, got K={K}, V={V}"
+    training = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+    if q.dtype == torch.float32 and K > 128 and training and not interpreting():
+        return f"fp32 inputs with K={K} > 128 overflow shared memory in the backward; use bf16/fp16 or K <= 128"
     return None
 
 

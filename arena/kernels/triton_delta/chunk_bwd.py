@@ -36,11 +36,11 @@ def _gate_slice(G_ptr, t0, r0, n_valid, sg, NR: tl.constexpr, BKS: tl.constexpr,
 
 
 @triton.jit
-def _gate_row_slice(G_ptr, t0, r, sg, BKS: tl.constexpr, K, d0, PER_CHANNEL: tl.constexpr):
+def _gate_row_slice(G_ptr, t0, r, n_valid, sg, BKS: tl.constexpr, K, d0, PER_CHANNEL: tl.constexpr):
     if PER_CHANNEL:
-        G = _gate_row(G_ptr + d0, t0, r, sg, BKS, K - d0, True)
+        G = _gate_row(G_ptr + d0, t0, r, n_valid, sg, BKS, K - d0, True)
     else:
-        G = _gate_row(G_ptr, t0, r, sg, BKS, K - d0, False)
+        G = _gate_row(G_ptr, t0, r, n_valid, sg, BKS, K - d0, False)
     return G
 
 
@@ -89,7 +89,7 @@ def state_bwd_kernel(
         h_off = ((c_off + c) * H + i_h) * K * V
         tl.store(dh_ptr + h_off + rk[:, None] * V + i_v * BV + cv[None, :], dS, mask=state_mask)
         G = _gate_rows(G_ptr, t0, 0, n_valid, sg, C, BK, K, PER_CHANNEL)
-        G_last = _gate_row(G_ptr, t0, n_valid - 1, sg, BK, K, PER_CHANNEL)
+        G_last = _gate_row(G_ptr, t0, n_valid - 1, n_valid, sg, BK, K, PER_CHANNEL)
         W = _rows(W_ptr, t0, 0, n_valid, sk, C, BK, K).to(dt)
         Aqk = tl.load(Aqk_ptr + (t0 + rows)[:, None] * sc + rows[None, :], mask=rows[:, None] < n_valid, other=0.0)
         do = _rows(do_ptr, t0, 0, n_valid, sv, C, BV, Vb).to(dt)
@@ -144,7 +144,7 @@ def intra_bwd_kernel(
     q = _rows(q_ptr, t0, 0, n_valid, sk, C, BK, K)
     k = _rows(k_ptr, t0, 0, n_valid, sk, C, BK, K)
     G = _gate_rows(G_ptr, t0, 0, n_valid, sg, C, BK, K, PER_CHANNEL)
-    G_last = _gate_row(G_ptr, t0, n_valid - 1, sg, BK, K, PER_CHANNEL)
+    G_last = _gate_row(G_ptr, t0, n_valid - 1, n_valid, sg, BK, K, PER_CHANNEL)
     beta = tl.load(beta_ptr + (t0 + rows) * H, mask=row_ok, other=0.0).to(tl.float32)
     gam = tl.exp(tl.minimum(G, 0.0))
     M = tl.load(M_ptr + (t0 + rows)[:, None] * sc + rows[None, :], mask=row_ok[:, None], other=0.0)
@@ -179,8 +179,13 @@ def intra_bwd_kernel(
         dbeta += tl.sum(dXv * v_b, axis=1)
         dM += tl.dot(du_b, tl.trans(v_b * beta[:, None]))
     Xk = k * gam * beta[:, None]
-    dM += tl.dot(dW, tl.trans(Xk))
-    dXk = tl.dot(Mt, dW)
+    if BK > 128:  # [64, 256] fp32 operands would overflow shared memory: these two products in the input dtype
+        dt = q_ptr.dtype.element_ty
+        dM += tl.dot(dW.to(dt), tl.trans(Xk.to(dt)))
+        dXk = tl.dot(Mt.to(dt), dW.to(dt))
+    else:
+        dM += tl.dot(dW, tl.trans(Xk))
+        dXk = tl.dot(Mt, dW)
     dbeta += tl.sum(dXk * k * gam, axis=1)
     dk_p = dXk * gam * beta[:, None]
     dG_p = dXk * Xk
@@ -218,7 +223,7 @@ def intra_bwd_kernel(
         dQ_aa = _load_block(dQ_ptr, t0, r0, r0, n_valid, sc, NB)
         for d0 in range(0, BK, BKS):
             Ga = _gate_slice(G_ptr, t0, r0, n_valid, sg, NB, BKS, K, d0, PER_CHANNEL)
-            Gn = _gate_row_slice(G_ptr, t0, r0, sg, BKS, K, d0, PER_CHANNEL)
+            Gn = _gate_row_slice(G_ptr, t0, r0, n_valid, sg, BKS, K, d0, PER_CHANNEL)
             ka = _rows(k_ptr + d0, t0, r0, n_valid, sk, NB, BKS, K - d0)
             qa = _rows(q_ptr + d0, t0, r0, n_valid, sk, NB, BKS, K - d0)
             Rk = tl.zeros((NB, BKS), dtype=tl.float32)
@@ -241,7 +246,7 @@ def intra_bwd_kernel(
             for m in tl.static_range(a + 1, C // NB):
                 m0 = m * NB
                 Gm = _gate_slice(G_ptr, t0, m0, n_valid, sg, NB, BKS, K, d0, PER_CHANNEL)
-                Gnm = _gate_row_slice(G_ptr, t0, m0, sg, BKS, K, d0, PER_CHANNEL)
+                Gnm = _gate_row_slice(G_ptr, t0, m0, n_valid, sg, BKS, K, d0, PER_CHANNEL)
                 lm = tl.exp(tl.minimum(Gm - Gnm[None, :], 0.0))
                 km = _rows(k_ptr + d0, t0, m0, n_valid, sk, NB, BKS, K - d0) * lm
                 qm = _rows(q_ptr + d0, t0, m0, n_valid, sk, NB, BKS, K - d0) * lm

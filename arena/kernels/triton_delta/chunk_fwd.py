@@ -54,13 +54,15 @@ def _gate_rows(G_ptr, t0, r0, n_valid, stride_t, NR: tl.constexpr, BD: tl.conste
 
 
 @triton.jit
-def _gate_row(G_ptr, t0, r, stride_t, BD: tl.constexpr, D, PER_CHANNEL: tl.constexpr):
-    """Cumulative log-decay of one row r of the chunk, as a [BD] vector."""
+def _gate_row(G_ptr, t0, r, n_valid, stride_t, BD: tl.constexpr, D, PER_CHANNEL: tl.constexpr):
+    """Cumulative log-decay of one row r of the chunk, as a [BD] vector (zeros for a row past the chunk's end:
+    a block's first row can lie past the end of the last chunk, and past the end of the buffer)."""
     c = tl.arange(0, BD)
+    row_ok = (c * 0 + r) < n_valid
     if PER_CHANNEL:
-        G = tl.load(G_ptr + (t0 + r) * stride_t + c, mask=c < D, other=0.0)
+        G = tl.load(G_ptr + (t0 + r) * stride_t + c, mask=(c < D) & row_ok, other=0.0)
     else:
-        G = tl.load(G_ptr + (t0 + r) * stride_t + c * 0)
+        G = tl.load(G_ptr + (t0 + r) * stride_t + c * 0, mask=row_ok, other=0.0)
     return G.to(tl.float32)
 
 
@@ -143,7 +145,7 @@ def intra_fwd_kernel(
         r0 = a * NB
         beta_a = tl.load(beta_ptr + (t0 + r0 + sub) * H, mask=r0 + sub < n_valid, other=0.0).to(tl.float32)
         Ga = _gate_rows(G_ptr, t0, r0, n_valid, sg, NB, BK, K, PER_CHANNEL)
-        Gn = _gate_row(G_ptr, t0, r0, sg, BK, K, PER_CHANNEL)  # reference: first row of block a
+        Gn = _gate_row(G_ptr, t0, r0, n_valid, sg, BK, K, PER_CHANNEL)  # reference: first row of block a
         left = tl.exp(tl.minimum(Ga - Gn[None, :], 0.0))
         ka = _rows(k_ptr, t0, r0, n_valid, sk, NB, BK, K) * left
         qa = _rows(q_ptr, t0, r0, n_valid, sk, NB, BK, K) * left
@@ -252,7 +254,7 @@ def state_fwd_kernel(
             tl.store(h_ptr + h_off + rk[:, None] * V + i_v * BV + cv[None, :], S.to(h_ptr.dtype.element_ty),
                      mask=state_mask)
         G = _gate_rows(G_ptr, t0, 0, n_valid, sg, C, BK, K, PER_CHANNEL)
-        G_last = _gate_row(G_ptr, t0, n_valid - 1, sg, BK, K, PER_CHANNEL)
+        G_last = _gate_row(G_ptr, t0, n_valid - 1, n_valid, sg, BK, K, PER_CHANNEL)
         W = _rows(W_ptr, t0, 0, n_valid, sk, C, BK, K)
         U = _rows(U_ptr, t0, 0, n_valid, sv, C, BV, Vb)
         Sd = S.to(dt)

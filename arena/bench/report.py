@@ -1,0 +1,197 @@
+"""Derived columns, the printed table, the goal check, and the CSV / PNG files of `python -m arena.bench kernels`.
+
+    frame = derive(pd.DataFrame(rows), bandwidth)   # rows from arena.bench.kernels.measure_cell
+    print(format_table(frame)); write_csv(frame, path); write_plot(frame, path, title)
+
+Pure pandas / matplotlib (Agg canvas, no pyplot state), no CUDA: the tests build fake frames. A ratio column
+is fla_ms / this_ms of the same op and T, so > 1 means faster than fla; the floor fraction is the time to move
+the minimum HBM bytes (arena/bench/floors.py) at the measured copy bandwidth over the measured time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from arena.bench import floors
+from arena.provenance import write_atomic
+
+IO_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+OP_ORDER = ("kda", "gdn", "sdpa")
+IMPL_ORDER = ("arena.triton", "arena.torch", "fla", "sdpa.flash", "sdpa.cudnn")
+MODES = (("fwd", "forward"), ("fwdbwd", "forward + backward"))
+# Issue 4's performance goals: (op, least fla/arena fwd+bwd ratio at the reference T, least at every T).
+GOALS = {"kda": (2.0, 1.0), "gdn": (1.0, 1.0)}
+REFERENCE_T = 4096
+
+
+def version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def slug(name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3': a file-name-safe device tag."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "device"
+
+
+def row_bytes(row, backward: bool) -> int:
+    io = IO_BYTES[row["dtype"]]
+    if row["op"] == "sdpa":
+        return floors.attention_bytes(row["B"], row["T"], row["H"], row["D"], io_bytes=io, backward=backward)
+    return floors.delta_rule_bytes(row["B"], row["T"], row["H"], row["D"], row["D"], io_bytes=io,
+                                   g_bytes=IO_BYTES[row["g_dtype"]], per_channel=row["op"] == "kda",
+                                   backward=backward)
+
+
+def derive(frame: pd.DataFrame, bandwidth: float) -> pd.DataFrame:
+    """Add bytes, GB/s, floor fraction, M tokens/s, TFLOP/s (attention) and the ratios to fla; sort rows."""
+    frame = frame.copy()
+    frame["copy_GBps"] = bandwidth / 1e9
+    fla = frame[frame["impl"] == "fla"].set_index(["op", "T"])
+    for mode, _ in MODES:
+        backward = mode == "fwdbwd"
+        ms = frame[f"{mode}_ms"].astype(float)
+        nbytes = frame.apply(row_bytes, axis=1, backward=backward).astype(float)
+        frame[f"{mode}_bytes"] = nbytes
+        frame[f"{mode}_GBps"] = [floors.achieved_gbps(b, t) for b, t in zip(nbytes, ms)]
+        frame[f"{mode}_floor_ms"] = [floors.floor_ms(b, bandwidth) for b in nbytes]
+        frame[f"{mode}_floor_frac"] = [floors.floor_fraction(b, t, bandwidth) for b, t in zip(nbytes, ms)]
+        frame[f"{mode}_Mtok_s"] = frame["B"] * frame["T"] / (ms * 1e-3) / 1e6
+        flops = [floors.attention_flops(r.B, r.T, r.H, r.D, backward=backward) if r.op == "sdpa" else math.nan
+                 for r in frame.itertuples()]
+        frame[f"{mode}_TFLOPs"] = [f / (t * 1e-3) / 1e12 for f, t in zip(flops, ms)]
+        fla_ms = [fla[f"{mode}_ms"].get((r.op, r.T), math.nan) for r in frame.itertuples()]
+        frame[f"{mode}_vs_fla"] = [float(f) / t for f, t in zip(fla_ms, ms)]
+    order = frame["op"].map({op: i for i, op in enumerate(OP_ORDER)}) * 1e9 + frame["T"] * 10 + \
+        frame["impl"].map({impl: i for i, impl in enumerate(IMPL_ORDER)})
+    return frame.loc[order.sort_values(kind="stable").index].reset_index(drop=True)
+
+
+def metadata_of(env: dict, bandwidth: float) -> dict:
+    """The run-wide columns repeated on every CSV row, from arena.provenance.environment()."""
+    versions = env.get("versions", {})
+    return {"device": env.get("device_name"), "bandwidth_GBps": round(bandwidth / 1e9, 1),
+            "torch": versions.get("torch"), "triton": versions.get("triton"), "fla_core": versions.get("fla-core"),
+            "git_sha": env.get("git_sha"), "git_dirty": env.get("git_dirty"), "started_at": env.get("started_at")}
+
+
+def header(meta: dict, settings: str) -> str:
+    return "\n".join([
+        f"device: {meta['device']}; copy bandwidth {meta['bandwidth_GBps']:.0f} GB/s; torch {meta['torch']}, "
+        f"triton {meta['triton']}, fla-core {meta['fla_core']}; git {meta['git_sha']}"
+        f"{' (dirty)' if meta['git_dirty'] else ''}",
+        settings,
+        "fla/this: fla's median ms over this row's (> 1: faster than fla); % floor: minimum HBM bytes "
+        "(arena/bench/floors.py) at the copy bandwidth, over the measured time",
+    ])
+
+
+def _num(value, fmt) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else fmt(value)
+
+
+def _ms(v: float) -> str:
+    return f"{v:.0f}" if v >= 1000 else f"{v:.3g}"
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    """A Markdown table, one row per op x implementation x T, ready to paste into the performance notes."""
+    cols = ["op", "impl", "T", "B", "fwd ms", "fwd+bwd ms", "fla/this fwd", "fla/this fwd+bwd", "fwd GB/s",
+            "fwd % floor", "fwd+bwd GB/s", "fwd+bwd % floor", "o rel RMS (vs)", "note"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in frame.to_dict("records"):
+        rel = _num(r["o_rel_rms"], lambda v: f"{v:.1e}")
+        cells = [
+            r["op"], r["impl"], str(r["T"]), str(r["B"]),
+            _num(r["fwd_ms"], _ms), _num(r["fwdbwd_ms"], _ms),
+            _num(r["fwd_vs_fla"], lambda v: f"{v:.2f}x"), _num(r["fwdbwd_vs_fla"], lambda v: f"{v:.2f}x"),
+            _num(r["fwd_GBps"], lambda v: f"{v:.0f}"), _num(r["fwd_floor_frac"], lambda v: f"{100 * v:.1f}%"),
+            _num(r["fwdbwd_GBps"], lambda v: f"{v:.0f}"), _num(r["fwdbwd_floor_frac"], lambda v: f"{100 * v:.1f}%"),
+            rel + (f" ({r['o_ref']})" if r.get("o_ref") and rel != "n/a" else ""),
+            "; ".join(x for x in (r.get("detail"), r.get("note")) if x).replace("|", "/"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def goal_lines(frame: pd.DataFrame) -> list[str]:
+    """One line per op with a goal: arena.triton's fwd+bwd ratio to fla at each T, and whether the goal is met."""
+    lines = []
+    for op, (at_ref, everywhere) in GOALS.items():
+        rows = frame[(frame["op"] == op) & (frame["impl"] == "arena.triton")]
+        if rows.empty:
+            continue
+        ratios = dict(zip(rows["T"], rows["fwdbwd_vs_fla"].astype(float)))
+        shown = ", ".join(f"T={T} {_num(v, lambda x: f'{x:.2f}x')}" for T, v in ratios.items())
+        goal = f">= {at_ref:g}x at T={REFERENCE_T}, >= {everywhere:g}x at every T"
+        finite = [v for v in ratios.values() if math.isfinite(v)]
+        if len(finite) < len(ratios) or not finite:
+            verdict = "not measured (fla or arena missing at some T)"
+        else:
+            ref = ratios.get(REFERENCE_T, min(finite))
+            verdict = "met" if ref >= at_ref and min(finite) >= everywhere else "NOT met"
+        lines.append(f"goal {op.upper()} fwd+bwd, fla/arena.triton: {shown} (goal {goal}): {verdict}")
+    return lines
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    write_atomic(path, frame.to_csv(index=False))
+
+
+def write_plot(frame: pd.DataFrame, path: Path, title: str) -> None:
+    """ms vs T on log axes, one line per op x implementation, forward and forward+backward panels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    markers = {"kda": "o", "gdn": "s", "sdpa": "^"}
+    styles = {"kda": "-", "gdn": "--", "sdpa": ":"}
+    colors = {impl: f"C{i}" for i, impl in enumerate(IMPL_ORDER)}  # one colour per implementation
+    lengths = sorted(frame["T"].unique())
+    for ax, (mode, label) in zip(axes, MODES):
+        drawn = False
+        for (op, impl), rows in frame.groupby(["op", "impl"], sort=False):
+            rows = rows.sort_values("T")
+            ms = rows[f"{mode}_ms"].astype(float)
+            if not ms.notna().any():
+                continue
+            ax.plot(rows["T"], ms, marker=markers.get(op, "x"), linestyle=styles.get(op, "-"),
+                    color=colors.get(impl), label=impl if op == "sdpa" else f"{op} {impl}")
+            drawn = True
+        if drawn:
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            # 0.5, 2, 10 rather than 5x10^-1; minor ticks labelled at 2, 3 and 5 only, so labels never collide
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(
+                lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "235" else ""))
+            ax.set_xticks(lengths, [str(T) for T in lengths])
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no measurement", ha="center", va="center", transform=ax.transAxes)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title(label)
+        ax.set_xlabel("sequence length T (tokens; B = tokens / T)")
+        ax.set_ylabel("median time (ms)")
+    fig.suptitle(title)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=120)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
