@@ -5,6 +5,12 @@
     python -m arena.run model=hybrid_3to1                 # Kimi Linear's 3 KDA : 1 MLA (NoPE) layout
     python -m arena.run model.layout=[kda,mla_nope] model.n_layers=4 mixer.num_heads=4
     python -m arena.run -m mixer=kda,gdn,mla train.lr=1e-3,3e-3   # a Hydra multirun sweep
+    python -m arena.run -m +experiment=kimi_synthetic_mini        # a preset (conf/experiment/), its own grid
+    python -m arena.run -m ... hydra/launcher=joblib hydra.launcher.n_jobs=2   # runs in parallel processes
+
+Resuming: a run whose resolved config (paths and logger aside) matches a run under `results_dir` that completed
+or diverged is skipped, so rerunning an interrupted sweep picks up where it stopped; failed or interrupted runs
+run again. `resume=false` reruns everything. In a sweep, a failed run is recorded and the sweep goes on.
 
 Config groups live in conf/ (mixer, task, model, train, logger). Each run writes results/runs/<date>/<time>_<...>/
 (see arena/train.py). Bad input (unknown names, impossible shapes) exits with status 2 and a one-line error.
@@ -15,6 +21,8 @@ Layout entries name YAML files in conf/mixer/; the entry equal to the `mixer=` c
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -22,6 +30,7 @@ from pathlib import Path
 import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from arena.errors import ConfigError, choice_error
@@ -91,7 +100,47 @@ def _discard_run_dir(run_dir: Path) -> None:
         run_dir.rmdir()
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+# Keys that say where a run goes or how it is logged, not what it computes: left out of the config hash, so
+# a sweep rerun elsewhere or with wandb on still finds its finished twins.
+NOT_HASHED = ("results_dir", "logger", "resume")
+FINISHED = ("completed", "diverged")  # a rerun of these gives the same answer; "failed" (or interrupted) is rerun
+
+
+def config_hash(config: dict) -> str:
+    """Identity of a run's resolved config: sha256 of its canonical JSON, minus NOT_HASHED, first 16 hex digits."""
+    kept = {k: v for k, v in config.items() if k not in NOT_HASHED}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml", "env.json")
+
+
+def finished_twin(results_dir: Path, digest: str) -> Path | None:
+    """A run dir under results_dir whose summary.json has this config hash and a FINISHED status."""
+    for summary_path in sorted(results_dir.rglob("summary.json")) if results_dir.is_dir() else ():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (OSError, ValueError):
+            continue  # a run being written by a parallel job, or damaged: not a twin
+        if summary.get("config_hash") == digest and summary.get("status") in FINISHED:
+            return summary_path.parent
+    return None
+
+
+def set_aside_earlier_attempt(run_dir: Path) -> None:
+    """A fixed sweep dir reruns a failed point in the same run dir: move the old attempt's files into
+    run_dir/attempt_<n>/ first, so its record stays (and metrics.jsonl, append-only, does not mix two runs)."""
+    if not (run_dir / "summary.json").exists():
+        return
+    n = 1 + sum(1 for p in run_dir.glob("attempt_*") if p.is_dir())
+    dest = run_dir / f"attempt_{n}"
+    dest.mkdir()
+    for name in RUN_FILES:
+        if (run_dir / name).exists():
+            (run_dir / name).replace(dest / name)
+
+
+@hydra.main(config_path=str(CONF), config_name="config", version_base="1.3")  # absolute: also when imported
 def hydra_main(cfg: DictConfig) -> None:
     # deferred: `--help` and bad group or key names need no torch import (arena.provenance imports torch too)
     from arena.provenance import write_atomic
@@ -99,21 +148,44 @@ def hydra_main(cfg: DictConfig) -> None:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    chosen = hydra_cfg.runtime.choices["mixer"]
-    name = f"{hydra_cfg.runtime.choices['model']}-{chosen}-{hydra_cfg.runtime.choices['task']}"
+    choices = hydra_cfg.runtime.choices
+    chosen = choices["mixer"]
+    name = f"{choices['model']}-{chosen}-{choices['task']}"
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
+        digest = config_hash(config)
+        if cfg.get("resume", True):
+            twin = finished_twin(Path(cfg.results_dir), digest)
+            if twin is not None:
+                if twin != run_dir:
+                    _discard_run_dir(run_dir)
+                print(f"arena: skipping {name}: an identical config already finished in {twin} (resume=false reruns)",
+                      file=sys.stderr)
+                return
         run = Run(config, mixer_specs(cfg, chosen), chosen)
     except ConfigError as err:
         _discard_run_dir(run_dir)
         print(f"arena: error: {err}", file=sys.stderr)
         sys.exit(2)
+    set_aside_earlier_attempt(run_dir)
     write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    summary = train(run, run_dir, name)
-    acc = summary.get("best_accuracy")
+    extra = {"mixer": chosen, "model": choices["model"], "task": choices["task"],
+             "experiment": cfg.get("experiment"), "config_hash": digest}
+    try:
+        summary = train(run, run_dir, name, extra)
+    except Exception as err:
+        if not multirun:
+            raise
+        # summary.json already says "failed"; the sweep goes on with the next point (rerunning it retries this one)
+        print(f"arena: error: {name} failed ({type(err).__name__}: {err}); recorded in {run_dir}, sweep continues",
+              file=sys.stderr)
+        return
+    acc, test = summary.get("valid_accuracy"), summary.get("test_accuracy")
     print(
         f"arena: {summary['status']} after {summary['steps']} steps in {summary['wall_time_s']:.1f}s; "
-        f"best held-out accuracy {acc if acc is None else round(acc, 4)}; results in {run_dir}",
+        f"best validation accuracy {acc if acc is None else round(acc, 4)}, "
+        f"test accuracy {test if test is None else round(test, 4)}; results in {run_dir}",
         file=sys.stderr,
     )
 

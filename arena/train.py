@@ -113,13 +113,16 @@ class Run:
         self.model = LanguageModel(model_cfg, mixer_specs, default_spec).to(self.device)
 
 
-def train(run: Run, run_dir: Path, name: str) -> dict:
+def train(run: Run, run_dir: Path, name: str, extra: dict | None = None) -> dict:
+    """Train, evaluate and write summary.json (always, also on failure); `extra` adds fields such as config_hash."""
     task, model, device = run.task, run.model, run.device
     write_json_atomic(run_dir / "env.json", environment(device))
     logger = make_logger(dict(run.config.get("logger") or {}), run_dir, run.config, name)
     params = model.parameter_counts()
     summary = {
-        "name": name, "status": "failed", "message": "", "steps": 0, "best_accuracy": None, "best_step": None,
+        "name": name, **(extra or {}), "status": "failed", "message": "", "steps": 0,
+        "valid_accuracy": None, "test_accuracy": None, "test_sequence_accuracy": None, "test_scaled_accuracy": None,
+        "train_accuracy": None, "best_accuracy": None, "best_step": None,
         "final_accuracy": None, "final_sequence_accuracy": None, "parameters": params,
         "state_size": model.state_size(task.seq_len), "flops_per_token": model.flops_per_token(task.seq_len),
         "layers": model.layer_names, "device": str(device), "seq_len": task.seq_len,
@@ -143,6 +146,9 @@ def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float) -> dict:
     cfg, task, model, device, amp = run.train_cfg, run.task, run.model, run.device, run.amp
     seed = cfg.seed
     chance = getattr(task, "chance_accuracy", 0.0)
+    # Two held-out splits: validation steers early stopping and learning-rate choice; test is scored once, at the
+    # end, and is the number to report (choosing on the test set would overstate it).
+    valid = task.generate(task.cfg.num_test, split_seed(seed, "valid"), split="test")
     test = task.generate(task.cfg.num_test, split_seed(seed, "test"), split="test")
     fixed_train = task.generate(task.cfg.num_train, split_seed(seed, "train")) if task.cfg.num_train else None
     fresh = torch.Generator().manual_seed(seed)  # batch order (fixed set) or per-step seeds (fresh samples)
@@ -191,9 +197,10 @@ def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float) -> dict:
 
         last = step + 1 == cfg.steps
         if (step + 1) % cfg.eval_every == 0 or last:
-            result = evaluate(model, test, cfg.eval_batch_size, amp, chance)
+            result = evaluate(model, valid, cfg.eval_batch_size, amp, chance)
+            train_accuracy = right / scored_total
             record = {
-                "step": step + 1, "loss": loss_sum / loss_count, "train_accuracy": right / scored_total,
+                "step": step + 1, "split": "valid", "loss": loss_sum / loss_count, "train_accuracy": train_accuracy,
                 **result, "tokens_per_s": tokens / train_time, "lr": lr_at(step, cfg),
                 "wall_time_s": round(time.perf_counter() - start, 3),
             }
@@ -210,8 +217,11 @@ def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float) -> dict:
     bar.close()
     steps = step + 1
     stopped_early = steps < cfg.steps
+    final_test = evaluate(model, test, cfg.eval_batch_size, amp, chance)
     summary = {
-        "status": "completed", "steps": steps, "best_accuracy": best, "best_step": best_step,
+        "status": "completed", "steps": steps, "valid_accuracy": best, "best_accuracy": best, "best_step": best_step,
+        "test_accuracy": final_test["accuracy"], "test_sequence_accuracy": final_test["sequence_accuracy"],
+        "test_scaled_accuracy": final_test["scaled_accuracy"], "train_accuracy": train_accuracy,
         "final_accuracy": result["accuracy"], "final_sequence_accuracy": result["sequence_accuracy"],
         "final_scaled_accuracy": result["scaled_accuracy"], "chance_accuracy": chance,
         "stopped_early": stopped_early,
@@ -221,7 +231,8 @@ def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float) -> dict:
         by_length = evaluate_lengths(model, task, run.eval_cfg, seed, amp)
         with open(metrics_path, "a") as f:
             for length, res in by_length.items():
-                record = {"step": steps, "eval": "length", "length": length, "train_seq_len": task.seq_len, **res}
+                record = {"step": steps, "eval": "length", "split": "test", "length": length,
+                          "train_seq_len": task.seq_len, **res}
                 f.write(json.dumps(record) + "\n")
         summary["length_eval"] = {str(length): res for length, res in by_length.items()}
         print("arena: held-out accuracy by length: "
