@@ -65,7 +65,7 @@ def check_group_choices(argv: list[str]) -> None:
     for arg in argv:
         key, sep, _ = arg.partition("=")
         group, dot, field = key.partition(".")
-        if not sep or not dot or key.startswith(("+", "~")):
+        if not sep or not dot or key.startswith(("+", "~")) or group == "hydra":  # hydra.*: Hydra's own schema
             continue
         if isinstance(ROOT.get(group), dict):  # a plain node of conf/config.yaml, such as eval
             where, known = "conf/config.yaml", set(ROOT[group])
@@ -127,6 +127,15 @@ def finished_twin(results_dir: Path, digest: str) -> Path | None:
     return None
 
 
+def _sweep_device(job_num: int) -> str:
+    """One sweep point per GPU: with several GPUs, job n of a multirun (joblib workers run several at once)
+    takes cuda:(n mod GPUs); otherwise "auto" as usual."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return f"cuda:{job_num % count}" if count > 1 else "auto"
+
+
 def set_aside_earlier_attempt(run_dir: Path) -> None:
     """A fixed sweep dir reruns a failed point in the same run dir: move the old attempt's files into
     run_dir/attempt_<n>/ first, so its record stays (and metrics.jsonl, append-only, does not mix two runs)."""
@@ -163,6 +172,8 @@ def hydra_main(cfg: DictConfig) -> None:
                 print(f"arena: skipping {name}: an identical config already finished in {twin} (resume=false reruns)",
                       file=sys.stderr)
                 return
+        if multirun and config["train"].get("device") == "auto":
+            config["train"]["device"] = _sweep_device(hydra_cfg.job.num)
         run = Run(config, mixer_specs(cfg, chosen), chosen)
     except ConfigError as err:
         _discard_run_dir(run_dir)
