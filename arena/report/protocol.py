@@ -1,0 +1,240 @@
+"""The comparison protocol: learning rate picked on validation, test accuracy reported, seeds as mean and 95% CI.
+
+    from arena.report.protocol import select, lr_table
+    selected = select(runs)        # one row per (experiment, mixer, task, train_len, setting)
+
+For every group and every learning rate, the completed runs (one per seed) are averaged. The learning rate with
+the best mean VALIDATION accuracy is chosen (ties: the lower rate); the group's reported number is the mean TEST
+accuracy of the runs at that rate, with a 95% confidence interval from Student's t (n - 1 degrees of freedom;
+none for one seed). Diverged and failed runs are left out of every mean but counted, so they stay visible; a rate
+whose runs all diverged or failed cannot be chosen. Training accuracy is never used. Parameters, state size and
+FLOPs per token of the chosen runs stand beside each result so that budgets can be matched.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from arena.report.load import GROUP_AXES, setting_columns
+
+PROTOCOL = (
+    "For each (experiment, mixer, task, training length, setting) the learning rate with the best mean "
+    "validation accuracy over seeds is chosen (ties: the lower rate), and the test accuracy of the runs at that "
+    "rate is reported as mean ± 95% confidence half-width (Student's t, n-1 degrees of freedom; no interval for "
+    "one seed). Diverged and failed runs are excluded from the means but counted; a learning rate whose runs "
+    "all diverged or failed cannot be chosen. Training accuracy is never reported."
+)
+
+# Two-sided 95% quantiles of Student's t, t_{0.975}(dof), dof = 1..30 (standard tables).
+T975 = (
+    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+    2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
+)
+Z975 = 1.959964
+
+
+def t_quantile_975(dof: int) -> float:
+    """t_{0.975} with `dof` degrees of freedom: the table up to 30, then the Cornish-Fisher expansion in 1/dof
+    around the normal quantile (error < 1e-4 beyond 30)."""
+    if dof < 1:
+        return math.nan
+    if dof <= len(T975):
+        return T975[dof - 1]
+    z = Z975
+    return (z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * dof**3))
+
+
+def mean_ci95(values) -> tuple[float, int, float]:
+    """(mean, n, 95% CI half-width) of the finite values; the half-width is NaN for n < 2, the mean for n = 0."""
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return math.nan, 0, math.nan
+    if n == 1:
+        return float(x[0]), 1, math.nan
+    return float(x.mean()), n, t_quantile_975(n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
+
+
+def group_columns(runs: pd.DataFrame) -> list[str]:
+    return GROUP_AXES + setting_columns(runs)
+
+
+def _key_frame(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Group keys with missing values spelled out, so NaN settings group together and merge reliably."""
+    return df[columns].astype(object).where(df[columns].notna(), "<none>")
+
+
+def _canonical(value) -> str:
+    """One spelling per value whatever pandas did to its dtype (64, 64.0 and numpy.int64(64) are one key)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return repr(value)
+
+
+def group_key(df: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """A string naming each row's group, equal for equal keys in any table built from the runs."""
+    if not len(df):
+        return pd.Series([], dtype=object)
+    keys = _key_frame(df, columns)
+    return keys.apply(lambda row: "|".join(_canonical(v) for v in row), axis=1)
+
+
+def _status_counts(status: pd.Series) -> dict:
+    completed = int((status == "completed").sum())
+    diverged = int((status == "diverged").sum())
+    return {"n_runs": len(status), "n_completed": completed, "n_diverged": diverged,
+            "n_failed": len(status) - completed - diverged}
+
+
+def lr_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (group, learning rate): status counts, mean validation and test accuracy over completed runs,
+    whether the rate can be chosen and whether it was."""
+    return _lr_rows(runs.assign(_group=group_key(runs, group_columns(runs)))).drop(columns="_group")
+
+
+def _same_lr(values: pd.Series, lr: float) -> pd.Series:
+    return values.fillna(-1.0) == (-1.0 if pd.isna(lr) else lr)
+
+
+def _lr_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    columns = group_columns(runs.drop(columns="_group"))
+    rows = []
+    for (group, _), part in runs.groupby(["_group", runs["lr"].fillna(-1.0)], sort=True):
+        done = part[part["status"] == "completed"]
+        valid_mean, n_valid, _ = mean_ci95(done["valid_accuracy"])
+        test_mean, n_seeds, test_ci = mean_ci95(done["test_accuracy"])
+        rows.append({**part.iloc[0][columns].to_dict(), "_group": group, "lr": part["lr"].iloc[0],
+                     **_status_counts(part["status"]), "valid_accuracy_mean": valid_mean,
+                     "test_accuracy_mean": test_mean, "test_accuracy_ci95": test_ci, "n_seeds": n_seeds,
+                     "selectable": n_valid > 0})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=columns + ["_group", "lr", "n_runs", "n_completed", "n_diverged", "n_failed",
+                                               "valid_accuracy_mean", "test_accuracy_mean", "test_accuracy_ci95",
+                                               "n_seeds", "selectable", "selected"])
+    table["selected"] = False
+    for _, part in table.groupby("_group"):
+        choosable = part[part["selectable"]]
+        if len(choosable):
+            # the best mean validation accuracy, ties (to 1e-12) to the lower learning rate
+            best = choosable.assign(_v=choosable["valid_accuracy_mean"].round(12))
+            best = best.sort_values(["_v", "lr"], ascending=[False, True], na_position="last")
+            table.loc[best.index[0], "selected"] = True
+    return table.sort_values(GROUP_AXES + ["lr"], na_position="last", kind="stable").reset_index(drop=True)
+
+
+SELECTED_COLUMNS = [
+    "lr", "valid_accuracy_mean", "test_accuracy_mean", "test_accuracy_ci95", "n_seeds",
+    "test_sequence_accuracy_mean", "lrs_tried", "n_runs", "n_completed", "n_diverged", "n_failed",
+    "params_total", "params_mixer", "state_size", "flops_per_token", "steps_mean", "note",
+]
+
+
+def select(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per group: the chosen learning rate, test accuracy there (mean, 95% CI, seeds), status counts of
+    the whole group (all rates), and the budget (parameters, state size, FLOPs per token) of the chosen runs.
+    A group where no rate can be chosen keeps its row, with NaN results and a note."""
+    columns = group_columns(runs)
+    if runs.empty:
+        return pd.DataFrame(columns=columns + SELECTED_COLUMNS)
+    runs = runs.assign(_group=group_key(runs, columns))
+    per_lr = _lr_rows(runs)
+    rows = []
+    for group, part in runs.groupby("_group", sort=False):
+        choice = per_lr[(per_lr["_group"] == group) & per_lr["selected"]]
+        row = {**part.iloc[0][columns].to_dict(), **_status_counts(part["status"]),
+               "lrs_tried": ", ".join(f"{lr:g}" for lr in sorted(part["lr"].dropna().unique()))}
+        if len(choice):
+            lr = choice["lr"].iloc[0]
+            at_lr = part[_same_lr(part["lr"], lr) & (part["status"] == "completed")]
+            seq_mean, _, _ = mean_ci95(at_lr["test_sequence_accuracy"])
+            row.update({"lr": lr, "valid_accuracy_mean": choice["valid_accuracy_mean"].iloc[0],
+                        "test_accuracy_mean": choice["test_accuracy_mean"].iloc[0],
+                        "test_accuracy_ci95": choice["test_accuracy_ci95"].iloc[0],
+                        "n_seeds": int(choice["n_seeds"].iloc[0]), "test_sequence_accuracy_mean": seq_mean,
+                        "note": "" if choice["n_seeds"].iloc[0] else "no test accuracy recorded"})
+            budget_rows = at_lr
+        else:
+            row.update({"lr": math.nan, "valid_accuracy_mean": math.nan, "test_accuracy_mean": math.nan,
+                        "test_accuracy_ci95": math.nan, "n_seeds": 0, "test_sequence_accuracy_mean": math.nan,
+                        "note": "no learning rate has a completed run"})
+            budget_rows = part
+        for budget in ("params_total", "params_mixer", "state_size", "flops_per_token"):
+            row[budget] = budget_rows[budget].median()  # equal across seeds; the median ignores a stray NaN
+        row["steps_mean"] = budget_rows["steps"].mean()
+        rows.append(row)
+    selected = pd.DataFrame(rows)[columns + SELECTED_COLUMNS]
+    return selected.sort_values(GROUP_AXES, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def chosen_runs(runs: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFrame:
+    """The completed runs at each group's chosen learning rate (the runs behind the reported numbers), with the
+    group's series label."""
+    columns = group_columns(runs)
+    if runs.empty or selected.empty:
+        return runs.iloc[0:0].assign(series=pd.Series(dtype=object))
+    keyed = selected.assign(_group=group_key(selected, columns))[["_group", "lr", "series"]]
+    runs = runs.assign(_group=group_key(runs, columns))
+    merged = runs[runs["status"] == "completed"].merge(keyed, on=["_group", "lr"], how="inner")
+    return merged.drop(columns="_group")
+
+
+def _short(column: str) -> str:
+    return column.rsplit(".", 1)[-1]
+
+
+def add_series(selected: pd.DataFrame) -> pd.DataFrame:
+    """A display name per group for legends: the mixer, plus the experiment when a task appears in several, plus
+    the settings that differ among that mixer's groups ("kda (allow_neg_eigval=True)")."""
+    settings = setting_columns(selected)
+    labels = []
+    for _, row in selected.iterrows():
+        same_task = selected[selected["task"] == row["task"]]
+        label = str(row["mixer"])
+        if same_task["experiment"].nunique() > 1 and row["experiment"]:
+            label = f"{row['experiment']}: {label}"
+        peers = same_task[same_task["mixer"] == row["mixer"]]
+        parts = [f"{_short(c)}={row[c]}" for c in settings
+                 if peers[c].astype(str).nunique() > 1 and pd.notna(row[c])]
+        labels.append(f"{label} ({', '.join(parts)})" if parts else label)
+    return selected.assign(series=labels)
+
+
+def fixed_lengths(selected: pd.DataFrame, length: int | None = None) -> dict:
+    """The training length each task is shown at in single-length views: `length` where the task has it, else
+    the task's largest training length."""
+    chosen = {}
+    for task, part in selected.groupby("task"):
+        lengths = part["train_len"].dropna()
+        if lengths.empty:
+            chosen[task] = math.nan
+        elif length is not None and (lengths == length).any():
+            chosen[task] = float(length)
+        else:
+            chosen[task] = float(lengths.max())
+    return chosen
+
+
+def at_fixed_length(selected: pd.DataFrame, length: int | None = None) -> pd.DataFrame:
+    chosen = fixed_lengths(selected, length)
+    keep = selected.apply(lambda r: r["train_len"] == chosen.get(r["task"]) or
+                          (pd.isna(r["train_len"]) and pd.isna(chosen.get(r["task"]))), axis=1)
+    return selected[keep] if len(selected) else selected
+
+
+def capability_matrix(selected: pd.DataFrame, length: int | None = None) -> pd.DataFrame:
+    """Mixers x tasks: the test accuracy of each mixer's best group at the task's fixed length. Among a mixer's
+    settings the best is the one with the highest validation accuracy (choosing on test would flatter it)."""
+    rows = at_fixed_length(selected, length)
+    rows = rows[rows["valid_accuracy_mean"].notna()]
+    if rows.empty:
+        return pd.DataFrame()
+    best = rows.sort_values(["valid_accuracy_mean", "lr"], ascending=[False, True]).groupby(["mixer", "task"]).head(1)
+    return best.pivot(index="mixer", columns="task", values="test_accuracy_mean").sort_index()

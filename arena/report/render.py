@@ -1,0 +1,370 @@
+"""Assemble the report: tables, figures, Markdown and a self-contained HTML page, written without half-files.
+
+    from arena.report.render import write_report
+    out = write_report("results/runs", out="results/runs/report", length=None)
+
+`build_blocks(...)` turns the tables into a list of blocks (heading, paragraph, table, image, note);
+`render_markdown(blocks)` and `render_html(blocks, image_dir)` print the same blocks, the HTML with every PNG
+inlined as a base64 data URI (no external file or network reference). `write_report` writes everything into a
+fresh temporary folder beside the output folder and then moves each finished file into place with os.replace,
+so a crash leaves either the previous report or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from arena.report import plots
+from arena.report.load import load_curves, load_lengths, load_runs, setting_columns
+from arena.report.protocol import (
+    PROTOCOL,
+    add_series,
+    at_fixed_length,
+    capability_matrix,
+    chosen_runs,
+    fixed_lengths,
+    lr_table,
+    select,
+)
+
+FIGURES = {  # file name -> section title
+    "accuracy_vs_length.png": "Accuracy against training length",
+    "convergence.png": "Convergence at a fixed training length",
+    "frontier.png": "Accuracy against state size and parameters",
+    "length_extrapolation.png": "Length extrapolation",
+    "capability_matrix.png": "Capability matrix",
+}
+COUNT_COLUMNS = {"params_total", "params_mixer", "state_size", "flops_per_token"}  # printed as 58,384
+INTEGER_COLUMNS = {"train_len", "seed", "steps", "n_seeds", "n_runs", "n_completed", "n_diverged", "n_failed",
+                   "step", "length", "seeds", *COUNT_COLUMNS}
+RATE_COLUMNS = {"lr"}
+
+
+@dataclass
+class Block:
+    kind: str  # "h1" | "h2" | "p" | "table" | "image" | "note"
+    text: str = ""
+    table: pd.DataFrame | None = None
+
+
+# ----------------------------------------------------------------------------------------------- cells
+def cell(value, column: str = "") -> str:
+    """One table cell: blanks for missing, integers without ".0", learning rates as 1e-03, else 3 decimals."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if column in RATE_COLUMNS:
+            return f"{value:g}"
+        if column in COUNT_COLUMNS:
+            return f"{int(round(value)):,}"
+        if "acc" in column:  # accuracies and their CIs: always 3 decimals, 1.000 included
+            return f"{value:.3f}"
+        if column in INTEGER_COLUMNS or float(value).is_integer():
+            return str(int(round(value)))
+        return f"{value:.3f}"
+    return str(value)
+
+
+def accuracy_text(mean, ci) -> str:
+    if pd.isna(mean):
+        return ""
+    return f"{mean:.3f}" if pd.isna(ci) else f"{mean:.3f} ± {ci:.3f}"
+
+
+# ----------------------------------------------------------------------------------------------- blocks
+def _display_selected(selected: pd.DataFrame) -> pd.DataFrame:
+    columns = (["experiment"] if selected["experiment"].nunique() > 1 else []) + ["mixer", "task", "train_len"]
+    columns += setting_columns(selected)
+    table = selected[columns].copy()
+    table["lr (chosen)"] = selected["lr"]
+    table["valid acc (mean)"] = selected["valid_accuracy_mean"]
+    table["test acc (mean ± 95% CI)"] = [accuracy_text(m, c) for m, c in
+                                         zip(selected["test_accuracy_mean"], selected["test_accuracy_ci95"])]
+    table["seeds"] = selected["n_seeds"]
+    table["runs (ok/div/fail)"] = [f"{a}/{b}/{c}" for a, b, c in
+                                   zip(selected["n_completed"], selected["n_diverged"], selected["n_failed"])]
+    for column in ("params_total", "state_size", "flops_per_token"):
+        table[column] = selected[column]
+    table["note"] = selected["note"]
+    return table
+
+
+def _problem_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    columns = ["run_dir", "mixer", "task", "train_len", "lr", "seed", "status", "steps", "message"]
+    bad = runs[runs["status"] != "completed"] if len(runs) else runs
+    return bad[columns].reset_index(drop=True)
+
+
+def _status_line(runs: pd.DataFrame) -> str:
+    counts = runs["status"].value_counts()
+    order = ["completed", "diverged", "failed"] + sorted(set(counts.index) - {"completed", "diverged", "failed"})
+    return ", ".join(f"{counts.get(s, 0)} {s}" for s in order)
+
+
+def build_tables(root, length: int | None = None) -> dict:
+    """Every table of the report, from the run directories below `root` (no files written)."""
+    root = Path(root)
+    runs = load_runs(root)
+    curves = load_curves(root, runs)
+    lengths = load_lengths(root, runs)
+    selected = add_series(select(runs))
+    chosen = chosen_runs(runs, selected)
+    fixed = fixed_lengths(selected, length)
+    at_length = at_fixed_length(selected, length)
+    return {
+        "runs": runs, "curves": curves, "lengths": lengths, "selected": selected, "lr_table": lr_table(runs),
+        "fixed_lengths": fixed, "length": length,
+        "length_table": plots.length_table(selected),
+        "convergence_table": plots.convergence_table(curves, chosen, fixed),
+        "frontier_table": plots.frontier_table(at_length),
+        "extrapolation_table": plots.extrapolation_table(lengths, chosen, fixed),
+        "capability_matrix": capability_matrix(selected, length),
+    }
+
+
+def draw_figures(tables: dict, folder: Path) -> dict:
+    """Every figure into `folder`; file name -> path, or None where the data was missing."""
+    folder = Path(folder)
+    title = ("Capability matrix: test accuracy at training length "
+             f"{tables['length']} (else each task's longest)" if tables["length"] else None)
+    matrix_kwargs = {"title": title} if title else {}
+    return {
+        "accuracy_vs_length.png": plots.plot_accuracy_vs_length(tables["length_table"],
+                                                                 folder / "accuracy_vs_length.png"),
+        "convergence.png": plots.plot_convergence(tables["convergence_table"], folder / "convergence.png"),
+        "frontier.png": plots.plot_frontier(tables["frontier_table"], folder / "frontier.png"),
+        "length_extrapolation.png": plots.plot_length_extrapolation(tables["extrapolation_table"],
+                                                                    folder / "length_extrapolation.png"),
+        "capability_matrix.png": plots.plot_capability_matrix(tables["capability_matrix"],
+                                                              folder / "capability_matrix.png", **matrix_kwargs),
+    }
+
+
+SKIPPED = {
+    "accuracy_vs_length.png": "no group has a test accuracy at its chosen learning rate",
+    "convergence.png": "no metrics.jsonl validation records for the chosen runs",
+    "frontier.png": "no group has a test accuracy at its chosen learning rate",
+    "length_extrapolation.png": "no run has length evaluations (set eval.lengths=[...] when training)",
+    "capability_matrix.png": "no group has both a validation accuracy to choose by and a test accuracy",
+}
+CAPTIONS = {
+    "accuracy_vs_length.png": "One panel per task, one line per mixer (the layout of Kimi Linear's Figure 4). "
+                              "Each point is the mean test accuracy over seeds at the learning rate chosen on "
+                              "validation; error bars are 95% confidence intervals.",
+    "convergence.png": "Mean validation accuracy over seeds against training step, at the chosen learning rate, "
+                       "at each task's fixed training length (the band spans the seeds).",
+    "frontier.png": "Zoology's frontier: test accuracy against the recurrent state per sequence (elements) and "
+                    "against the parameter count, at each task's fixed training length.",
+    "length_extrapolation.png": "Test accuracy at other lengths of the models trained at each task's fixed "
+                                "training length (dashed line); mean over seeds with 95% CIs.",
+    "capability_matrix.png": "Test accuracy of each mixer's best setting (chosen on validation) per task, at each "
+                             "task's fixed training length.",
+}
+FIGURE_TABLES = {
+    "accuracy_vs_length.png": "length_table", "convergence.png": "convergence_table",
+    "frontier.png": "frontier_table", "length_extrapolation.png": "extrapolation_table",
+    "capability_matrix.png": "capability_matrix",
+}
+
+
+def build_blocks(root, tables: dict, figures: dict) -> list[Block]:
+    runs, selected = tables["runs"], tables["selected"]
+    settings = setting_columns(runs)
+    fixed = ", ".join(f"{task} {plots._length_text(v)}" for task, v in tables["fixed_lengths"].items())
+    blocks = [
+        Block("h1", "arena report"),
+        Block("p", f"Read {len(runs)} run directories under `{root}` (summary.json, config.yaml, metrics.jsonl; "
+                   f"never wandb) on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
+                   f"Status: {_status_line(runs)}."),
+        Block("p", f"Experiments: {', '.join(sorted(e or '(none)' for e in runs['experiment'].unique()))}. "
+                   f"Mixers: {', '.join(sorted(map(str, runs['mixer'].dropna().unique())))}. "
+                   f"Tasks: {', '.join(sorted(map(str, runs['task'].dropna().unique())))}. "
+                   f"Setting columns (config values that split a comparison): "
+                   f"{', '.join(settings) if settings else 'none'}."),
+        Block("p", "Tables as CSV beside this file: runs.csv (one row per run), selected.csv (one row per "
+                   "comparison), curves.csv (evaluations during training), lengths.csv (test accuracy by length). "
+                   f"Single-length views use training length: {fixed or 'none'}."),
+        Block("h2", "Protocol"),
+        Block("p", PROTOCOL),
+        Block("h2", "Results at the chosen learning rate"),
+        Block("table", table=_display_selected(selected)),
+    ]
+    for number, (name, title) in enumerate(FIGURES.items(), start=1):
+        blocks.append(Block("h2", f"{number}. {title}"))
+        if figures.get(name) is None:
+            blocks.append(Block("note", f"Plot skipped: {SKIPPED[name]}."))
+            continue
+        blocks.append(Block("image", name, None))
+        blocks.append(Block("p", CAPTIONS[name]))
+        table = tables[FIGURE_TABLES[name]]
+        if name == "capability_matrix.png":
+            table = table.reset_index().rename_axis(columns=None)
+        blocks.append(Block("table", table=table))
+    lr_rows = tables["lr_table"]
+    blocks += [
+        Block("h2", "Learning-rate sweep"),
+        Block("p", "Every (comparison, learning rate): mean validation accuracy over completed runs decides; test "
+                   "accuracy is shown for transparency only."),
+        Block("table", table=lr_rows[[c for c in lr_rows.columns if c != "experiment"
+                                      or lr_rows["experiment"].nunique() > 1]]),
+        Block("h2", "Runs that diverged or failed"),
+    ]
+    problems = _problem_runs(runs)
+    if problems.empty:
+        blocks.append(Block("p", "None: every run completed."))
+    blocks.append(Block("table", table=problems))
+    return blocks
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+def _rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    header = [str(c) for c in table.columns]
+    body = [[cell(v, str(c)) for c, v in zip(table.columns, row)] for row in table.itertuples(index=False)]
+    return header, body
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    def esc(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    header, body = _rows(table)
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def render_markdown(blocks: list[Block]) -> str:
+    parts = []
+    for block in blocks:
+        if block.kind == "h1":
+            parts.append(f"# {block.text}")
+        elif block.kind == "h2":
+            parts.append(f"## {block.text}")
+        elif block.kind == "p":
+            parts.append(block.text)
+        elif block.kind == "note":
+            parts.append(f"> {block.text}")
+        elif block.kind == "image":
+            parts.append(f"![{FIGURES.get(block.text, block.text)}]({block.text})")
+        elif block.kind == "table":
+            parts.append(markdown_table(block.table))
+    return "\n\n".join(parts) + "\n"
+
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1200px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
+h2 { border-bottom: 1px solid #ccc; padding-bottom: .15em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 13px; margin: .8em 0; display: block; overflow-x: auto; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; white-space: nowrap; }
+th { background: #f0f0f0; }
+td:first-child, th:first-child { text-align: left; }
+tr:nth-child(even) td { background: #fafafa; }
+img { max-width: 100%; border: 1px solid #ddd; }
+.note { background: #fff6dd; border-left: 4px solid #e0b000; padding: .4em .8em; }
+code { background: #f3f3f3; padding: 0 3px; }
+"""
+
+
+def _inline(text: str) -> str:
+    """Escape, then turn `code` spans into <code> (the only Markdown the paragraphs use)."""
+    pieces = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
+
+
+def html_table(table: pd.DataFrame) -> str:
+    header, body = _rows(table)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in body)
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}</tbody>\n</table>"
+
+
+def render_html(blocks: list[Block], image_dir) -> str:
+    """The same blocks as a standalone page; images are read from `image_dir` and embedded as data URIs."""
+    parts = []
+    for block in blocks:
+        if block.kind == "h1":
+            parts.append(f"<h1>{html.escape(block.text)}</h1>")
+        elif block.kind == "h2":
+            parts.append(f"<h2>{html.escape(block.text)}</h2>")
+        elif block.kind == "p":
+            parts.append(f"<p>{_inline(block.text)}</p>")
+        elif block.kind == "note":
+            parts.append(f'<p class="note">{_inline(block.text)}</p>')
+        elif block.kind == "image":
+            data = base64.b64encode((Path(image_dir) / block.text).read_bytes()).decode("ascii")
+            alt = html.escape(FIGURES.get(block.text, block.text))
+            parts.append(f'<p><img alt="{alt}" src="data:image/png;base64,{data}"></p>')
+        elif block.kind == "table":
+            parts.append(html_table(block.table))
+    body = "\n".join(parts)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>arena report</title>\n'
+            f"<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+
+
+# ----------------------------------------------------------------------------------------------- files
+def csv_ready(table: pd.DataFrame) -> pd.DataFrame:
+    """Count columns (lengths, seeds, steps, budgets) as nullable integers where whole: 64, not 64.0."""
+    table = table.copy()
+    for column in table.columns:
+        values = table[column]
+        if column not in INTEGER_COLUMNS:
+            continue
+        if values.dtype.kind == "f" and values.notna().any():
+            finite = values.dropna()
+            if (finite == finite.round()).all() and finite.abs().max() < 2**53:
+                table[column] = values.astype("Int64")
+    return table
+
+
+class NoRunsError(ValueError):
+    """The results folder is missing or holds no run directory."""
+
+
+def write_report(root, out=None, length: int | None = None) -> Path:
+    """Write runs.csv, curves.csv, lengths.csv, selected.csv, report.md, report.html and the PNGs to `out`
+    (default <root>/report). Raises NoRunsError, writing nothing, when `root` is missing or holds no runs."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NoRunsError(f"{root} is not a directory")
+    tables = build_tables(root, length)
+    if tables["runs"].empty:
+        raise NoRunsError(f"no run directories (folders with a summary.json) under {root}")
+    out = Path(out) if out is not None else root / "report"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        for name in ("runs", "curves", "lengths", "selected"):
+            csv_ready(tables[name]).to_csv(staging / f"{name}.csv", index=False, float_format="%.6g")
+        figures = draw_figures(tables, staging)
+        blocks = build_blocks(root, tables, figures)
+        (staging / "report.md").write_text(render_markdown(blocks))
+        (staging / "report.html").write_text(render_html(blocks, staging))
+        out.mkdir(exist_ok=True)
+        for stale in set(FIGURES) - {name for name, path in figures.items() if path}:
+            (out / stale).unlink(missing_ok=True)  # a plot skipped now must not survive from an older report
+        for path in sorted(staging.iterdir()):  # each file whole, by rename; the page last
+            if path.name not in ("report.md", "report.html"):
+                os.replace(path, out / path.name)
+        for name in ("report.md", "report.html"):
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+__all__ = ["Block", "NoRunsError", "build_blocks", "build_tables", "draw_figures", "render_html", "render_markdown",
+           "write_report"]
