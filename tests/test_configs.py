@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
 
 from arena.run import CONF, group_options, mixer_specs
 from arena.train import Run
@@ -14,7 +15,11 @@ from arena.train import Run
 
 def composed(*overrides: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # model/hybrid_3to1_mixer.yaml reads ${hydra:runtime.choices.mixer}
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 @pytest.mark.parametrize("group", ["mixer", "task", "model", "train", "logger"])
