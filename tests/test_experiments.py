@@ -141,34 +141,42 @@ def test_hybrid_model_takes_the_chosen_mixer_as_fourth_layer():
     assert config["model"]["layout"] == ["kda", "kda", "kda", "mla_nope"]
 
 
+def run_sweep(name: str, results_dir: Path, env: dict) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "arena.run", "-m", f"+experiment={name}", f"results_dir={results_dir}"]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.slow
-def test_fastest_mini_preset_runs_end_to_end(tmp_path):
-    """The whole grid of one mini through `python -m arena.run -m`; every point leaves a finished summary.json."""
+@pytest.mark.parametrize("name", MINI)
+def test_mini_preset_runs_end_to_end_with_its_report(name, tmp_path):
+    """The whole grid of a mini through `python -m arena.run -m` (every point leaves a finished summary.json),
+    then `python -m arena.report` over it; for the fastest mini also a rerun, which must skip every point."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "1"}
-    cmd = [sys.executable, "-m", "arena.run", "-m", f"+experiment={FASTEST_MINI}", f"results_dir={tmp_path}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_sweep(name, tmp_path, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = [json.loads(p.read_text()) for p in tmp_path.rglob("summary.json")]
-    assert len(summaries) == len(sweep_grid(FASTEST_MINI))
+    assert len(summaries) == len(sweep_grid(name))
     assert all(s["status"] in ("completed", "diverged") for s in summaries), [s["message"] for s in summaries]
     configs = [OmegaConf.load(p) for p in tmp_path.rglob("config.yaml") if p.parent.name != ".hydra"]
-    assert {c.experiment for c in configs} == {FASTEST_MINI}
-    points = {(c.model.d_model, c.mixer.name, c.train.lr) for c in configs}
-    assert len(points) == len(summaries)  # every grid point once
+    assert {c.experiment for c in configs} == {name}
+    assert len({s["config_hash"] for s in summaries}) == len(summaries)  # every grid point once
 
-    # rerunning the sweep finds every point finished: nothing runs again
-    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("arena: skipping") == len(summaries)
-    assert len(list(tmp_path.rglob("summary.json"))) == len(summaries)
+    if name == FASTEST_MINI:  # rerunning the sweep finds every point finished: nothing runs again
+        again = run_sweep(name, tmp_path, env)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert again.stderr.count("arena: skipping") == len(summaries)
+        assert len(list(tmp_path.rglob("summary.json"))) == len(summaries)
 
-    # the report over the sweep: one command, every table and plot
+    # the report over the sweep: one command, every table and plot its data allows
     out = tmp_path / "report"
     rep = subprocess.run([sys.executable, "-m", "arena.report", str(tmp_path), "--out", str(out)], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     assert rep.returncode == 0, rep.stderr[-3000:]
     runs = pd.read_csv(out / "runs.csv")
-    assert len(runs) == len(summaries) and set(runs["experiment"]) == {FASTEST_MINI}
-    for name in ("report.md", "report.html", "selected.csv", "accuracy_vs_length.png", "convergence.png",
-                 "frontier.png", "capability_matrix.png"):
-        assert (out / name).stat().st_size > 0, name
+    assert len(runs) == len(summaries) and set(runs["experiment"]) == {name}
+    expected = ["report.md", "report.html", "selected.csv", "accuracy_vs_length.png", "convergence.png",
+                "frontier.png", "capability_matrix.png"]
+    if any("length_eval" in s for s in summaries):
+        expected.append("length_extrapolation.png")
+    for file in expected:
+        assert (out / file).stat().st_size > 0, file
