@@ -21,7 +21,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from arena.kernels.triton_delta.chunk_fwd import _gate_row, _gate_rows, _load_block, _rows
+from arena.kernels.triton_delta.chunk_fwd import _gate_row, _gate_rows, _load_block, _rows, _rows_raw
 
 
 @triton.jit
@@ -88,17 +88,18 @@ def state_bwd_kernel(
         n_valid = tl.minimum(eos - t0, C).to(tl.int32)
         h_off = ((c_off + c) * H + i_h) * K * V
         tl.store(dh_ptr + h_off + rk[:, None] * V + i_v * BV + cv[None, :], dS, mask=state_mask)
+        # the decayed q and k first, cast to the dot dtype at once: the fp32 gate tile dies before the products
         G = _gate_rows(G_ptr, t0, 0, n_valid, sg, C, BK, K, PER_CHANNEL)
         G_last = _gate_row(G_ptr, t0, n_valid - 1, n_valid, sg, BK, K, PER_CHANNEL)
-        W = _rows(W_ptr, t0, 0, n_valid, sk, C, BK, K).to(dt)
+        qg = (_rows(q_ptr, t0, 0, n_valid, sk, C, BK, K) * (tl.exp(tl.minimum(G, 0.0)) * scale)).to(dt)
+        kg = (_rows(k_ptr, t0, 0, n_valid, sk, C, BK, K) * tl.exp(tl.minimum(G_last[None, :] - G, 0.0))).to(dt)
+        W = _rows_raw(W_ptr, t0, 0, n_valid, sk, C, BK, K).to(dt)
         Aqk = tl.load(Aqk_ptr + (t0 + rows)[:, None] * sc + rows[None, :], mask=rows[:, None] < n_valid, other=0.0)
-        do = _rows(do_ptr, t0, 0, n_valid, sv, C, BV, Vb).to(dt)
-        qg = _rows(q_ptr, t0, 0, n_valid, sk, C, BK, K) * (tl.exp(tl.minimum(G, 0.0)) * scale)
-        kg = _rows(k_ptr, t0, 0, n_valid, sk, C, BK, K) * tl.exp(tl.minimum(G_last[None, :] - G, 0.0))
-        dvn = tl.dot(tl.trans(Aqk.to(dt)), do) + tl.dot(kg.to(dt), dS.to(dt))
+        do = _rows_raw(do_ptr, t0, 0, n_valid, sv, C, BV, Vb).to(dt)
+        dvn = tl.dot(tl.trans(Aqk.to(dt)), do) + tl.dot(kg, dS.to(dt))
         tl.store(du_ptr + (t0 + rows)[:, None] * sv + cv[None, :], dvn,
                  mask=(rows[:, None] < n_valid) & (cv[None, :] < Vb))
-        dS = (dS * tl.exp(tl.minimum(G_last, 0.0))[:, None] + tl.dot(tl.trans(qg.to(dt)), do)
+        dS = (dS * tl.exp(tl.minimum(G_last, 0.0))[:, None] + tl.dot(tl.trans(qg), do)
               - tl.dot(tl.trans(W), dvn.to(dt)))
     if STORE_DH0:
         tl.store(dh0_ptr + state_off, dS, mask=state_mask)

@@ -33,11 +33,16 @@ SUB = 16
 @triton.jit
 def _rows(ptr, t0, r0, n_valid, stride_t, NR: tl.constexpr, BD: tl.constexpr, D):
     """fp32 tile [NR, BD] of rows r0 .. r0 + NR of the chunk at token t0; rows >= n_valid and columns >= D are 0."""
+    return _rows_raw(ptr, t0, r0, n_valid, stride_t, NR, BD, D).to(tl.float32)
+
+
+@triton.jit
+def _rows_raw(ptr, t0, r0, n_valid, stride_t, NR: tl.constexpr, BD: tl.constexpr, D):
+    """Like _rows, in the storage dtype (a 16-bit tile takes half the registers of its fp32 copy)."""
     r = r0 + tl.arange(0, NR)
     c = tl.arange(0, BD)
     mask = (r[:, None] < n_valid) & (c[None, :] < D)
-    x = tl.load(ptr + (t0 + r)[:, None] * stride_t + c[None, :], mask=mask, other=0.0)
-    return x.to(tl.float32)
+    return tl.load(ptr + (t0 + r)[:, None] * stride_t + c[None, :], mask=mask, other=0.0)
 
 
 @triton.jit
@@ -253,21 +258,22 @@ def state_fwd_kernel(
             h_off = ((c_off + c) * H + i_h) * K * V
             tl.store(h_ptr + h_off + rk[:, None] * V + i_v * BV + cv[None, :], S.to(h_ptr.dtype.element_ty),
                      mask=state_mask)
+        # the decayed q and k first, cast to the dot dtype at once: the fp32 gate tile dies before the products
         G = _gate_rows(G_ptr, t0, 0, n_valid, sg, C, BK, K, PER_CHANNEL)
         G_last = _gate_row(G_ptr, t0, n_valid - 1, n_valid, sg, BK, K, PER_CHANNEL)
-        W = _rows(W_ptr, t0, 0, n_valid, sk, C, BK, K)
+        qg = (_rows(q_ptr, t0, 0, n_valid, sk, C, BK, K) * (tl.exp(tl.minimum(G, 0.0)) * scale)).to(dt)
+        kg = (_rows(k_ptr, t0, 0, n_valid, sk, C, BK, K) * tl.exp(tl.minimum(G_last[None, :] - G, 0.0))).to(dt)
+        W = _rows_raw(W_ptr, t0, 0, n_valid, sk, C, BK, K).to(dt)
         U = _rows(U_ptr, t0, 0, n_valid, sv, C, BV, Vb)
         Sd = S.to(dt)
-        vn = U - tl.dot(W.to(dt), Sd)
+        vn = U - tl.dot(W, Sd)
         vnd = vn.to(dt)
         omask = (rows[:, None] < n_valid) & (cv[None, :] < Vb)
         if SAVE:
             tl.store(vn_ptr + (t0 + rows)[:, None] * sv + cv[None, :], vnd, mask=omask)
-        qg = _rows(q_ptr, t0, 0, n_valid, sk, C, BK, K) * (tl.exp(tl.minimum(G, 0.0)) * scale)
         Aqk = tl.load(Aqk_ptr + (t0 + rows)[:, None] * sc + rows[None, :], mask=rows[:, None] < n_valid, other=0.0)
-        o = tl.dot(qg.to(dt), Sd) + tl.dot(Aqk.to(dt), vnd)
+        o = tl.dot(qg, Sd) + tl.dot(Aqk.to(dt), vnd)
         tl.store(o_ptr + (t0 + rows)[:, None] * sv + cv[None, :], o.to(o_ptr.dtype.element_ty), mask=omask)
-        kg = _rows(k_ptr, t0, 0, n_valid, sk, C, BK, K) * tl.exp(tl.minimum(G_last[None, :] - G, 0.0))
-        S = S * tl.exp(tl.minimum(G_last, 0.0))[:, None] + tl.dot(tl.trans(kg.to(dt)), vnd)
+        S = S * tl.exp(tl.minimum(G_last, 0.0))[:, None] + tl.dot(tl.trans(kg), vnd)
     if STORE_FINAL:
         tl.store(ht_ptr + state_off, S, mask=state_mask)
