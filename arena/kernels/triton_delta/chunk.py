@@ -107,7 +107,7 @@ def _backward(q, k, v, beta, h0, scale, layout: Layout, saved, do, dht, per_chan
     dq = _empty(q.shape, torch.float32, dev)
     dk = _empty(k.shape, torch.float32, dev)
     dv = _empty(v.shape, v.dtype, dev)
-    dG = _empty((1, T, H, K), torch.float32, dev)
+    dG = _empty((1, T, H, K) if per_channel else (1, T, H), torch.float32, dev)
     dbeta = _empty((1, T, H), torch.float32, dev)
     dA = torch.empty((1, T, H, CHUNK), dtype=torch.float32, device=dev)
     dQ = torch.empty((1, T, H, CHUNK), dtype=torch.float32, device=dev)
@@ -120,9 +120,8 @@ def _backward(q, k, v, beta, h0, scale, layout: Layout, saved, do, dht, per_chan
         dg = _empty((1, T, H, K), g_dtype, dev)
         rev_cumsum_kernel[(layout.NC, H)](dG, dg, layout.chunks, H, K, BD=b["BK"], C=CHUNK)
     else:
-        dGh = dG.sum(-1).contiguous()  # a per-head gate: its gradient is the sum over the channels
-        dg = _empty((1, T, H), g_dtype, dev)
-        rev_cumsum_kernel[(layout.NC, H)](dGh, dg, layout.chunks, H, 1, BD=16, C=CHUNK)
+        dg = _empty((1, T, H), g_dtype, dev)  # a per-head gate: dG arrives summed over the channels
+        rev_cumsum_kernel[(layout.NC, H)](dG, dg, layout.chunks, H, 1, BD=16, C=CHUNK)
     return dq, dk, dv, dg, dbeta, dh0
 
 

@@ -127,7 +127,10 @@ def intra_bwd_kernel(
     dv_ptr += i_h * V
     dq_ptr += i_h * K
     dk_ptr += i_h * K
-    dG_ptr += i_h * K  # dG is per channel even for a per-head gate; the caller sums it over K
+    if PER_CHANNEL:  # dG: [T, H, K]; for a per-head gate [T, H], summed over K here
+        dG_ptr += i_h * K
+    else:
+        dG_ptr += i_h
     M_ptr += i_h * C
     dA_ptr += i_h * C
     dQ_ptr += i_h * C
@@ -204,68 +207,92 @@ def intra_bwd_kernel(
 
     kmask = row_ok[:, None] & (rk[None, :] < K)
     koff = (t0 + rows)[:, None] * sk + rk[None, :]
-    tl.store(dq_ptr + koff, dq_p, mask=kmask)
-    tl.store(dk_ptr + koff, dk_p, mask=kmask)
-    tl.store(dG_ptr + koff, dG_p, mask=kmask)
-    tl.store(dbeta_ptr + (t0 + rows) * H, dbeta, mask=row_ok)
-    coff = (t0 + rows)[:, None] * sc + rows[None, :]
-    tl.store(dA_ptr + coff, dA, mask=row_ok[:, None])
-    tl.store(dQ_ptr + coff, dQs, mask=row_ok[:, None])
-    tl.debug_barrier()
+    if not PER_CHANNEL:
+        # ---- one decay per head: the in-chunk terms are [C, C]-masked products, all in registers ----
+        G1 = tl.load(G_ptr + (t0 + rows) * sg, mask=row_ok, other=0.0).to(tl.float32)
+        decay = tl.exp(tl.minimum(G1[:, None] - G1[None, :], 0.0))
+        dAd = dA * decay
+        dQd = dQs * decay
+        if BK > 128:  # fp32 [64, 256] operands would overflow shared memory: the products in the input dtype
+            dt = q_ptr.dtype.element_ty
+            kd = k.to(dt)
+            Rk = tl.dot(dAd.to(dt), kd)
+            Rq = tl.dot(dQd.to(dt), kd)
+            Cs = tl.dot(tl.trans((dAd * beta[:, None]).to(dt)), kd) + tl.dot(tl.trans(dQd.to(dt)), q.to(dt))
+        else:
+            Rk = tl.dot(dAd, k)  # sum_i dA[r, i] decay[r, i] k_i
+            Rq = tl.dot(dQd, k)
+            Cs = tl.dot(tl.trans(dAd * beta[:, None]), k) + tl.dot(tl.trans(dQd), q)
+        tl.store(dk_ptr + koff, dk_p + beta[:, None] * Rk + Cs, mask=kmask)
+        tl.store(dq_ptr + koff, dq_p + Rq, mask=kmask)
+        dbeta += tl.sum(k * Rk, axis=1)
+        tl.store(dbeta_ptr + (t0 + rows) * H, dbeta, mask=row_ok)
+        dG1 = tl.sum(dG_p + beta[:, None] * k * Rk + q * Rq - k * Cs, axis=1)
+        tl.store(dG_ptr + (t0 + rows) * H, dG1, mask=row_ok)
+    else:
+        tl.store(dq_ptr + koff, dq_p, mask=kmask)
+        tl.store(dk_ptr + koff, dk_p, mask=kmask)
+        tl.store(dG_ptr + koff, dG_p, mask=kmask)
+        tl.store(dbeta_ptr + (t0 + rows) * H, dbeta, mask=row_ok)
+        coff = (t0 + rows)[:, None] * sc + rows[None, :]
+        tl.store(dA_ptr + coff, dA, mask=row_ok[:, None])
+        tl.store(dQ_ptr + coff, dQs, mask=row_ok[:, None])
+        tl.debug_barrier()
 
-    # ---- phase 2: terms through the in-chunk decays, per 16-row block and K slice ----
-    sub = tl.arange(0, NB)
-    for a in tl.static_range(C // NB):
-        r0 = a * NB
-        a_ok = r0 + sub < n_valid
-        beta_a = tl.load(beta_ptr + (t0 + r0 + sub) * H, mask=a_ok, other=0.0).to(tl.float32)
-        dbeta_a = tl.load(dbeta_ptr + (t0 + r0 + sub) * H, mask=a_ok, other=0.0)
-        dA_aa = _load_block(dA_ptr, t0, r0, r0, n_valid, sc, NB)
-        dQ_aa = _load_block(dQ_ptr, t0, r0, r0, n_valid, sc, NB)
-        for d0 in range(0, BK, BKS):
-            Ga = _gate_slice(G_ptr, t0, r0, n_valid, sg, NB, BKS, K, d0, PER_CHANNEL)
-            Gn = _gate_row_slice(G_ptr, t0, r0, n_valid, sg, BKS, K, d0, PER_CHANNEL)
-            ka = _rows(k_ptr + d0, t0, r0, n_valid, sk, NB, BKS, K - d0)
-            qa = _rows(q_ptr + d0, t0, r0, n_valid, sk, NB, BKS, K - d0)
-            Rk = tl.zeros((NB, BKS), dtype=tl.float32)
-            Rq = tl.zeros((NB, BKS), dtype=tl.float32)
-            for b in tl.static_range(a):
-                Gb = _gate_slice(G_ptr, t0, b * NB, n_valid, sg, NB, BKS, K, d0, PER_CHANNEL)
-                kr = _rows(k_ptr + d0, t0, b * NB, n_valid, sk, NB, BKS, K - d0) * tl.exp(
-                    tl.minimum(Gn[None, :] - Gb, 0.0))
-                Rk += tl.dot(_load_block(dA_ptr, t0, r0, b * NB, n_valid, sc, NB), kr)
-                Rq += tl.dot(_load_block(dQ_ptr, t0, r0, b * NB, n_valid, sc, NB), kr)
-            la = tl.exp(tl.minimum(Ga - Gn[None, :], 0.0))
-            Rk *= la
-            Rq *= la
-            E = tl.exp(tl.minimum(Ga[:, None, :] - Ga[None, :, :], 0.0))  # [r, i, d]
-            kE = ka[None, :, :] * E
-            Rk += tl.sum(dA_aa[:, :, None] * kE, axis=1)
-            Rq += tl.sum(dQ_aa[:, :, None] * kE, axis=1)
-            Pa = dA_aa * beta_a[:, None]
-            Cs = tl.sum((Pa[:, :, None] * ka[:, None, :] + dQ_aa[:, :, None] * qa[:, None, :]) * E, axis=0)
-            for m in tl.static_range(a + 1, C // NB):
-                m0 = m * NB
-                Gm = _gate_slice(G_ptr, t0, m0, n_valid, sg, NB, BKS, K, d0, PER_CHANNEL)
-                Gnm = _gate_row_slice(G_ptr, t0, m0, n_valid, sg, BKS, K, d0, PER_CHANNEL)
-                lm = tl.exp(tl.minimum(Gm - Gnm[None, :], 0.0))
-                km = _rows(k_ptr + d0, t0, m0, n_valid, sk, NB, BKS, K - d0) * lm
-                qm = _rows(q_ptr + d0, t0, m0, n_valid, sk, NB, BKS, K - d0) * lm
-                beta_m = tl.load(beta_ptr + (t0 + m0 + sub) * H, mask=m0 + sub < n_valid, other=0.0).to(tl.float32)
-                Pm = _load_block(dA_ptr, t0, m0, r0, n_valid, sc, NB) * beta_m[:, None]
-                Qm = _load_block(dQ_ptr, t0, m0, r0, n_valid, sc, NB)
-                Cs += (tl.dot(tl.trans(Pm), km) + tl.dot(tl.trans(Qm), qm)) * tl.exp(tl.minimum(Gnm[None, :] - Ga, 0.0))
-            cs = d0 + tl.arange(0, BKS)
-            smask = a_ok[:, None] & (cs[None, :] < K)
-            off = (t0 + r0 + sub)[:, None] * sk + cs[None, :]
-            dk_a = tl.load(dk_ptr + off, mask=smask, other=0.0) + beta_a[:, None] * Rk + Cs
-            dq_a = tl.load(dq_ptr + off, mask=smask, other=0.0) + Rq
-            dG_a = tl.load(dG_ptr + off, mask=smask, other=0.0) + beta_a[:, None] * ka * Rk + qa * Rq - ka * Cs
-            tl.store(dk_ptr + off, dk_a, mask=smask)
-            tl.store(dq_ptr + off, dq_a, mask=smask)
-            tl.store(dG_ptr + off, dG_a, mask=smask)
-            dbeta_a += tl.sum(ka * Rk, axis=1)
-        tl.store(dbeta_ptr + (t0 + r0 + sub) * H, dbeta_a, mask=a_ok)
+        # ---- phase 2: terms through the in-chunk decays, per 16-row block and K slice ----
+        sub = tl.arange(0, NB)
+        for a in tl.static_range(C // NB):
+            r0 = a * NB
+            a_ok = r0 + sub < n_valid
+            beta_a = tl.load(beta_ptr + (t0 + r0 + sub) * H, mask=a_ok, other=0.0).to(tl.float32)
+            dbeta_a = tl.load(dbeta_ptr + (t0 + r0 + sub) * H, mask=a_ok, other=0.0)
+            dA_aa = _load_block(dA_ptr, t0, r0, r0, n_valid, sc, NB)
+            dQ_aa = _load_block(dQ_ptr, t0, r0, r0, n_valid, sc, NB)
+            for d0 in range(0, BK, BKS):
+                Ga = _gate_slice(G_ptr, t0, r0, n_valid, sg, NB, BKS, K, d0, PER_CHANNEL)
+                Gn = _gate_row_slice(G_ptr, t0, r0, n_valid, sg, BKS, K, d0, PER_CHANNEL)
+                ka = _rows(k_ptr + d0, t0, r0, n_valid, sk, NB, BKS, K - d0)
+                qa = _rows(q_ptr + d0, t0, r0, n_valid, sk, NB, BKS, K - d0)
+                Rk = tl.zeros((NB, BKS), dtype=tl.float32)
+                Rq = tl.zeros((NB, BKS), dtype=tl.float32)
+                for b in tl.static_range(a):
+                    Gb = _gate_slice(G_ptr, t0, b * NB, n_valid, sg, NB, BKS, K, d0, PER_CHANNEL)
+                    kr = _rows(k_ptr + d0, t0, b * NB, n_valid, sk, NB, BKS, K - d0) * tl.exp(
+                        tl.minimum(Gn[None, :] - Gb, 0.0))
+                    Rk += tl.dot(_load_block(dA_ptr, t0, r0, b * NB, n_valid, sc, NB), kr)
+                    Rq += tl.dot(_load_block(dQ_ptr, t0, r0, b * NB, n_valid, sc, NB), kr)
+                la = tl.exp(tl.minimum(Ga - Gn[None, :], 0.0))
+                Rk *= la
+                Rq *= la
+                E = tl.exp(tl.minimum(Ga[:, None, :] - Ga[None, :, :], 0.0))  # [r, i, d]
+                kE = ka[None, :, :] * E
+                Rk += tl.sum(dA_aa[:, :, None] * kE, axis=1)
+                Rq += tl.sum(dQ_aa[:, :, None] * kE, axis=1)
+                Pa = dA_aa * beta_a[:, None]
+                Cs = tl.sum((Pa[:, :, None] * ka[:, None, :] + dQ_aa[:, :, None] * qa[:, None, :]) * E, axis=0)
+                for m in tl.static_range(a + 1, C // NB):
+                    m0 = m * NB
+                    Gm = _gate_slice(G_ptr, t0, m0, n_valid, sg, NB, BKS, K, d0, PER_CHANNEL)
+                    Gnm = _gate_row_slice(G_ptr, t0, m0, n_valid, sg, BKS, K, d0, PER_CHANNEL)
+                    lm = tl.exp(tl.minimum(Gm - Gnm[None, :], 0.0))
+                    km = _rows(k_ptr + d0, t0, m0, n_valid, sk, NB, BKS, K - d0) * lm
+                    qm = _rows(q_ptr + d0, t0, m0, n_valid, sk, NB, BKS, K - d0) * lm
+                    beta_m = tl.load(beta_ptr + (t0 + m0 + sub) * H, mask=m0 + sub < n_valid, other=0.0).to(tl.float32)
+                    Pm = _load_block(dA_ptr, t0, m0, r0, n_valid, sc, NB) * beta_m[:, None]
+                    Qm = _load_block(dQ_ptr, t0, m0, r0, n_valid, sc, NB)
+                    Cs += (tl.dot(tl.trans(Pm), km) + tl.dot(tl.trans(Qm), qm)) * tl.exp(
+                        tl.minimum(Gnm[None, :] - Ga, 0.0))
+                cs = d0 + tl.arange(0, BKS)
+                smask = a_ok[:, None] & (cs[None, :] < K)
+                off = (t0 + r0 + sub)[:, None] * sk + cs[None, :]
+                dk_a = tl.load(dk_ptr + off, mask=smask, other=0.0) + beta_a[:, None] * Rk + Cs
+                dq_a = tl.load(dq_ptr + off, mask=smask, other=0.0) + Rq
+                dG_a = tl.load(dG_ptr + off, mask=smask, other=0.0) + beta_a[:, None] * ka * Rk + qa * Rq - ka * Cs
+                tl.store(dk_ptr + off, dk_a, mask=smask)
+                tl.store(dq_ptr + off, dq_a, mask=smask)
+                tl.store(dG_ptr + off, dG_a, mask=smask)
+                dbeta_a += tl.sum(ka * Rk, axis=1)
+            tl.store(dbeta_ptr + (t0 + r0 + sub) * H, dbeta_a, mask=a_ok)
 
 
 @triton.jit

@@ -144,42 +144,57 @@ def intra_fwd_kernel(
         tl.store(G_ptr + (t0 + rows) * sg, G1, mask=rows < n_valid)
     tl.debug_barrier()
 
-    # 2. Akk and Aqk in 16 x 16 blocks (upper blocks of Aqk written as zeros)
-    sub = tl.arange(0, NB)
-    for a in tl.static_range(C // NB):
-        r0 = a * NB
-        beta_a = tl.load(beta_ptr + (t0 + r0 + sub) * H, mask=r0 + sub < n_valid, other=0.0).to(tl.float32)
-        Ga = _gate_rows(G_ptr, t0, r0, n_valid, sg, NB, BK, K, PER_CHANNEL)
-        Gn = _gate_row(G_ptr, t0, r0, n_valid, sg, BK, K, PER_CHANNEL)  # reference: first row of block a
-        left = tl.exp(tl.minimum(Ga - Gn[None, :], 0.0))
-        ka = _rows(k_ptr, t0, r0, n_valid, sk, NB, BK, K) * left
-        qa = _rows(q_ptr, t0, r0, n_valid, sk, NB, BK, K) * left
-        for b in tl.static_range(a):
-            Gb = _gate_rows(G_ptr, t0, b * NB, n_valid, sg, NB, BK, K, PER_CHANNEL)
-            kb = _rows(k_ptr, t0, b * NB, n_valid, sk, NB, BK, K) * tl.exp(tl.minimum(Gn[None, :] - Gb, 0.0))
-            kbt = tl.trans(kb)
-            _store_block(Akk_ptr, t0, r0, b * NB, n_valid, sc, tl.dot(ka, kbt) * beta_a[:, None], NB)
-            _store_block(Aqk_ptr, t0, r0, b * NB, n_valid, sc, tl.dot(qa, kbt) * scale, NB)
-        # diagonal block: exact pairwise decays, K in slices of BKS
-        dkk = tl.zeros((NB, NB), dtype=tl.float32)
-        dqk = tl.zeros((NB, NB), dtype=tl.float32)
-        for d0 in range(0, BK, BKS):
-            ks = _rows(k_ptr + d0, t0, r0, n_valid, sk, NB, BKS, K - d0)
-            qs = _rows(q_ptr + d0, t0, r0, n_valid, sk, NB, BKS, K - d0)
-            if PER_CHANNEL:
-                Gs = _rows(G_ptr + d0, t0, r0, n_valid, sg, NB, BKS, K - d0)
-            else:
-                Gs = _gate_rows(G_ptr, t0, r0, n_valid, sg, NB, BKS, K - d0, False)
-            E = tl.exp(tl.minimum(Gs[:, None, :] - Gs[None, :, :], 0.0))  # [r, i, d]
-            kE = ks[None, :, :] * E
-            dkk += tl.sum(ks[:, None, :] * kE, axis=2)
-            dqk += tl.sum(qs[:, None, :] * kE, axis=2)
-        lower = sub[:, None] > sub[None, :]
-        _store_block(Akk_ptr, t0, r0, r0, n_valid, sc, tl.where(lower, dkk * beta_a[:, None], 0.0), NB)
-        _store_block(Aqk_ptr, t0, r0, r0, n_valid, sc, tl.where(sub[:, None] >= sub[None, :], dqk * scale, 0.0), NB)
-        for b in tl.static_range(a + 1, C // NB):
-            _store_block(Aqk_ptr, t0, r0, b * NB, n_valid, sc, tl.zeros((NB, NB), dtype=tl.float32), NB)
-            _store_block(M_ptr, t0, r0, b * NB, n_valid, sc, tl.zeros((NB, NB), dtype=tl.float32), NB)
+    if PER_CHANNEL:
+        # 2. Akk and Aqk in 16 x 16 blocks (upper blocks of Aqk written as zeros)
+        sub = tl.arange(0, NB)
+        for a in tl.static_range(C // NB):
+            r0 = a * NB
+            beta_a = tl.load(beta_ptr + (t0 + r0 + sub) * H, mask=r0 + sub < n_valid, other=0.0).to(tl.float32)
+            Ga = _gate_rows(G_ptr, t0, r0, n_valid, sg, NB, BK, K, PER_CHANNEL)
+            Gn = _gate_row(G_ptr, t0, r0, n_valid, sg, BK, K, PER_CHANNEL)  # reference: first row of block a
+            left = tl.exp(tl.minimum(Ga - Gn[None, :], 0.0))
+            ka = _rows(k_ptr, t0, r0, n_valid, sk, NB, BK, K) * left
+            qa = _rows(q_ptr, t0, r0, n_valid, sk, NB, BK, K) * left
+            for b in tl.static_range(a):
+                Gb = _gate_rows(G_ptr, t0, b * NB, n_valid, sg, NB, BK, K, PER_CHANNEL)
+                kb = _rows(k_ptr, t0, b * NB, n_valid, sk, NB, BK, K) * tl.exp(tl.minimum(Gn[None, :] - Gb, 0.0))
+                kbt = tl.trans(kb)
+                _store_block(Akk_ptr, t0, r0, b * NB, n_valid, sc, tl.dot(ka, kbt) * beta_a[:, None], NB)
+                _store_block(Aqk_ptr, t0, r0, b * NB, n_valid, sc, tl.dot(qa, kbt) * scale, NB)
+            # diagonal block: exact pairwise decays, K in slices of BKS
+            dkk = tl.zeros((NB, NB), dtype=tl.float32)
+            dqk = tl.zeros((NB, NB), dtype=tl.float32)
+            for d0 in range(0, BK, BKS):
+                ks = _rows(k_ptr + d0, t0, r0, n_valid, sk, NB, BKS, K - d0)
+                qs = _rows(q_ptr + d0, t0, r0, n_valid, sk, NB, BKS, K - d0)
+                if PER_CHANNEL:
+                    Gs = _rows(G_ptr + d0, t0, r0, n_valid, sg, NB, BKS, K - d0)
+                else:
+                    Gs = _gate_rows(G_ptr, t0, r0, n_valid, sg, NB, BKS, K - d0, False)
+                E = tl.exp(tl.minimum(Gs[:, None, :] - Gs[None, :, :], 0.0))  # [r, i, d]
+                kE = ks[None, :, :] * E
+                dkk += tl.sum(ks[:, None, :] * kE, axis=2)
+                dqk += tl.sum(qs[:, None, :] * kE, axis=2)
+            lower = sub[:, None] > sub[None, :]
+            _store_block(Akk_ptr, t0, r0, r0, n_valid, sc, tl.where(lower, dkk * beta_a[:, None], 0.0), NB)
+            _store_block(Aqk_ptr, t0, r0, r0, n_valid, sc, tl.where(sub[:, None] >= sub[None, :], dqk * scale, 0.0), NB)
+            for b in tl.static_range(a + 1, C // NB):
+                _store_block(Aqk_ptr, t0, r0, b * NB, n_valid, sc, tl.zeros((NB, NB), dtype=tl.float32), NB)
+                _store_block(M_ptr, t0, r0, b * NB, n_valid, sc, tl.zeros((NB, NB), dtype=tl.float32), NB)
+    else:
+        # 2'. one decay per head: plain k k^T and q k^T, then the exact decay exp(G_r - G_i) <= 1 as a [C, C] mask
+        kf = _rows_raw(k_ptr, t0, 0, n_valid, sk, C, BK, K)
+        qf = _rows_raw(q_ptr, t0, 0, n_valid, sk, C, BK, K)
+        beta_c = tl.load(beta_ptr + (t0 + rows) * H, mask=rows < n_valid, other=0.0).to(tl.float32)
+        decay = tl.exp(tl.minimum(G1[:, None] - G1[None, :], 0.0))
+        kft = tl.trans(kf)
+        Akk_c = tl.where(rows[:, None] > rows[None, :], tl.dot(kf, kft) * decay * beta_c[:, None], 0.0)
+        Aqk_c = tl.where(rows[:, None] >= rows[None, :], tl.dot(qf, kft) * decay * scale, 0.0)
+        cmask = rows[:, None] < n_valid
+        coff = (t0 + rows)[:, None] * sc + rows[None, :]
+        tl.store(Akk_ptr + coff, Akk_c, mask=cmask)
+        tl.store(Aqk_ptr + coff, Aqk_c.to(Aqk_ptr.dtype.element_ty), mask=cmask)
+        tl.store(M_ptr + coff, tl.zeros((C, C), dtype=tl.float32), mask=cmask)  # upper blocks stay 0 below
     tl.debug_barrier()
 
     # 3. M = (I + Akk)^-1, block row by block row (rows of M above are final before they are read)
