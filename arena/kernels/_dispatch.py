@@ -16,7 +16,7 @@ import warnings
 import torch
 
 from arena.errors import ConfigError, choice_error
-from arena.kernels._delta_rule import check_chunk_size, chunk_delta_rule
+from arena.kernels._delta_rule import check_chunk_size, check_inputs, chunk_delta_rule
 
 BACKENDS = ("torch", "triton")
 TRITON_CHUNK_SIZE = 64
@@ -108,3 +108,15 @@ def run_chunked(op, q, k, v, g, beta, scale, initial_state, output_final_state, 
         states.append(S)
     o = torch.cat(outs, dim=1)
     return o, (torch.cat(states, dim=0) if output_final_state else None)
+
+
+def checked_chunked(op, per_channel, q, k, v, g, beta, scale, initial_state, output_final_state, allow_neg_eigval,
+                    chunk_size, backend, cu_seqlens):
+    """The public ops' body: check shapes (and packed offsets), default the scale, then `run_chunked`."""
+    state_to_check = initial_state if cu_seqlens is None else None  # packed: [N, H, K, V], checked below
+    check_inputs(op, q, k, v, g, beta, state_to_check, per_channel=per_channel)
+    if cu_seqlens is not None:
+        check_cu_seqlens(op, cu_seqlens, q, initial_state)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    return run_chunked(op, q, k, v, g, beta, scale, initial_state, output_final_state, allow_neg_eigval, chunk_size,
+                       backend, cu_seqlens)

@@ -11,8 +11,7 @@ head, so the exact pairwise decay is a [C, C] mask on plain k k^T and q k^T prod
 
 from __future__ import annotations
 
-from arena.kernels._delta_rule import check_inputs
-from arena.kernels._dispatch import TORCH_CHUNK_SIZE, check_cu_seqlens, run_chunked
+from arena.kernels._dispatch import TORCH_CHUNK_SIZE, checked_chunked
 
 DEFAULT_CHUNK_SIZE = TORCH_CHUNK_SIZE  # the torch path's; the Triton kernels use 64
 
@@ -34,10 +33,5 @@ def chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, out
     cu_seqlens: int [N+1] offsets of N sequences packed along T (B must be 1); no state passes between them, and
     initial_state / the final state are [N, H, K, V].
     """
-    state_to_check = initial_state if cu_seqlens is None else None  # packed: [N, H, K, V], checked below
-    check_inputs("chunk_gated_delta_rule", q, k, v, g, beta, state_to_check, per_channel=False)
-    if cu_seqlens is not None:
-        check_cu_seqlens("chunk_gated_delta_rule", cu_seqlens, q, initial_state)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return run_chunked("chunk_gated_delta_rule", q, k, v, g, beta, scale, initial_state, output_final_state,
-                       allow_neg_eigval, chunk_size, backend, cu_seqlens)
+    return checked_chunked("chunk_gated_delta_rule", False, q, k, v, g, beta, scale, initial_state, output_final_state,
+                           allow_neg_eigval, chunk_size, backend, cu_seqlens)
