@@ -124,14 +124,15 @@ def test_mini_preset_composes_at_every_point(name):
 def test_kimi_preset_is_figure_4():
     grid = sweep_grid("kimi_synthetic")
     assert len(grid) == 4 * 3 * 5 * 4
-    config = compose_point("kimi_synthetic", ["task=stack", "task.seq_len=2048", "mixer=gdn"])
+    config = compose_point("kimi_synthetic", ["task=stack_kimi", "task.seq_len=2048", "mixer=gdn"])
     assert config["model"]["d_model"] == 256 and config["model"]["n_layers"] == 2
     assert config["mixer"]["num_heads"] == 2 and config["train"]["steps"] == 20000
     assert {float(p.split("=")[1]) for point in grid for p in point if p.startswith("train.lr=")} == {
         5e-5, 1e-4, 5e-4, 1e-3}
-    # the published 64 stacks, as docs/experiments.md gives the command (a key only Stack has)
-    config = compose_point("kimi_synthetic", ["task=stack", "task.num_stacks=64", "task.seq_len=1024"])
-    assert config["task"]["num_stacks"] == 64 and config["task"]["vocab_size"] == 128
+    # the published 64 stacks (conf/task/stack_kimi.yaml), at every swept length
+    for length in (256, 2048):
+        config = compose_point("kimi_synthetic", ["task=stack_kimi", f"task.seq_len={length}"])
+        assert config["task"]["num_stacks"] == 64 and config["task"]["vocab_size"] == 128
 
 
 def test_hybrid_model_takes_the_chosen_mixer_as_fourth_layer():
