@@ -3,8 +3,8 @@
 #   bash scripts/measure_defaults.sh [results dir]     (default: results/runs/defaults)
 set -euo pipefail
 out=${1:-results/runs/defaults}
-echo "| command | wall time (s) | steps | best held-out accuracy | status |"
-echo "| --- | --- | --- | --- | --- |"
+echo "| command | wall time (s) | steps | best validation accuracy | test accuracy | status |"
+echo "| --- | --- | --- | --- | --- | --- |"
 for args in "mixer=kda" "mixer=gdn" "mixer=mla" "model=hybrid_3to1" "mixer=mamba2" "mixer=mla_nope"; do
   dir="$out/${args//[=]/-}"
   rm -rf "$dir"
@@ -15,6 +15,7 @@ for args in "mixer=kda" "mixer=gdn" "mixer=mla" "model=hybrid_3to1" "mixer=mamba
 import json, pathlib, sys
 d, args, start, end = pathlib.Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 s = json.loads(next(d.rglob("summary.json")).read_text())
-print(f"| `python -m arena.run {args}` | {end - start:.0f} | {s['steps']} | {s['best_accuracy']:.3f} | {s['status']} |")
+print(f"| `python -m arena.run {args}` | {end - start:.0f} | {s['steps']} | {s['valid_accuracy']:.3f} "
+      f"| {s['test_accuracy']:.3f} | {s['status']} |")
 PY
 done
