@@ -22,9 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from arena.errors import ConfigError, choice_error
-
-BACKENDS = ("torch",)
+from arena.errors import ConfigError
 
 
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
@@ -33,11 +31,6 @@ def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     for x in tensors:
         dtype = torch.promote_types(dtype, x.dtype)
     return dtype
-
-
-def check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise choice_error("backend", backend, BACKENDS)
 
 
 def check_inputs(op: str, q, k, v, g, beta, initial_state, per_channel: bool, step: bool = False) -> None:

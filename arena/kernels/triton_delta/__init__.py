@@ -54,3 +54,12 @@ def triton_status(device=None) -> tuple[bool, str]:
 def poison_outputs() -> bool:
     """ARENA_TRITON_POISON=1 fills every kernel output with NaN before launch, so an unwritten element shows up."""
     return os.environ.get("ARENA_TRITON_POISON", "0") not in ("", "0")
+
+
+def output_buffer(shape, dtype, device):
+    """A kernel output: torch.empty, or NaN-filled under ARENA_TRITON_POISON=1 so an unwritten element fails."""
+    import torch
+
+    if poison_outputs():
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)

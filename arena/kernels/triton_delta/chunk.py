@@ -11,21 +11,16 @@ gates G (fp32), W, Aqk, M = (I + Akk)^-1 (fp32), V' and the state entering every
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 
-from arena.kernels.triton_delta import poison_outputs
+from arena.kernels.triton_delta import output_buffer
 from arena.kernels.triton_delta.chunk_bwd import intra_bwd_kernel, rev_cumsum_kernel, state_bwd_kernel
 from arena.kernels.triton_delta.chunk_fwd import CHUNK, SUB, intra_fwd_kernel, state_fwd_kernel
 
 MAX_HEAD_DIM = 256
-
-
-def _empty(shape, dtype, device) -> torch.Tensor:
-    """torch.empty, or a NaN-filled tensor under ARENA_TRITON_POISON=1 so an unwritten element fails the tests."""
-    if poison_outputs():
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-    return torch.empty(shape, dtype=dtype, device=device)
 
 
 class Layout:
@@ -51,6 +46,13 @@ class Layout:
         self.chunks = torch.stack([starts, ends], dim=1).contiguous().to(device)
 
 
+@functools.lru_cache(maxsize=32)
+def fixed_layout(B: int, T: int, device: torch.device) -> Layout:
+    """The layout of a fixed-length batch, built once: training repeats the same (B, T) every step, and building it
+    costs three host-to-device copies. Kernels only read a layout's tensors, so sharing them is safe."""
+    return Layout(B, T, None, device)
+
+
 def _blocks(K: int, V: int) -> dict:
     BK = max(16, triton.next_power_of_2(K))
     BV_full = max(16, triton.next_power_of_2(V))
@@ -64,20 +66,20 @@ def _forward(q, k, v, g, beta, h0, scale, layout: Layout, store_final: bool, sav
     per_channel = g.dim() == 4
     dev, dt = q.device, q.dtype
     b = _blocks(K, V)
-    G = _empty(g.shape, torch.float32, dev)
-    W = _empty(k.shape, dt, dev)
-    U = _empty(v.shape, dt, dev)
-    Aqk = _empty((1, T, H, CHUNK), dt, dev)
-    M = _empty((1, T, H, CHUNK), torch.float32, dev)
+    G = output_buffer(g.shape, torch.float32, dev)
+    W = output_buffer(k.shape, dt, dev)
+    U = output_buffer(v.shape, dt, dev)
+    Aqk = output_buffer((1, T, H, CHUNK), dt, dev)
+    M = output_buffer((1, T, H, CHUNK), torch.float32, dev)
     Akk = torch.empty((1, T, H, CHUNK), dtype=torch.float32, device=dev)  # scratch, lower blocks only
     intra_fwd_kernel[(layout.NC, H)](
         q, k, v, g, beta, layout.chunks, G, W, U, Aqk, M, Akk, scale, H, K, V,
         PER_CHANNEL=per_channel, BK=b["BK"], BV=max(16, triton.next_power_of_2(V)), BKS=b["BKS"],
         C=CHUNK, NB=SUB, num_warps=b["warps_intra"], num_stages=1)
-    o = _empty(v.shape, v.dtype, dev)
-    ht = _empty((layout.N, H, K, V), torch.float32, dev) if store_final else None
-    h = _empty((layout.NC, H, K, V), dt, dev) if save else None
-    vn = _empty(v.shape, dt, dev) if save else None
+    o = output_buffer(v.shape, v.dtype, dev)
+    ht = output_buffer((layout.N, H, K, V), torch.float32, dev) if store_final else None
+    h = output_buffer((layout.NC, H, K, V), dt, dev) if save else None
+    vn = output_buffer(v.shape, dt, dev) if save else None
     BV = b["BV_state"]
     state_fwd_kernel[(layout.N * H, triton.cdiv(V, BV))](
         q, k, G, W, U, Aqk, layout.cu, layout.chunk_offsets, h0 if h0 is not None else o,
@@ -94,9 +96,9 @@ def _backward(q, k, v, beta, h0, scale, layout: Layout, saved, do, dht, per_chan
     V = v.shape[-1]
     dev = q.device
     b = _blocks(K, V)
-    dh = _empty((layout.NC, H, K, V), torch.float32, dev)
-    du = _empty(v.shape, torch.float32, dev)
-    dh0 = _empty((layout.N, H, K, V), torch.float32, dev) if h0 is not None else None
+    dh = output_buffer((layout.NC, H, K, V), torch.float32, dev)
+    du = output_buffer(v.shape, torch.float32, dev)
+    dh0 = output_buffer((layout.N, H, K, V), torch.float32, dev) if h0 is not None else None
     BV = b["BV_state"]
     state_bwd_kernel[(layout.N * H, triton.cdiv(V, BV))](
         q, k, G, W, Aqk, do, layout.cu, layout.chunk_offsets, dht if dht is not None else du,
@@ -104,11 +106,11 @@ def _backward(q, k, v, beta, h0, scale, layout: Layout, saved, do, dht, per_chan
         scale, H, K, V,
         PER_CHANNEL=per_channel, BK=b["BK"], BV=BV, C=CHUNK,
         HAS_DHT=dht is not None, STORE_DH0=dh0 is not None, num_warps=b["warps_state"], num_stages=1)
-    dq = _empty(q.shape, torch.float32, dev)
-    dk = _empty(k.shape, torch.float32, dev)
-    dv = _empty(v.shape, v.dtype, dev)
-    dG = _empty((1, T, H, K) if per_channel else (1, T, H), torch.float32, dev)
-    dbeta = _empty((1, T, H), torch.float32, dev)
+    dq = output_buffer(q.shape, torch.float32, dev)
+    dk = output_buffer(k.shape, torch.float32, dev)
+    dv = output_buffer(v.shape, v.dtype, dev)
+    dG = output_buffer((1, T, H, K) if per_channel else (1, T, H), torch.float32, dev)
+    dbeta = output_buffer((1, T, H), torch.float32, dev)
     dA = torch.empty((1, T, H, CHUNK), dtype=torch.float32, device=dev)
     dQ = torch.empty((1, T, H, CHUNK), dtype=torch.float32, device=dev)
     intra_bwd_kernel[(layout.NC, H)](
@@ -117,10 +119,10 @@ def _backward(q, k, v, beta, h0, scale, layout: Layout, saved, do, dht, per_chan
         PER_CHANNEL=per_channel, BK=b["BK"], BV=b["BV_intra"], BKS=b["BKS"], C=CHUNK, NB=SUB,
         num_warps=b["warps_intra"], num_stages=1)
     if per_channel:
-        dg = _empty((1, T, H, K), g_dtype, dev)
+        dg = output_buffer((1, T, H, K), g_dtype, dev)
         rev_cumsum_kernel[(layout.NC, H)](dG, dg, layout.chunks, H, K, BD=b["BK"], C=CHUNK)
     else:
-        dg = _empty((1, T, H), g_dtype, dev)  # a per-head gate: dG arrives summed over the channels
+        dg = output_buffer((1, T, H), g_dtype, dev)  # a per-head gate: dG arrives summed over the channels
         rev_cumsum_kernel[(layout.NC, H)](dG, dg, layout.chunks, H, 1, BD=16, C=CHUNK)
     return dq, dk, dv, dg, dbeta, dh0
 
@@ -156,7 +158,7 @@ def chunk_delta_rule_triton(q, k, v, g, beta, scale, initial_state=None, output_
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
-    layout = Layout(B, T, cu_seqlens, q.device)
+    layout = fixed_layout(B, T, q.device) if cu_seqlens is None else Layout(B, T, cu_seqlens, q.device)
     if B * T == 0:
         o = v.new_zeros(v.shape)
         ht = None
