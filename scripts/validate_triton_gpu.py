@@ -119,6 +119,8 @@ SPECS = [
     _spec(300, K=64, V=128),
     _spec(200, K=32, V=256),
     _spec(200, K=256, V=32),
+    _spec(200, K=256, V=32, H=1),  # H = 1 is compiled as a constant: a different binary from H = 2
+    _spec(200, K=256, V=128),  # K = 256 at H = 2 with a wider V (the long K = 256 cases run H = 1)
     _spec(1024, K=128, V=128, H=4),
     _spec(1024, K=256, V=256, H=1),
     _spec(1024, K=64, V=64, h0=False),
@@ -183,6 +185,20 @@ def make_cases(op: str, dtypes: tuple[str, ...], quick: bool = False, tiny: bool
         for dtype in dtypes:
             cases.append(Case(op=op, dtype=dtype, seed=1000 * i + 7, **spec))
     return cases
+
+
+def shard_cases(cases: list[Case], index: int, count: int) -> list[Case]:
+    """Shard `index` of `count`: whole (K, V) groups (each its own set of Triton compiles), balanced by case count,
+    so parallel processes on a cold machine compile disjoint kernel configurations."""
+    groups: dict[tuple[int, int], list[Case]] = {}
+    for case in cases:
+        groups.setdefault((case.K, case.V), []).append(case)
+    loads, owner = [0] * count, {}
+    for key in sorted(groups, key=lambda k: -len(groups[k])):  # largest group first onto the lightest shard
+        target = loads.index(min(loads))
+        owner[key] = target
+        loads[target] += len(groups[key])
+    return [case for case in cases if owner[(case.K, case.V)] == index]
 
 
 def cu_seqlens_of(lengths) -> torch.Tensor:
@@ -404,6 +420,31 @@ def format_table(summaries: list[dict], training: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def read_case_rows(path: Path) -> list[dict]:
+    """Rows of a validate_kernels.csv (several shards' tables concatenated) with types restored for summarize."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["passed"] = row["passed"] == "True"
+        for q in QUANTITIES:
+            row[f"ratio_{q}"] = float(row[f"ratio_{q}"]) if row.get(f"ratio_{q}") else ""
+    return rows
+
+
+def summarize_files(paths: list[Path], quick: bool = False, tiny: bool = False) -> tuple[list[dict], str, bool]:
+    """Shard CSVs merged: (rows, closing table, ok); not ok when a case failed or is missing (a crashed shard)."""
+    rows = [row for path in paths for row in read_case_rows(path)]
+    seen = {row["id"] for row in rows}
+    ops, dtypes = sorted({r["op"] for r in rows}), sorted({r["dtype"] for r in rows})  # a whole shard may be gone
+    missing = [c.id for op in ops for dt in dtypes for c in make_cases(op, (dt,), quick=quick, tiny=tiny)
+               if c.id not in seen]
+    table = format_table(summarize(rows), [])
+    if missing:
+        table += f"\nMISSING {len(missing)} cases (a shard stopped early), e.g. " + ", ".join(missing[:4])
+    ok = bool(rows) and not missing and all(r["passed"] for r in rows)
+    return rows, table, ok
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     """Rows as CSV; the columns are the union of the rows' keys, in first-seen order."""
     fields: list[str] = []
@@ -435,12 +476,13 @@ def triton_ready(device: torch.device) -> tuple[bool, str]:
 
 
 def kernel_sweep(ops: list[str], dtypes: tuple[str, ...], quick: bool, device: torch.device,
-                 csv_path: Path | None = None) -> list[dict]:
+                 csv_path: Path | None = None, shard: tuple[int, int] = (0, 1), match: str = "") -> list[dict]:
     table = load_ops()
     rows = []
     for op in ops:
         chunk_fn, naive_fn, per_channel = table[op]
-        cases = make_cases(op, dtypes, quick=quick, tiny=device.type == "cpu")
+        cases = shard_cases(make_cases(op, dtypes, quick=quick, tiny=device.type == "cpu"), *shard)
+        cases = [case for case in cases if match in case.id]
         for n, case in enumerate(cases, 1):
             row = {"id": case.id, **{k: v for k, v in asdict(case).items()}}
             row["lengths"] = "+".join(map(str, case.lengths)) if case.lengths else ""
@@ -544,13 +586,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-steps", type=int, default=None, help="default 100 (cuda), 20 with --quick, 3 on cpu")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--skip-kernels", action="store_true")
-    return p.parse_args(argv)
+    p.add_argument("--summarize", type=Path, nargs="+", default=None, metavar="CSV",
+                   help="only merge shards' validate_kernels.csv into --out/validate_cases.csv and print the table")
+    p.add_argument("--match", default="", help="only the cases whose id contains this text, e.g. K256")
+    p.add_argument("--shard", default="0/1", help="I/N: run the I-th of N disjoint (K, V) groups of cases")
+    args = p.parse_args(argv)
+    try:
+        index, count = (int(x) for x in args.shard.split("/"))
+        assert 0 <= index < count
+    except (ValueError, AssertionError):
+        p.error(f"--shard must be I/N with 0 <= I < N, got {args.shard!r}")
+    args.shard = (index, count)
+    return args
 
 
 def main(argv=None) -> int:
     os.environ["ARENA_TRITON_POISON"] = "1"  # before any kernel module is imported: unwritten outputs are NaN
     os.environ.setdefault("TQDM_DISABLE", "1")  # the trainer's progress bars would bury the per-case lines
     args = parse_args(argv)
+    if args.summarize is not None:
+        rows, table, ok = summarize_files(args.summarize, quick=args.quick, tiny=args.device == "cpu")
+        write_csv(rows, Path(args.out or os.environ.get("OUT") or REPO / "results" / "validate") / "validate_cases.csv")
+        print(f"{table}\n{'PASS' if ok else 'FAIL'}")
+        return 0 if ok else 1
     device = torch.device(args.device)
     if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
         if "triton" in sys.modules:
@@ -580,7 +638,8 @@ def main(argv=None) -> int:
         if not ready:
             print("error: the Triton path cannot run here; nothing to validate", file=sys.stderr)
             return 1
-        rows = kernel_sweep(ops, dtypes, args.quick, device, out_dir / "validate_kernels.csv")
+        rows = kernel_sweep(ops, dtypes, args.quick, device, out_dir / "validate_kernels.csv", args.shard,
+                            args.match)
         ok = ok and bool(rows) and all(r["passed"] for r in rows)
         print(f"kernel sweep: {len(rows)} cases in {time.perf_counter() - start:.0f}s", flush=True)
     training = []

@@ -126,3 +126,45 @@ def test_loss_comparison_and_report(tmp_path):
     assert "1/2" in table and "FAILED kda-bf16-b" in table and "1.700" in table and "KeyError" in table
     vt.write_csv(rows, tmp_path / "t.csv")
     assert (tmp_path / "t.csv").read_text().splitlines()[0].startswith("id,op,dtype,passed,ratio_o,ratio_dh0")
+
+
+@pytest.mark.parametrize("count", [1, 3, 4])
+def test_shards_partition_cases_by_head_dims(count):
+    cases = vt.make_cases("kda", ("bf16", "fp16"))
+    shards = [vt.shard_cases(cases, i, count) for i in range(count)]
+    assert sorted(c.id for s in shards for c in s) == sorted(c.id for c in cases)  # each case exactly once
+    dims = [{(c.K, c.V) for c in s} for s in shards]
+    assert all(s for s in shards) and all(not (a & b) for i, a in enumerate(dims) for b in dims[i + 1:])
+
+
+def test_bad_shard_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as err:
+        vt.parse_args(["--shard", "3/3"])
+    assert err.value.code == 2 and "--shard must be I/N" in capsys.readouterr().err
+
+
+def test_summarize_merged_shards_flags_missing_and_failed(tmp_path):
+    cases = vt.make_cases("gdn", ("fp16",), quick=True)
+    rows = []
+    for case in cases[:-1]:  # the last case is missing: its shard crashed
+        row = {"id": case.id, **vt.asdict(case), "lengths": "", "passed": True}
+        row.update({f"ratio_{q}": 0.5 for q in vt.QUANTITIES})
+        rows.append(row)
+    vt.write_csv(rows[:2], tmp_path / "a.csv")
+    vt.write_csv(rows[2:], tmp_path / "b.csv")
+    merged, table, ok = vt.summarize_files([tmp_path / "a.csv", tmp_path / "b.csv"], quick=True)
+    assert not ok and len(merged) == len(cases) - 1 and "MISSING 1 cases" in table and cases[-1].id in table
+    vt.write_csv([{**rows[0], "id": cases[-1].id}], tmp_path / "c.csv")
+    merged, table, ok = vt.summarize_files([tmp_path / n for n in ("a.csv", "b.csv", "c.csv")], quick=True)
+    assert ok and "MISSING" not in table
+    rows[0]["passed"], rows[0]["ratio_dk"] = False, 1.7
+    vt.write_csv(rows[:2], tmp_path / "a.csv")
+    merged, table, ok = vt.summarize_files([tmp_path / n for n in ("a.csv", "b.csv", "c.csv")], quick=True)
+    assert not ok and "FAILED " + cases[0].id in table and "1.700" in table
+
+
+def test_summarize_cli_writes_the_merged_table(tmp_path, capsys):
+    case = vt.make_cases("kda", ("bf16",), quick=True)[0]
+    vt.write_csv([{"id": case.id, **vt.asdict(case), "passed": True, "ratio_o": 0.25}], tmp_path / "s.csv")
+    assert vt.main(["--summarize", str(tmp_path / "s.csv"), "--out", str(tmp_path / "o")]) == 1  # cases missing
+    assert "MISSING" in capsys.readouterr().out and (tmp_path / "o" / "validate_cases.csv").exists()

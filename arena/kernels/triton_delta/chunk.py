@@ -18,7 +18,8 @@ import triton
 
 from arena.kernels.triton_delta import output_buffer
 from arena.kernels.triton_delta.chunk_bwd import intra_bwd_kernel, rev_cumsum_kernel, state_bwd_kernel
-from arena.kernels.triton_delta.chunk_fwd import CHUNK, SUB, intra_fwd_kernel, state_fwd_kernel
+from arena.kernels.triton_delta.chunk_fwd import CHUNK, SUB, chunk_cumsum_kernel, intra_fwd_kernel, state_fwd_kernel
+from arena.kernels.triton_delta.chunk_kda_intra import kda_akk_fwd_kernel, kda_intra_bwd_kernel
 
 MAX_HEAD_DIM = 256
 
@@ -56,7 +57,10 @@ def fixed_layout(B: int, T: int, device: torch.device) -> Layout:
 def _blocks(K: int, V: int) -> dict:
     BK = max(16, triton.next_power_of_2(K))
     BV_full = max(16, triton.next_power_of_2(V))
-    return dict(BK=BK, BV_state=min(64, BV_full), BV_intra=min(64 if BK <= 128 else 32, BV_full), BKS=min(32, BK),
+    # K = 256 with V = 32 broke the state kernels on an H200 under Triton 3.6 (illegal address, or garbage dU),
+    # while BV = 64 passed at every V: above K = 128 the state kernels keep BV = 64, masking the unused columns
+    BV_state = 64 if BK > 128 else min(64, BV_full)
+    return dict(BK=BK, BV_state=BV_state, BV_intra=min(64 if BK <= 128 else 32, BV_full), BKS=min(64, BK),
                 warps_intra=4 if BK <= 64 else 8, warps_state=4 if BK <= 64 else 8)
 
 
@@ -72,9 +76,14 @@ def _forward(q, k, v, g, beta, h0, scale, layout: Layout, store_final: bool, sav
     Aqk = output_buffer((1, T, H, CHUNK), dt, dev)
     M = output_buffer((1, T, H, CHUNK), torch.float32, dev)
     Akk = torch.empty((1, T, H, CHUNK), dtype=torch.float32, device=dev)  # scratch, lower blocks only
+    if per_channel:  # KDA: the cumulative gates, then Akk and Aqk per 16-row block (the exps are per channel)
+        chunk_cumsum_kernel[(layout.NC, H, triton.cdiv(K, b["BKS"]))](g, G, layout.chunks, H, K, BD=b["BKS"],
+                                                                       C=CHUNK)
+        kda_akk_fwd_kernel[(layout.NC * (CHUNK // SUB), H)](
+            q, k, G, beta, layout.chunks, Akk, Aqk, scale, H, K, BKS=b["BKS"], C=CHUNK, NB=SUB, num_warps=8)
     intra_fwd_kernel[(layout.NC, H)](
         q, k, v, g, beta, layout.chunks, G, W, U, Aqk, M, Akk, scale, H, K, V,
-        PER_CHANNEL=per_channel, BK=b["BK"], BV=max(16, triton.next_power_of_2(V)), BKS=b["BKS"],
+        PER_CHANNEL=per_channel, BK=b["BK"], BV=max(16, triton.next_power_of_2(V)),
         C=CHUNK, NB=SUB, num_warps=b["warps_intra"], num_stages=1)
     o = output_buffer(v.shape, v.dtype, dev)
     ht = output_buffer((layout.N, H, K, V), torch.float32, dev) if store_final else None
@@ -116,9 +125,12 @@ def _backward(q, k, v, beta, h0, scale, layout: Layout, saved, do, dht, per_chan
     intra_bwd_kernel[(layout.NC, H)](
         q, k, v, G, beta, M, h, dh, vn, du, do, layout.chunks,
         dq, dk, dv, dG, dbeta, dA, dQ, scale, H, K, V,
-        PER_CHANNEL=per_channel, BK=b["BK"], BV=b["BV_intra"], BKS=b["BKS"], C=CHUNK, NB=SUB,
+        PER_CHANNEL=per_channel, BK=b["BK"], BV=b["BV_intra"], C=CHUNK,
         num_warps=b["warps_intra"], num_stages=1)
-    if per_channel:
+    if per_channel:  # KDA: the terms through the per-channel in-chunk decays, per 16-row block
+        kda_intra_bwd_kernel[(layout.NC * (CHUNK // SUB), H)](
+            q, k, G, beta, dA, dQ, layout.chunks, dq, dk, dG, dbeta, H, K, BKS=b["BKS"], C=CHUNK, NB=SUB,
+            num_warps=8)
         dg = output_buffer((1, T, H, K), g_dtype, dev)
         rev_cumsum_kernel[(layout.NC, H)](dG, dg, layout.chunks, H, K, BD=b["BK"], C=CHUNK)
     else:

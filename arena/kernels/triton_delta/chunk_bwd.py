@@ -1,6 +1,7 @@
 """Backward Triton kernels of the chunkwise delta rule (KDA and Gated DeltaNet); the forward is chunk_fwd.py.
 
-Called by `arena.kernels.triton_delta.chunk`; not a public API. With dO and the final-state cotangent, three launches:
+Called by `arena.kernels.triton_delta.chunk`; not a public API. With dO and the final-state cotangent, three
+launches (four for KDA):
 
 `state_bwd_kernel` (per sequence, head and V block; chunks in reverse) carries dS, the gradient of the state that
 leaves a chunk:  dV' = Aqk^T dO + kg dS;  dS <- exp(G_last) dS + (scale q exp(G))^T dO - W^T dV'.  It stores dS per
@@ -9,9 +10,10 @@ chunk (fp32), dV' (= dU, fp32) and dS of the initial state.
 `intra_bwd_kernel` (per chunk and head) first takes the whole-chunk terms (S entering the chunk and dS leaving it
 come from the stored per-chunk tapes):
     dqg = dO S^T,  dW = -dU S^T,  dkg = V' dS^T,  dQk = dO V'^T,  dM = dW Xk^T + dU Xv^T,  dA = -M^T dM M^T
-with Xk = beta k exp(G), Xv = beta v, M = (I + Akk)^-1, and then, per 16-row block and slice of K, the terms through
-the in-chunk decays exp(G_r - G_i): off-diagonal blocks with the same factorized exps as the forward, diagonal
-blocks exact. It writes dq, dk, dv, dbeta and dG, the gradient of the cumulative log-decay.
+with Xk = beta k exp(G), Xv = beta v, M = (I + Akk)^-1. For GDN it then adds the terms through the in-chunk decays
+exp(G_r - G_i), a [C, C] mask here; for KDA (a decay per channel) it stores dL/dAkk and dL/dAqk, and
+chunk_kda_intra.kda_intra_bwd_kernel, launched next, adds those terms per 16-row block. It writes dq, dk, dv, dbeta
+and dG, the gradient of the cumulative log-decay.
 
 `rev_cumsum_kernel` turns dG into dg (dg_i = sum of dG_r over the rows r >= i of its chunk).
 """
@@ -21,27 +23,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from arena.kernels.triton_delta.chunk_fwd import _gate_row, _gate_rows, _load_block, _rows, _rows_raw
-
-
-@triton.jit
-def _gate_slice(G_ptr, t0, r0, n_valid, sg, NR: tl.constexpr, BKS: tl.constexpr, K, d0,
-                PER_CHANNEL: tl.constexpr):
-    """Columns d0 .. d0 + BKS of the cumulative log-decay for rows r0 .. r0 + NR."""
-    if PER_CHANNEL:
-        G = _rows(G_ptr + d0, t0, r0, n_valid, sg, NR, BKS, K - d0)
-    else:
-        G = _gate_rows(G_ptr, t0, r0, n_valid, sg, NR, BKS, K - d0, False)
-    return G
-
-
-@triton.jit
-def _gate_row_slice(G_ptr, t0, r, n_valid, sg, BKS: tl.constexpr, K, d0, PER_CHANNEL: tl.constexpr):
-    if PER_CHANNEL:
-        G = _gate_row(G_ptr + d0, t0, r, n_valid, sg, BKS, K - d0, True)
-    else:
-        G = _gate_row(G_ptr, t0, r, n_valid, sg, BKS, K - d0, False)
-    return G
+from arena.kernels.triton_delta.chunk_fwd import _gate_row, _gate_rows, _rows, _rows_raw
 
 
 @triton.jit
@@ -110,8 +92,7 @@ def intra_bwd_kernel(
     q_ptr, k_ptr, v_ptr, G_ptr, beta_ptr, M_ptr, h_ptr, dh_ptr, vn_ptr, du_ptr, do_ptr, chunk_ptr,
     dq_ptr, dk_ptr, dv_ptr, dG_ptr, dbeta_ptr, dA_ptr, dQ_ptr,
     scale, H, K, V,
-    PER_CHANNEL: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BKS: tl.constexpr,
-    C: tl.constexpr, NB: tl.constexpr,
+    PER_CHANNEL: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr,
 ):
     i_c, i_h = tl.program_id(0), tl.program_id(1)
     t0 = tl.load(chunk_ptr + 2 * i_c).to(tl.int64)
@@ -237,62 +218,7 @@ def intra_bwd_kernel(
         coff = (t0 + rows)[:, None] * sc + rows[None, :]
         tl.store(dA_ptr + coff, dA, mask=row_ok[:, None])
         tl.store(dQ_ptr + coff, dQs, mask=row_ok[:, None])
-        tl.debug_barrier()
-
-        # ---- phase 2: terms through the in-chunk decays, per 16-row block and K slice ----
-        sub = tl.arange(0, NB)
-        for a in tl.static_range(C // NB):
-            r0 = a * NB
-            a_ok = r0 + sub < n_valid
-            beta_a = tl.load(beta_ptr + (t0 + r0 + sub) * H, mask=a_ok, other=0.0).to(tl.float32)
-            dbeta_a = tl.load(dbeta_ptr + (t0 + r0 + sub) * H, mask=a_ok, other=0.0)
-            dA_aa = _load_block(dA_ptr, t0, r0, r0, n_valid, sc, NB)
-            dQ_aa = _load_block(dQ_ptr, t0, r0, r0, n_valid, sc, NB)
-            for d0 in range(0, BK, BKS):
-                Ga = _gate_slice(G_ptr, t0, r0, n_valid, sg, NB, BKS, K, d0, PER_CHANNEL)
-                Gn = _gate_row_slice(G_ptr, t0, r0, n_valid, sg, BKS, K, d0, PER_CHANNEL)
-                ka = _rows(k_ptr + d0, t0, r0, n_valid, sk, NB, BKS, K - d0)
-                qa = _rows(q_ptr + d0, t0, r0, n_valid, sk, NB, BKS, K - d0)
-                Rk = tl.zeros((NB, BKS), dtype=tl.float32)
-                Rq = tl.zeros((NB, BKS), dtype=tl.float32)
-                for b in tl.static_range(a):
-                    Gb = _gate_slice(G_ptr, t0, b * NB, n_valid, sg, NB, BKS, K, d0, PER_CHANNEL)
-                    kr = _rows(k_ptr + d0, t0, b * NB, n_valid, sk, NB, BKS, K - d0) * tl.exp(
-                        tl.minimum(Gn[None, :] - Gb, 0.0))
-                    Rk += tl.dot(_load_block(dA_ptr, t0, r0, b * NB, n_valid, sc, NB), kr)
-                    Rq += tl.dot(_load_block(dQ_ptr, t0, r0, b * NB, n_valid, sc, NB), kr)
-                la = tl.exp(tl.minimum(Ga - Gn[None, :], 0.0))
-                Rk *= la
-                Rq *= la
-                E = tl.exp(tl.minimum(Ga[:, None, :] - Ga[None, :, :], 0.0))  # [r, i, d]
-                kE = ka[None, :, :] * E
-                Rk += tl.sum(dA_aa[:, :, None] * kE, axis=1)
-                Rq += tl.sum(dQ_aa[:, :, None] * kE, axis=1)
-                Pa = dA_aa * beta_a[:, None]
-                Cs = tl.sum((Pa[:, :, None] * ka[:, None, :] + dQ_aa[:, :, None] * qa[:, None, :]) * E, axis=0)
-                for m in tl.static_range(a + 1, C // NB):
-                    m0 = m * NB
-                    Gm = _gate_slice(G_ptr, t0, m0, n_valid, sg, NB, BKS, K, d0, PER_CHANNEL)
-                    Gnm = _gate_row_slice(G_ptr, t0, m0, n_valid, sg, BKS, K, d0, PER_CHANNEL)
-                    lm = tl.exp(tl.minimum(Gm - Gnm[None, :], 0.0))
-                    km = _rows(k_ptr + d0, t0, m0, n_valid, sk, NB, BKS, K - d0) * lm
-                    qm = _rows(q_ptr + d0, t0, m0, n_valid, sk, NB, BKS, K - d0) * lm
-                    beta_m = tl.load(beta_ptr + (t0 + m0 + sub) * H, mask=m0 + sub < n_valid, other=0.0).to(tl.float32)
-                    Pm = _load_block(dA_ptr, t0, m0, r0, n_valid, sc, NB) * beta_m[:, None]
-                    Qm = _load_block(dQ_ptr, t0, m0, r0, n_valid, sc, NB)
-                    Cs += (tl.dot(tl.trans(Pm), km) + tl.dot(tl.trans(Qm), qm)) * tl.exp(
-                        tl.minimum(Gnm[None, :] - Ga, 0.0))
-                cs = d0 + tl.arange(0, BKS)
-                smask = a_ok[:, None] & (cs[None, :] < K)
-                off = (t0 + r0 + sub)[:, None] * sk + cs[None, :]
-                dk_a = tl.load(dk_ptr + off, mask=smask, other=0.0) + beta_a[:, None] * Rk + Cs
-                dq_a = tl.load(dq_ptr + off, mask=smask, other=0.0) + Rq
-                dG_a = tl.load(dG_ptr + off, mask=smask, other=0.0) + beta_a[:, None] * ka * Rk + qa * Rq - ka * Cs
-                tl.store(dk_ptr + off, dk_a, mask=smask)
-                tl.store(dq_ptr + off, dq_a, mask=smask)
-                tl.store(dG_ptr + off, dG_a, mask=smask)
-                dbeta_a += tl.sum(ka * Rk, axis=1)
-            tl.store(dbeta_ptr + (t0 + r0 + sub) * H, dbeta_a, mask=a_ok)
+        # the terms through the in-chunk decays: chunk_kda_intra.kda_intra_bwd_kernel, launched next
 
 
 @triton.jit

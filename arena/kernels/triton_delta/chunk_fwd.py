@@ -2,18 +2,18 @@
 
 Called by `arena.kernels.triton_delta.chunk` (the autograd.Function); not a public API. The algebra is docs
 mixers.md 1.6. Sequences are packed along T ([1, T_total, H, *], offsets `cu_seqlens`), and every chunk lies in one
-sequence, so nothing leaks between sequences. Two launches:
+sequence, so nothing leaks between sequences. Two launches for GDN, four for KDA:
+
+`chunk_cumsum_kernel` (KDA only): G = chunk-local cumsum of g, fp32, stored (the backward and the state pass reuse
+  it); for KDA, chunk_kda_intra.kda_akk_fwd_kernel then builds Akk and Aqk per 16-row block.
 
 `intra_fwd_kernel`, one program per (chunk, head), no dependence between chunks:
-    G = chunk-local cumsum of g (fp32, stored: the backward and the state pass reuse it)
-    Akk[r, i] = beta_r sum_d k_rd k_id exp(G_rd - G_id)  (i < r),   Aqk[r, i] = scale sum_d q_rd k_id exp(...)  (i <= r)
+    GDN only: G (cumsum) and Akk[r, i] = beta_r k_r.k_i exp(G_r - G_i) (i < r), Aqk[r, i] = scale q_r.k_i exp(...)
+      (i <= r), as plain [C, C] products times an exact decay mask;
     M = (I + Akk)^-1,   W = M (beta k exp(G)),   U = M (beta v)
-  The decay sits inside the sum over d, so exp(G_r) exp(-G_i) would overflow for strong gates. Off-diagonal 16 x 16
-  blocks factor the decay around the first row n of the later block: exp(G_r - G_n) <= 1 and exp(G_n - G_i) <= 1,
-  then a tensor-core dot. Diagonal blocks take the exact pairwise exp on CUDA cores ([16, 16, 32] tiles). Every
-  exponent is clamped at 0 so masked rows cannot make inf. The inverse: forward substitution on the 16 x 16
-  diagonal blocks, then M_ab = -M_aa sum_m A_am M_mb; blocks go through a per-chunk scratch buffer in global memory
-  (L2-resident), ordered by CTA barriers.
+  The inverse: forward substitution on the 16 x 16 diagonal blocks, then M_ab = -M_aa sum_m A_am M_mb; blocks go
+  through a per-chunk scratch buffer in global memory (L2-resident), ordered by CTA barriers. Every exponent is
+  clamped at 0 so masked rows cannot make inf.
 
 `state_fwd_kernel`, one program per (sequence, head, block of V), sequential over the sequence's chunks, state in
 fp32 registers:
@@ -102,12 +102,25 @@ def _unit_lower_inverse(A, NB: tl.constexpr):
 
 
 @triton.jit
+def chunk_cumsum_kernel(g_ptr, G_ptr, chunk_ptr, H, D, BD: tl.constexpr, C: tl.constexpr):
+    """G = chunk-local cumulative sum of g over rows, fp32; g and G are [T, H, D]; grid (chunks, H, D / BD)."""
+    i_c, i_h, i_d = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    t0 = tl.load(chunk_ptr + 2 * i_c).to(tl.int64)
+    n_valid = (tl.load(chunk_ptr + 2 * i_c + 1) - t0).to(tl.int32)
+    d0 = i_d * BD
+    G = tl.cumsum(_rows(g_ptr + i_h * D + d0, t0, 0, n_valid, H * D, C, BD, D - d0), axis=0)
+    rows = tl.arange(0, C)
+    cols = tl.arange(0, BD)
+    tl.store(G_ptr + i_h * D + d0 + (t0 + rows)[:, None] * (H * D) + cols[None, :], G,
+             mask=(rows[:, None] < n_valid) & (cols[None, :] < D - d0))
+
+
+@triton.jit
 def intra_fwd_kernel(
     q_ptr, k_ptr, v_ptr, g_ptr, beta_ptr, chunk_ptr,
     G_ptr, W_ptr, U_ptr, Aqk_ptr, M_ptr, Akk_ptr,
     scale, H, K, V,
-    PER_CHANNEL: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, BKS: tl.constexpr,
-    C: tl.constexpr, NB: tl.constexpr,
+    PER_CHANNEL: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr, NB: tl.constexpr,
 ):
     i_c, i_h = tl.program_id(0), tl.program_id(1)
     t0 = tl.load(chunk_ptr + 2 * i_c).to(tl.int64)
@@ -132,57 +145,16 @@ def intra_fwd_kernel(
 
     rows = tl.arange(0, C)
     cols_k = tl.arange(0, BK)
-    # 1. chunk-local cumulative log-decay, kept in fp32 for every later stage
     if PER_CHANNEL:
-        g = _rows(g_ptr, t0, 0, n_valid, sg, C, BK, K)
-        G = tl.cumsum(g, axis=0)
-        tl.store(G_ptr + (t0 + rows)[:, None] * sg + cols_k[None, :], G,
-                 mask=(rows[:, None] < n_valid) & (cols_k[None, :] < K))
+        # 1-2. G (chunk_cumsum_kernel), Akk and Aqk (chunk_kda_intra.kda_akk_fwd_kernel) came in earlier launches
+        tl.store(M_ptr + (t0 + rows)[:, None] * sc + rows[None, :], tl.zeros((C, C), dtype=tl.float32),
+                 mask=rows[:, None] < n_valid)  # the upper blocks of M stay 0 below
     else:
+        # 1. chunk-local cumulative log-decay, kept in fp32 for every later stage
         g1 = tl.load(g_ptr + (t0 + rows) * sg, mask=rows < n_valid, other=0.0).to(tl.float32)
         G1 = tl.cumsum(g1, axis=0)
         tl.store(G_ptr + (t0 + rows) * sg, G1, mask=rows < n_valid)
-    tl.debug_barrier()
-
-    if PER_CHANNEL:
-        # 2. Akk and Aqk in 16 x 16 blocks (upper blocks of Aqk written as zeros)
-        sub = tl.arange(0, NB)
-        for a in tl.static_range(C // NB):
-            r0 = a * NB
-            beta_a = tl.load(beta_ptr + (t0 + r0 + sub) * H, mask=r0 + sub < n_valid, other=0.0).to(tl.float32)
-            Ga = _gate_rows(G_ptr, t0, r0, n_valid, sg, NB, BK, K, PER_CHANNEL)
-            Gn = _gate_row(G_ptr, t0, r0, n_valid, sg, BK, K, PER_CHANNEL)  # reference: first row of block a
-            left = tl.exp(tl.minimum(Ga - Gn[None, :], 0.0))
-            ka = _rows(k_ptr, t0, r0, n_valid, sk, NB, BK, K) * left
-            qa = _rows(q_ptr, t0, r0, n_valid, sk, NB, BK, K) * left
-            for b in tl.static_range(a):
-                Gb = _gate_rows(G_ptr, t0, b * NB, n_valid, sg, NB, BK, K, PER_CHANNEL)
-                kb = _rows(k_ptr, t0, b * NB, n_valid, sk, NB, BK, K) * tl.exp(tl.minimum(Gn[None, :] - Gb, 0.0))
-                kbt = tl.trans(kb)
-                _store_block(Akk_ptr, t0, r0, b * NB, n_valid, sc, tl.dot(ka, kbt) * beta_a[:, None], NB)
-                _store_block(Aqk_ptr, t0, r0, b * NB, n_valid, sc, tl.dot(qa, kbt) * scale, NB)
-            # diagonal block: exact pairwise decays, K in slices of BKS
-            dkk = tl.zeros((NB, NB), dtype=tl.float32)
-            dqk = tl.zeros((NB, NB), dtype=tl.float32)
-            for d0 in range(0, BK, BKS):
-                ks = _rows(k_ptr + d0, t0, r0, n_valid, sk, NB, BKS, K - d0)
-                qs = _rows(q_ptr + d0, t0, r0, n_valid, sk, NB, BKS, K - d0)
-                if PER_CHANNEL:
-                    Gs = _rows(G_ptr + d0, t0, r0, n_valid, sg, NB, BKS, K - d0)
-                else:
-                    Gs = _gate_rows(G_ptr, t0, r0, n_valid, sg, NB, BKS, K - d0, False)
-                E = tl.exp(tl.minimum(Gs[:, None, :] - Gs[None, :, :], 0.0))  # [r, i, d]
-                kE = ks[None, :, :] * E
-                dkk += tl.sum(ks[:, None, :] * kE, axis=2)
-                dqk += tl.sum(qs[:, None, :] * kE, axis=2)
-            lower = sub[:, None] > sub[None, :]
-            _store_block(Akk_ptr, t0, r0, r0, n_valid, sc, tl.where(lower, dkk * beta_a[:, None], 0.0), NB)
-            _store_block(Aqk_ptr, t0, r0, r0, n_valid, sc, tl.where(sub[:, None] >= sub[None, :], dqk * scale, 0.0), NB)
-            for b in tl.static_range(a + 1, C // NB):
-                _store_block(Aqk_ptr, t0, r0, b * NB, n_valid, sc, tl.zeros((NB, NB), dtype=tl.float32), NB)
-                _store_block(M_ptr, t0, r0, b * NB, n_valid, sc, tl.zeros((NB, NB), dtype=tl.float32), NB)
-    else:
-        # 2'. one decay per head: plain k k^T and q k^T, then the exact decay exp(G_r - G_i) <= 1 as a [C, C] mask
+        # 2. one decay per head: plain k k^T and q k^T, then the exact decay exp(G_r - G_i) <= 1 as a [C, C] mask
         kf = _rows_raw(k_ptr, t0, 0, n_valid, sk, C, BK, K)
         qf = _rows_raw(q_ptr, t0, 0, n_valid, sk, C, BK, K)
         beta_c = tl.load(beta_ptr + (t0 + rows) * H, mask=rows < n_valid, other=0.0).to(tl.float32)
