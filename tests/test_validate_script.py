@@ -1,4 +1,5 @@
-"""The GPU validation script's pure parts (scripts/validate_triton_gpu.py), on CPU with no Triton kernel involved.
+"""The GPU validation script's pure parts (scripts/validate_triton_gpu.py and validate_cases.py), on CPU, with no
+Triton kernel involved.
 
 Checks that the case list covers what issue 4 asks for, that the inputs follow the stated recipe, that the
 comparison fails NaNs, wrong dtypes and leaked state, and that the loss comparison and report work. One case
