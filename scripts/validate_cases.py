@@ -69,6 +69,7 @@ SPECS = [
     _spec(500, K=64, V=64, H=8),
     _spec(500, K=128, V=128, quick=True),
     _spec(500, K=128, V=64),
+    _spec(300, K=128, V=32),  # BV = 32 beside BK = 128 once broke the state kernels: _blocks keeps BV = 64 there
     _spec(300, K=64, V=128),
     _spec(200, K=32, V=256),
     _spec(200, K=256, V=32),

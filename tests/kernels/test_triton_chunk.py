@@ -112,6 +112,49 @@ def test_packed_sequences_do_not_leak(op):
     check(op, inputs, torch.float32, cu_seqlens=cu)
 
 
+def block_spreads(g: torch.Tensor, slice_width: int = 64) -> torch.Tensor:
+    """Per (chunk, 16-row block, head, K slice): how far the chunk-local cumulative gates fall from the block's first
+    row to its last, the quantity the KDA block kernels compare with KDA_FAST_RANGE (g: [1, T, H, K])."""
+    T = g.shape[1]
+    spreads = []
+    for t0 in range(0, T, 64):
+        G = g[0, t0:t0 + 64].cumsum(0)
+        for r0 in range(0, G.shape[0], 16):
+            rows = G[r0:r0 + 16]
+            for d0 in range(0, G.shape[-1], slice_width):
+                spreads.append((rows[0, :, d0:d0 + slice_width] - rows[-1, :, d0:d0 + slice_width]).amax(-1))
+    return torch.stack(spreads)
+
+
+def test_kda_fast_and_exact_block_paths_in_one_call():
+    """KDA blocks whose gates span at most KDA_FAST_RANGE take their own rows through tensor cores, the others the
+    exact column loop. Two rows of full resets in the first K slice only (K = 80: slices of 64 and 16) put some
+    (block, slice) pairs on each side of the threshold in one call; both must match the oracle."""
+    from arena.kernels.triton_delta import chunk as tri_chunk
+
+    torch.manual_seed(1)
+    q, k, v, g, beta, h0 = make("kda", 1, 130, 2, 80, 16, torch.float32)
+    with torch.no_grad():
+        g[0, [20, 100], :, :64] = -1000.0
+    spreads = block_spreads(g.detach())
+    assert (spreads > tri_chunk.KDA_FAST_RANGE).any() and (spreads <= tri_chunk.KDA_FAST_RANGE).any()
+    check("kda", [q, k, v, g, beta, h0], torch.float32)
+
+
+@pytest.mark.parametrize("fast_range", [0.0, 80.0], ids=["all-blocks-exact-loop", "all-blocks-tensor-cores"])
+def test_kda_block_paths_agree_when_forced(monkeypatch, fast_range):
+    """Gates uniform in [-5, 0] (spans of about 20 to 70 per block) run correctly through either path alone; with
+    no gate exactly 0, a range of 0 sends every block through the exact loop."""
+    from arena.kernels.triton_delta import chunk as tri_chunk
+
+    monkeypatch.setattr(tri_chunk, "KDA_FAST_RANGE", fast_range)
+    torch.manual_seed(2)
+    inputs = make("kda", 1, 100, 1, 32, 16, torch.float32, gate_min=-5.0)
+    spreads = block_spreads(inputs[3].detach())
+    assert (spreads > 0).all() if fast_range == 0 else (spreads <= fast_range).all()
+    check("kda", inputs, torch.float32)
+
+
 def test_triton_matches_torch_backend_for_the_kda_mixer():
     from arena.mixers import build_mixer
 

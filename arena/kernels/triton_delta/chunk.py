@@ -17,11 +17,22 @@ import torch
 import triton
 
 from arena.kernels.triton_delta import output_buffer
-from arena.kernels.triton_delta.chunk_bwd import intra_bwd_kernel, rev_cumsum_kernel, state_bwd_kernel
+from arena.kernels.triton_delta.chunk_bwd import (
+    intra_bwd_dA_kernel,
+    intra_bwd_kernel,
+    rev_cumsum_kernel,
+    state_bwd_kernel,
+)
 from arena.kernels.triton_delta.chunk_fwd import CHUNK, SUB, chunk_cumsum_kernel, intra_fwd_kernel, state_fwd_kernel
 from arena.kernels.triton_delta.chunk_kda_intra import kda_akk_fwd_kernel, kda_intra_bwd_kernel
 
 MAX_HEAD_DIM = 256
+# KDA: a 16-row block whose cumulative gates span at most this much (per channel, within a K slice) takes its own
+# rows' decays through tensor cores, factored around its first row; the factors then stay within exp(+-64), far
+# from fp32 overflow even for unnormalized q and k. Wider spans (strong decays) take the exact column loop.
+# Kimi Linear's gate floor of -5 per step spans up to 75 over a block, so only saturated channels go the slow way.
+# It is also the kernels' clamp on those factors' exponents, so it must be >= 0 (0: every block takes the loop).
+KDA_FAST_RANGE = 64.0
 
 
 class Layout:
@@ -57,11 +68,28 @@ def fixed_layout(B: int, T: int, device: torch.device) -> Layout:
 def _blocks(K: int, V: int) -> dict:
     BK = max(16, triton.next_power_of_2(K))
     BV_full = max(16, triton.next_power_of_2(V))
-    # K = 256 with V = 32 broke the state kernels on an H200 under Triton 3.6 (illegal address, or garbage dU),
-    # while BV = 64 passed at every V: above K = 128 the state kernels keep BV = 64, masking the unused columns
-    BV_state = 64 if BK > 128 else min(64, BV_full)
-    return dict(BK=BK, BV_state=BV_state, BV_intra=min(64 if BK <= 128 else 32, BV_full), BKS=min(64, BK),
-                warps_intra=4 if BK <= 64 else 8, warps_state=4 if BK <= 64 else 8)
+    # Triton 3.6 on an H200 miscompiled every kernel here that puts a 32-wide V tile beside a K tile of 128 or more
+    # (illegal address, or garbage): the state kernels at K = 256, V = 32 and at K = 128 with BV = 32, and
+    # intra_fwd at K = 128 or 256, V = 32, with 4 warps. From BK = 128 on, V tiles are at least 64 wide (the unused
+    # columns masked); the sweep's K = 128 and 256 cases with V = 32 check this.
+    BV_state = 64 if BK >= 128 else min(64, BV_full)
+    BV_fwd = max(64, BV_full) if BK >= 128 else BV_full
+    # Tuned on an H200 at K = V = 128 (scripts/profile_triton_delta.py --config; docs/performance.md):
+    # the backward's whole-chunk terms run per K block of BKH columns, so their fp32 tiles stay [64, 64]; the KDA
+    # block kernels run one warp on [16, BKS] tiles, the forward's wider slices being faster there
+    return dict(BK=BK, BV_state=BV_state, BKS=min(64, BK), BV_fwd=BV_fwd,
+                BKH=min(64, BK), BV_bwd=min(64, BV_full), warps_bwd=4 if BK <= 32 else 8, warps_dA=4,
+                warps_intra=4, warps_state=4,
+                BKS_akk=min(64, BK), BKS_kda=min(32, BK), warps_kda=1, maxnreg_kda=None)
+
+
+def _kda_launch(b: dict) -> dict:
+    """Launch options of the KDA block kernels: their [16, BKS] tiles need few warps; a register cap (maxnreg)
+    trades spills for more programs per SM."""
+    opts = dict(num_warps=b["warps_kda"], num_stages=1)
+    if b["maxnreg_kda"] is not None:
+        opts["maxnreg"] = b["maxnreg_kda"]
+    return opts
 
 
 def _forward(q, k, v, g, beta, h0, scale, layout: Layout, store_final: bool, save: bool):
@@ -80,10 +108,11 @@ def _forward(q, k, v, g, beta, h0, scale, layout: Layout, store_final: bool, sav
         chunk_cumsum_kernel[(layout.NC, H, triton.cdiv(K, b["BKS"]))](g, G, layout.chunks, H, K, BD=b["BKS"],
                                                                        C=CHUNK)
         kda_akk_fwd_kernel[(layout.NC * (CHUNK // SUB), H)](
-            q, k, G, beta, layout.chunks, Akk, Aqk, scale, H, K, BKS=b["BKS"], C=CHUNK, NB=SUB, num_warps=8)
+            q, k, G, beta, layout.chunks, Akk, Aqk, scale, H, K, BKS=b["BKS_akk"], C=CHUNK, NB=SUB,
+            FAST_RANGE=KDA_FAST_RANGE, **_kda_launch(b))
     intra_fwd_kernel[(layout.NC, H)](
         q, k, v, g, beta, layout.chunks, G, W, U, Aqk, M, Akk, scale, H, K, V,
-        PER_CHANNEL=per_channel, BK=b["BK"], BV=max(16, triton.next_power_of_2(V)),
+        PER_CHANNEL=per_channel, BK=b["BK"], BV=b["BV_fwd"],
         C=CHUNK, NB=SUB, num_warps=b["warps_intra"], num_stages=1)
     o = output_buffer(v.shape, v.dtype, dev)
     ht = output_buffer((layout.N, H, K, V), torch.float32, dev) if store_final else None
@@ -120,17 +149,24 @@ def _backward(q, k, v, beta, h0, scale, layout: Layout, saved, do, dht, per_chan
     dv = output_buffer(v.shape, v.dtype, dev)
     dG = output_buffer((1, T, H, K) if per_channel else (1, T, H), torch.float32, dev)
     dbeta = output_buffer((1, T, H), torch.float32, dev)
-    dA = torch.empty((1, T, H, CHUNK), dtype=torch.float32, device=dev)
+    dA = torch.empty((1, T, H, CHUNK), dtype=torch.float32, device=dev)  # scratch, every valid row written
     dQ = torch.empty((1, T, H, CHUNK), dtype=torch.float32, device=dev)
-    intra_bwd_kernel[(layout.NC, H)](
+    # partial sums over K, one slot per program of the K blocks and one for the terms without K (all rows written)
+    NKH = triton.cdiv(K, b["BKH"])
+    dMp = torch.empty((NKH + 1, T, H, CHUNK), dtype=torch.float32, device=dev)
+    dbp = torch.empty((NKH + 1, T, H), dtype=torch.float32, device=dev)
+    dGp = dbp if per_channel else torch.empty((NKH + 1, T, H), dtype=torch.float32, device=dev)
+    intra_bwd_kernel[(layout.NC, H, NKH + 1)](
         q, k, v, G, beta, M, h, dh, vn, du, do, layout.chunks,
-        dq, dk, dv, dG, dbeta, dA, dQ, scale, H, K, V,
-        PER_CHANNEL=per_channel, BK=b["BK"], BV=b["BV_intra"], C=CHUNK,
-        num_warps=b["warps_intra"], num_stages=1)
+        dq, dk, dv, dG, dQ, dMp, dbp, dGp, scale, T, H, K, V,
+        PER_CHANNEL=per_channel, BKH=b["BKH"], BV=b["BV_bwd"], C=CHUNK, num_warps=b["warps_bwd"], num_stages=1)
+    intra_bwd_dA_kernel[(layout.NC, H)](
+        q, k, G, beta, M, layout.chunks, dMp, dbp, dGp, dq, dk, dG, dbeta, dA, dQ, T, H, K, NKH,
+        PER_CHANNEL=per_channel, BKH=b["BKH"], C=CHUNK, num_warps=b["warps_dA"], num_stages=1)
     if per_channel:  # KDA: the terms through the per-channel in-chunk decays, per 16-row block
         kda_intra_bwd_kernel[(layout.NC * (CHUNK // SUB), H)](
-            q, k, G, beta, dA, dQ, layout.chunks, dq, dk, dG, dbeta, H, K, BKS=b["BKS"], C=CHUNK, NB=SUB,
-            num_warps=8)
+            q, k, G, beta, dA, dQ, layout.chunks, dq, dk, dG, dbeta, H, K, BKS=b["BKS_kda"], C=CHUNK, NB=SUB,
+            FAST_RANGE=KDA_FAST_RANGE, **_kda_launch(b))
         dg = output_buffer((1, T, H, K), g_dtype, dev)
         rev_cumsum_kernel[(layout.NC, H)](dG, dg, layout.chunks, H, K, BD=b["BK"], C=CHUNK)
     else:
