@@ -30,7 +30,10 @@ def parse_config(text: str) -> dict:
     out = {}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
-        out[key.strip()] = None if value.strip().lower() == "none" else int(value)
+        try:
+            out[key.strip()] = None if value.strip().lower() == "none" else int(value)
+        except ValueError:
+            raise SystemExit(f"error: --config {item!r}: expected KEY=INTEGER or KEY=none") from None
     return out
 
 

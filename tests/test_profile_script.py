@@ -28,6 +28,8 @@ def test_parse_config():
     assert prof.parse_config("BKS_kda=16,warps_kda=2") == {"BKS_kda": 16, "warps_kda": 2}
     assert prof.parse_config("maxnreg_kda=none") == {"maxnreg_kda": None}
     assert prof.parse_config("") == {}
+    with pytest.raises(SystemExit, match=r"--config 'warps_kda': expected KEY=INTEGER or KEY=none"):
+        prof.parse_config("warps_kda")
 
 
 def test_unknown_config_key_is_one_line_error(monkeypatch):

@@ -149,8 +149,9 @@ def _backward(q, k, v, beta, h0, scale, layout: Layout, saved, do, dht, per_chan
     dv = output_buffer(v.shape, v.dtype, dev)
     dG = output_buffer((1, T, H, K) if per_channel else (1, T, H), torch.float32, dev)
     dbeta = output_buffer((1, T, H), torch.float32, dev)
-    dA = torch.empty((1, T, H, CHUNK), dtype=torch.float32, device=dev)  # scratch, every valid row written
+    # scratch, every valid row written: dL/dAqk, and (KDA only: GDN uses it inside intra_bwd_dA_kernel) dL/dAkk
     dQ = torch.empty((1, T, H, CHUNK), dtype=torch.float32, device=dev)
+    dA = torch.empty((1, T, H, CHUNK), dtype=torch.float32, device=dev) if per_channel else dQ
     # partial sums over K, one slot per program of the K blocks and one for the terms without K (all rows written)
     NKH = triton.cdiv(K, b["BKH"])
     dMp = torch.empty((NKH + 1, T, H, CHUNK), dtype=torch.float32, device=dev)
