@@ -43,33 +43,42 @@ def check_recall(task: str, seq_len: int, vocab_size: int, noise_vocab_size: int
 def first_occurrence(ids: np.ndarray) -> np.ndarray:
     """[E, S] -> [E, S] index of the first slot in the same row holding the same id (ties: earliest)."""
     num_rows, num_slots = ids.shape
-    order = np.argsort(ids, axis=1, kind="stable")  # equal ids stay in slot order
-    ranked = np.take_along_axis(ids, order, axis=1)
+    keys = ids.astype(np.uint16) if ids.size and 0 <= ids.min() and ids.max() < 2**16 else ids  # radix-sortable
+    order = np.argsort(keys, axis=1, kind="stable")  # equal ids stay in slot order
+    flat = order + num_slots * np.arange(num_rows)[:, None]  # flat gathers beat take_along_axis
+    ranked = ids.take(flat)
     starts = np.ones_like(ranked, dtype=bool)
     starts[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
     # every sorted position points back to the sorted position where its run of equal ids begins
-    run_start = np.maximum.accumulate(np.where(starts, np.arange(num_slots), 0), axis=1)
+    run_start = np.maximum.accumulate(starts * np.arange(num_slots), axis=1)
     first = np.empty_like(order)
-    np.put_along_axis(first, order, np.take_along_axis(order, run_start, axis=1), axis=1)
+    first.ravel()[flat] = order.take(run_start + (flat - order))
     return first
 
 
-def distinct_tuples(rng: np.random.Generator, shape: tuple, low: int, high: int, count: int) -> np.ndarray:
+def distinct_tuples(
+    rng: np.random.Generator, shape: tuple, low: int, high: int, count: int, keep: int | None = None
+) -> np.ndarray:
     """[*shape, count] ints from [low, high), distinct along the last axis, uniform over ordered tuples.
 
     Draw i picks the r-th id not yet taken (r < span - i): cheap for MAD's short motifs, where the argsort
-    route of `sample_distinct` would sort a full row of the sub-vocabulary per tuple."""
-    out = np.empty((*shape, count), dtype=np.int64)
+    route of `sample_distinct` would sort a full row of the sub-vocabulary per tuple. `keep` returns only the
+    first `keep` entries along the last axis of `shape`; the random stream is the same as without it. The result
+    is a view of tuple-position-major storage: `np.moveaxis(result, -1, 0)` is contiguous."""
+    kept = (*shape[:-1], min(shape[-1], keep)) if shape and keep is not None else shape
+    out = np.empty((count, *kept), dtype=np.int64)  # tuple position first: each draw fills one contiguous block
     taken: list[np.ndarray] = []  # the ids drawn so far, kept sorted elementwise (ascending)
     for i in range(count):
-        r = rng.integers(0, high - low - i, size=shape)
+        r = np.ascontiguousarray(rng.integers(0, high - low - i, size=shape)[tuple(slice(0, k) for k in kept)])
         for t in taken:  # ascending: step over every taken id <= r
             r += r >= t
-        out[..., i] = r
+        out[i] = r
         for j in range(len(taken)):  # insert r into the sorted list with min/max swaps
             taken[j], r = np.minimum(taken[j], r), np.maximum(taken[j], r)
         taken.append(r)
-    return out + low
+    if low:
+        out += low
+    return np.moveaxis(out, 0, -1)
 
 
 def sample_recall(

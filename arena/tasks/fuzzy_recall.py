@@ -84,19 +84,30 @@ class FuzzyRecall(Task):
         S = (L - 2 - (km + vm)) // 2 + 2
         ks = rng.integers(1, km + 1, size=(E, S)) if split == "train" else np.full((E, S), km)
         drawn_vs = rng.integers(1, vm + 1, size=(E, S))
-        kt = distinct_tuples(rng, (E, S), 0, nk, km)
-        drawn_vt = distinct_tuples(rng, (E, S), nk, n, vm)
+        # slot i depends on slots <= i alone, and only slots starting before `stop` matter (a pair is at least
+        # its key size + 1 tokens): work on that prefix, plus one slot for the planted probe
+        reach = np.cumsum(ks + 1, axis=1) - (ks + 1)
+        keep = min(S, int((reach < stop[:, None]).sum(1).max(initial=0)) + 1)
+        kt = distinct_tuples(rng, (E, S), 0, nk, km, keep)
+        drawn_vt = distinct_tuples(rng, (E, S), nk, n, vm, keep)
+        S = keep
 
-        def key_id(tokens, size):  # a tuple's id; sizes differ in the number of nonzero digits
-            digits = np.where(np.arange(km) < size[..., None], tokens + 1, 0)
-            return (digits * (nk + 1) ** np.arange(km)).sum(-1)
-
-        ids = key_id(kt, ks)
-        is_probe = ids == key_id(probe_k, probe_ks)[:, None]
-        first = first_occurrence(ids)
-        vs = np.where(is_probe, probe_vs[:, None], np.take_along_axis(drawn_vs, first, axis=1))
-        vt = np.where(is_probe[..., None], probe_v[:, None], drawn_vt[rows, first])
-        before = np.cumsum(ks + vs, axis=1) - (ks + vs)
+        # slot S of every row holds the probe pair, so each lookup below is one flat gather
+        W = S + 1
+        at_row = rows * W
+        ks_all = np.concatenate([ks[:, :S], probe_ks[:, None]], 1)
+        # motif tokens component-major, [km, E, W] and [vm, E, W], so each token position is one flat array
+        kt_all = np.concatenate([np.moveaxis(kt, -1, 0), probe_k.T[..., None]], 2)  # moveaxis: a contiguous view
+        ids = np.zeros((E, W), dtype=np.int64)  # a tuple's id; sizes differ in the number of nonzero digits
+        for i in range(km):
+            ids += (i < ks_all) * (kt_all[i] + 1) * (nk + 1) ** i
+        is_probe = ids[:, :S] == ids[:, S:]
+        first = first_occurrence(ids[:, :S])
+        # the slot whose drawn value a slot's key takes: its first occurrence, or the probe's own
+        value_src = np.concatenate([np.where(is_probe, S, first), np.full((E, 1), S)], 1)
+        vs_all = np.concatenate([drawn_vs[:, :S], probe_vs[:, None]], 1).take(at_row + value_src)
+        vs = vs_all[:, :S]
+        before = np.cumsum(ks_all[:, :S] + vs, axis=1) - (ks_all[:, :S] + vs)
         probe_seen = np.where(is_probe.any(1), is_probe.argmax(1), S)  # a drawn pair may already be the probe
         plant_slot = (before >= probe_at[:, None]).argmax(1)
         planted = plant_slot <= probe_seen
@@ -106,41 +117,50 @@ class FuzzyRecall(Task):
         probe_item = planted[:, None] & (t == plant_slot[:, None])
         src = np.minimum(t - (planted[:, None] & (t > plant_slot[:, None])), S - 1)
         real = planted[:, None] | (t < S)  # without a planted probe, item S does not exist
-        answered = (np.take_along_axis(first, src, 1) < src) | (np.take_along_axis(is_probe, src, 1) & planted[:, None])
-        item_ks = np.where(probe_item, probe_ks[:, None], np.take_along_axis(ks, src, 1)) * real
-        item_vs = np.where(probe_item, probe_vs[:, None], np.take_along_axis(vs, src, 1)) * real
-        item_kt = np.where(probe_item[..., None], probe_k[:, None], kt[rows, src])
-        item_vt = np.where(probe_item[..., None], probe_v[:, None], vt[rows, src])
+        answered = (first.take(at_row - rows + src) < src) | (is_probe.take(at_row - rows + src) & planted[:, None])
+        item = at_row + np.where(probe_item, S, src)  # flat index of each item's slot
+        item_ks = ks_all.take(item) * real
+        item_vs = vs_all.take(item) * real
+        value_item = at_row + value_src.take(item)
         start = np.cumsum(item_ks + item_vs, axis=1) - (item_ks + item_vs)
         kept = real & (start < stop[:, None])
         item_ks, item_vs = item_ks * kept, item_vs * kept
         used = (item_ks + item_vs).sum(1)
-
-        # append the final query and place everything right-aligned in MAD's L + 1 raw tokens
-        item_ks = np.concatenate([item_ks, probe_ks[:, None]], 1)
-        item_vs = np.concatenate([item_vs, probe_vs[:, None]], 1)
-        item_kt = np.concatenate([item_kt, probe_k[:, None]], 1)
-        item_vt = np.concatenate([item_vt, probe_v[:, None]], 1)
-        start = np.concatenate([np.where(kept, start, 0), used[:, None]], 1)
-        scored = np.concatenate([answered & ~probe_item & kept, np.ones((E, 1), bool)], 1)
         offset = L + 1 - used - probe_ks - probe_vs  # >= 2: the padding
+        n_items = int(kept.sum(1).max(initial=0))  # the kept items are a prefix: drop the rest
+        item, value_item = item[:, :n_items], value_item[:, :n_items]
+        item_ks, item_vs, kept = item_ks[:, :n_items], item_vs[:, :n_items], kept[:, :n_items]
+        answered, probe_item = answered[:, :n_items], probe_item[:, :n_items]
 
-        raw = np.full((E, L + 1), pad, dtype=np.int64)
-        raw_targets = np.full((E, L + 1), IGNORE, dtype=np.int64)
-        at = (offset[:, None] + start)[..., None]  # [E, I, 1]
-        kmask = np.arange(km) < item_ks[..., None]
-        vmask = np.arange(vm) < item_vs[..., None]
-        kpos, vpos = at + np.arange(km), at + item_ks[..., None] + np.arange(vm)
-        erows = np.broadcast_to(rows[..., None], kpos.shape)
-        raw[erows[kmask], kpos[kmask]] = item_kt[kmask]
-        erows = np.broadcast_to(rows[..., None], vpos.shape)
-        raw[erows[vmask], vpos[vmask]] = item_vt[vmask]
-        smask = vmask & scored[..., None]
-        raw_targets[erows[smask], vpos[smask]] = item_vt[smask]
+        # lay the tokens of every row out in order (items, then the final query; key tokens, then value tokens)
+        # and write each row's run right-aligned into MAD's L + 1 raw tokens
+        size_k = np.concatenate([item_ks, probe_ks[:, None]], 1)  # [E, n_items + 1]
+        size_v = np.concatenate([item_vs, probe_vs[:, None]], 1)
+        key_of = np.concatenate([item, at_row + S], 1)
+        value_of = np.concatenate([value_item, at_row + S], 1)
+        drawn_vt_all = np.concatenate([np.moveaxis(drawn_vt, -1, 0), probe_v.T[..., None]], 2)
+        tokens = np.empty((E, n_items + 1, km + vm), dtype=np.int64)
+        for i in range(km):
+            tokens[..., i] = kt_all[i].take(key_of)
+        for i in range(vm):
+            tokens[..., km + i] = drawn_vt_all[i].take(value_of)
+        present = np.concatenate([np.arange(km) < size_k[..., None], np.arange(vm) < size_v[..., None]], 2)
+        laid = tokens[present]  # row by row, in sequence order
+        count = used + probe_ks + probe_vs  # = L + 1 - offset
+        dest = np.repeat(rows[:, 0] * (L + 1) + offset - (np.cumsum(count) - count), count) + np.arange(len(laid))
+        raw = np.full(E * (L + 1), pad, dtype=np.int64)
+        raw[dest] = laid
+        raw = raw.reshape(E, L + 1)
 
-        inputs = raw[:, :-1]
+        inputs = raw[:, :L]
         if split == "train":
             targets = np.where(np.arange(L) >= offset[:, None], raw[:, 1:], IGNORE)
-        else:
-            targets = raw_targets[:, 1:]
+        else:  # the value tokens of answered pairs and of the final query
+            scored = np.concatenate([answered & ~probe_item & kept, np.ones((E, 1), dtype=bool)], 1)
+            graded = np.zeros_like(present)
+            graded[..., km:] = present[..., km:] & scored[..., None]
+            graded = graded[present]
+            raw_targets = np.full(E * (L + 1), IGNORE, dtype=np.int64)
+            raw_targets[dest[graded]] = laid[graded]
+            targets = raw_targets.reshape(E, L + 1)[:, 1:]
         return Batch(torch.from_numpy(np.ascontiguousarray(inputs)), torch.from_numpy(np.ascontiguousarray(targets)))

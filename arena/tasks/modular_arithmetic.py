@@ -90,15 +90,23 @@ class ModularArithmetic(_ModularArithmetic):
         digits = rng.integers(0, m, size=(E, K))
         ops = rng.integers(PLUS, TIMES + 1 if c.mult else MINUS + 1, size=(E, K))  # ops[:, j] precedes number j
 
-        # left-to-right scan with `*` binding tighter: total + sign * (product of the current term)
-        total, term, sign = np.zeros(E, np.int64), digits[:, 0].copy(), np.ones(E, np.int64)
-        for j in range(1, K):
-            live = j < count
-            times, close = live & (ops[:, j] == TIMES), live & (ops[:, j] != TIMES)
-            total = np.where(close, (total + sign * term) % m, total)
-            sign = np.where(close, np.where(ops[:, j] == MINUS, -1, 1), sign)
-            term = np.where(times, term * digits[:, j] % m, np.where(close, digits[:, j], term))
-        answer = (total + sign * term) % m
+        # `*` binds tighter: the answer is the sum of the terms (runs of numbers joined by `*`), each term's
+        # first number negated after a `-`. Term products come from a segmented scan that doubles its reach
+        # each round (Hillis-Steele) until every position has seen its term's start: log2(longest term) rounds
+        col = np.arange(K)
+        live = col < count[:, None]
+        starts = (ops != TIMES) | (col == 0) | ~live  # past the expression every number is its own (unused) term
+        prod = np.where(starts & (ops == MINUS) & (col > 0), -digits % m, digits)
+        seen = starts.copy()  # the window a position's product covers reaches back to its term's start
+        times_table = (np.arange(m)[:, None] * np.arange(m) % m).ravel()
+        reach = 1
+        while not seen.all():
+            joined = times_table.take(prod[:, :-reach] * m + prod[:, reach:])
+            prod[:, reach:] = np.where(seen[:, reach:], prod[:, reach:], joined)
+            seen[:, reach:] = seen[:, reach:] | seen[:, :-reach]
+            reach *= 2
+        ends = live & np.append(starts[:, 1:], np.ones((E, 1), bool), axis=1)  # the last number of each term
+        answer = (prod * ends).sum(1) % m
 
         inputs = np.full((E, L), PAD, dtype=np.int64)
         inputs[:, 0: 2 * K: 2] = digits + DIGIT0

@@ -80,39 +80,92 @@ class Stack(Task):
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         E, P, S, L = num_examples, self.num_ops, self.cfg.num_stacks, self.cfg.seq_len
-        rows = np.arange(E)
-        # every stack is a linked list through the ops: top[e, s] = op index of its top push (-1 = empty),
-        # below[e, j] = the push under push j; memory O(E * (S + P)) instead of a [E, S, depth] array
-        top = np.full((E, S), -1, dtype=np.int64)
-        below = np.full((E, P), -1, dtype=np.int64)
-        height = np.zeros(E, dtype=np.int64)  # total elements over all stacks
-        ops = np.empty((E, P), dtype=np.int64)
-        ids = np.empty((E, P), dtype=np.int64)
         elems = rng.integers(0, self.num_elements, size=(E, P))  # overwritten by the popped element on pops
         coins = rng.random((E, P))
         push_ids = rng.integers(0, S, size=(E, P))
-        for j in range(P):  # ops depend on the stacks so far: loop over ops, vectorized over examples
-            pop = (height > 0) & ((coins[:, j] < self.cfg.pop_prob) | (j == P - 1))
-            # uniform among non-empty stacks: the r-th non-empty one for a uniform rank r
-            filled = np.cumsum(top >= 0, axis=1)  # [E, S]
-            rank = (rng.random(E) * filled[:, -1]).astype(np.int64)
-            stack = np.where(pop, (filled <= rank[:, None]).sum(1), push_ids[:, j])
-            popped = top[rows, stack]  # op index of the push being undone (junk where pushing)
-            elems[:, j] = np.where(pop, elems[rows, np.maximum(popped, 0)], elems[:, j])
-            below[:, j] = np.where(pop, -1, top[rows, stack])
-            top[rows, stack] = np.where(pop, below[rows, np.maximum(popped, 0)], j)
-            height += np.where(pop, -1, 1)
-            ops[:, j] = np.where(pop, POP, PUSH)
-            ids[:, j] = stack
+        picks = rng.random((P, E))  # the stream of one rng.random(E) per op, which earlier versions drew
+        # whether op j pops depends only on the total height, a +-1 walk that pushes instead of popping at 0:
+        # each such forced push lifts the free walk w by 2, so the height is w + 2 * ceil(-min(0, w so far) / 2)
+        down = coins < self.cfg.pop_prob
+        down[:, -1] = True  # the last op pops if it can
+        free = np.zeros((E, P), dtype=np.int64)
+        np.cumsum(np.where(down[:, :-1], -1, 1), axis=1, out=free[:, 1:])
+        lowest = np.minimum.accumulate(np.minimum(free, 0), axis=1)
+        pop = down & (free + 2 * ((1 - lowest) // 2) > 0)
+        stack, elems = self._replay(pop, push_ids, elems, picks)
 
         inputs = np.full((E, L), PAD, dtype=np.int64)
-        inputs[:, 0: 3 * P: 3] = ops
-        inputs[:, 1: 3 * P: 3] = ids + FIRST_ID
+        inputs[:, 0: 3 * P: 3] = np.where(pop, POP, PUSH)
+        inputs[:, 1: 3 * P: 3] = stack + FIRST_ID
         inputs[:, 2: 3 * P: 3] = elems + FIRST_ID + S
         targets = np.full((E, L), IGNORE, dtype=np.int64)
-        targets[:, 1: 3 * P: 3] = np.where(ops == POP, elems + FIRST_ID + S, IGNORE)
+        targets[:, 1: 3 * P: 3] = np.where(pop, elems + FIRST_ID + S, IGNORE)
         return Batch(torch.from_numpy(inputs), torch.from_numpy(targets))
+
+    def _replay(self, pop: np.ndarray, push_ids: np.ndarray, elems: np.ndarray, picks: np.ndarray):
+        """Stack ids [E, P] and elements [E, P] of the ops once each pop has taken the r-th non-empty stack (id
+        order, r = floor(picks[j] * number non-empty)) and given back its top element.
+
+        The pop choices are sequential, so the loop runs over rounds: round k applies every example's pushes
+        since its pop k - 1 (their stacks are known up front), then its pop k. Stacks are linked lists through
+        the flat op indices e * P + j: top[slot] = the top push (-1 = empty), below[op] = the push under it."""
+        E, P, S = pop.shape[0], pop.shape[1], self.cfg.num_stacks
+        npop = pop.sum(axis=1)
+        K = int(npop.max(initial=0))
+        live = np.arange(K)[:, None] < npop  # [K, E] example e pops in round k
+        rounds = np.cumsum(pop, axis=1) - pop  # [E, P] pops before op j = the round a push joins
+        pick = np.zeros((K, E))
+        pick.T[live.T] = picks.T[pop]  # the pick of pop k of example e
+
+        # group the pushes by (round, slot), in time order: one round's pushes onto one stack chain directly.
+        # Slots are e * W + s with W = S + 1: slot S of each example is a spare that never empties
+        W = S + 1
+        slot = (np.arange(E)[:, None] * W + push_ids).ravel()
+        push_ops = np.flatnonzero(~pop)
+        push_round = rounds.ravel()[push_ops]
+        order = np.argsort(_narrow(slot[push_ops], E * W), kind="stable")  # 16-bit keys take a radix sort
+        order = order[np.argsort(_narrow(push_round[order], P), kind="stable")]
+        ops = push_ops[order]
+        key = push_round[order] * (E * W) + slot[ops]
+        head = np.ones(len(ops), dtype=bool)
+        head[1:] = key[1:] != key[:-1]
+        below = np.full(E * P + 1, E * P, dtype=np.int64)  # entry E * P: the spares' endless pile
+        below[ops[1:][~head[1:]]] = ops[:-1][~head[1:]]
+        heads = np.flatnonzero(head)
+        tails = np.append(heads[1:], len(ops))[: len(heads)] - 1  # [:]: no pushes at all (no examples)
+        h_slot, h_first, h_last = slot[ops[heads]], ops[heads], ops[tails]
+        bounds = np.searchsorted(push_round[order][heads], np.arange(K + 1)).tolist()
+
+        top = np.full(E * W, -1, dtype=np.int64)  # top[slot] = its top push; -1 = empty
+        top[W - 1:: W] = E * P
+        row_starts = np.arange(E + 1) * W
+        taken = np.empty((K, E), dtype=np.int64)  # the push each pop undoes
+        for k in range(K):
+            hs = h_slot[bounds[k]: bounds[k + 1]]
+            below[h_first[bounds[k]: bounds[k + 1]]] = top[hs]
+            top[hs] = h_last[bounds[k]: bounds[k + 1]]
+            nonempty = (top >= 0).nonzero()[0]  # sorted, so example e's non-empty slots form one run
+            starts = nonempty.searchsorted(row_starts)
+            # the rank among the real stacks (the spare comes last); an example with no pop left has pick 0
+            # and pops its first non-empty slot, harmless as nothing of it is read any more
+            rank = (pick[k] * (starts[1:] - starts[:-1] - 1)).astype(np.int64)
+            c = nonempty.take(starts[:-1] + rank)
+            t = taken[k] = top[c]
+            top[c] = below[t]
+        undone = taken.T[live.T]  # in op order within each example
+        stack = push_ids.copy()
+        stack[pop] = push_ids.ravel()[undone]
+        elems = elems.copy()
+        elems[pop] = elems.ravel()[undone]
+        return stack, elems
 
     def at_length(self, seq_len: int) -> Stack:
         num_ops = self.cfg.num_ops and max(2, self.cfg.num_ops * seq_len // self.cfg.seq_len)
         return Stack(dataclasses.replace(self.cfg, seq_len=seq_len, num_ops=num_ops))
+
+
+def _narrow(keys: np.ndarray, high: int) -> np.ndarray:
+    """Non-negative `keys` below `high` in the narrowest unsigned dtype: numpy's stable argsort is a radix sort
+    for 16-bit and narrower keys (linear time), a merge sort for wider ones."""
+    return keys.astype(np.uint8 if high < 2**8 else np.uint16 if high < 2**16 else np.int64)
+
