@@ -1,4 +1,8 @@
-"""Layers shared by several mixers: short causal convolution, L2 norm, gated RMSNorm, Mamba-style inits."""
+"""Layers shared by several mixers: short causal convolution, L2 norm, gated RMSNorm, Mamba-style inits.
+
+ShortConv and GatedRMSNorm each have a plain PyTorch forward (CPU, the reference) and a `fused` one that runs
+the Triton ops of arena.kernels.fused (one pass each way); the mixers choose per call with `use_fused`.
+"""
 
 from __future__ import annotations
 
@@ -37,8 +41,26 @@ class ShortConv(nn.Module):
             y = F.silu(y)
         return y, padded[:, T:]
 
+    def fused(self, x: torch.Tensor, cache: torch.Tensor | None = None,
+              norm_head_dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same as `forward` (then `l2norm` per head of `norm_head_dim` channels, if given) in one Triton pass."""
+        from arena.kernels.fused.short_conv import causal_conv1d
+
+        y = causal_conv1d(x, self.conv.weight[:, 0, :], self.conv.bias, activation=self.activation,
+                          norm_head_dim=norm_head_dim, initial_cache=cache)
+        return y, last_inputs(x, cache, self.kernel_size - 1)
+
     def cache_size(self) -> int:
         return (self.kernel_size - 1) * self.conv.in_channels
+
+
+def last_inputs(x: torch.Tensor, cache: torch.Tensor | None, n: int) -> torch.Tensor:
+    """The conv cache after x: the last n inputs of [cache; x] (zeros before the start), [B, n, C]."""
+    B, T, C = x.shape
+    if T >= n:
+        return x[:, T - n:].contiguous()
+    before = x.new_zeros(B, n, C) if cache is None else cache.to(x.dtype)
+    return torch.cat([before, x], dim=1)[:, T:]
 
 
 def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -53,10 +75,17 @@ class GatedRMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5, activation: str = "sigmoid"):
         super().__init__()
         self.norm = nn.RMSNorm(dim, eps=eps)
+        self.eps, self.activation = eps, activation
         self.act = {"sigmoid": torch.sigmoid, "swish": F.silu}[activation]
 
     def forward(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
         return self.norm(o) * self.act(gate)
+
+    def fused(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """The same as `forward` in one Triton pass; the result has o's dtype."""
+        from arena.kernels.fused.gated_norm import gated_rmsnorm
+
+        return gated_rmsnorm(o, gate, self.norm.weight, eps=self.eps, activation=self.activation)
 
 
 def decay_rate_init(shape, low: float = 1.0, high: float = 16.0) -> torch.Tensor:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arena.kernels.fused import use_fused
 from arena.kernels.gated_delta_rule import (
     chunk_gated_delta_rule,
     gated_delta_rule_decode_step,
@@ -36,6 +37,7 @@ from arena.mixers.common import GatedRMSNorm, decay_rate_init, dt_bias_init
 from arena.mixers.kda import (
     DELTA_RULE_IMPLS,
     QKVConv,
+    check_fused,
     delta_rule_flops,
     delta_rule_kernels,
     no_weight_decay,
@@ -58,9 +60,11 @@ class GatedDeltaNet(Mixer):
         conv_size: int = 4  # kernel of the short causal convs on q, k, v
         allow_neg_eigval: bool = False  # beta in (0, 2), so I - beta k k^T has eigenvalues in (-1, 1]
         norm_eps: float = 1e-5  # output RMSNorm epsilon
+        fused: str = "auto"  # Triton ops for conv/norm/gate glue: auto (on CUDA) | on | off, see kernels/fused
 
     def __init__(self, d_model: int, cfg: Config):
         super().__init__(d_model, cfg)
+        check_fused("gdn", cfg.fused)
         H, K = self.heads_and_dim(cfg.num_heads, cfg.head_dim)
         V = value_dim("gdn", K, cfg.expand_v)
         self.H, self.K, self.V = H, K, V
@@ -80,15 +84,22 @@ class GatedDeltaNet(Mixer):
         return -self.A_log.to(dtype).exp() * F.softplus(raw)
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        q, k, v, conv = self.qkv(x, state)
+        fused = use_fused(self.cfg.fused, x)
+        q, k, v, conv = self.qkv(x, state, fused)
         B, T = x.shape[:2]
-        g = self.decay(x)
+        if fused:
+            from arena.kernels.fused.gated_norm import decay_gate
+
+            g = decay_gate(self.a_proj(x), self.A_log, self.dt_bias, 1)  # [B, T, H] fp32
+        else:
+            g = self.decay(x)
         beta = torch.sigmoid(self.b_proj(x).to(g.dtype))  # [B, T, H]
         kernel = self.KERNELS[self.cfg.impl]
         o, S = run_delta_rule(
             kernel, gated_delta_rule_decode_step, q, k, v, g, beta, state, self.cfg.allow_neg_eigval, self.cfg.impl
         )
-        o = self.o_norm(o, self.g_proj(x).view(B, T, self.H, self.V))  # [B, T, H, V]
+        gate = self.g_proj(x).view(B, T, self.H, self.V)
+        o = self.o_norm.fused(o, gate) if fused else self.o_norm(o, gate)  # [B, T, H, V]
         return self.o_proj(o.reshape(B, T, self.H * self.V)), {**conv, "recurrent": S}
 
     def state_size(self, seq_len: int) -> int:

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.errors import ConfigError
+from arena.errors import ConfigError, choice_error
+from arena.kernels.fused import FUSED_MODES, use_fused
 from arena.kernels.kda import chunk_kda, kda_decode_step, naive_recurrent_kda
 from arena.kernels.kda.chunk import DEFAULT_CHUNK_SIZE
 from arena.mixers import register_mixer
@@ -43,6 +44,11 @@ def value_dim(mixer: str, head_dim: int, expand_v: float) -> int:
             "choose expand_v so that expand_v * head_dim is a positive integer"
         )
     return int(V)
+
+
+def check_fused(mixer: str, mode: str) -> None:
+    if mode not in FUSED_MODES:
+        raise choice_error(f"mixer {mixer}: fused", mode, FUSED_MODES)
 
 
 def no_weight_decay(p: nn.Parameter) -> nn.Parameter:
@@ -65,11 +71,18 @@ class QKVConv(nn.Module):
         self.k_conv = ShortConv(H * K, conv_size)
         self.v_conv = ShortConv(H * V, conv_size)
 
-    def forward(self, x: torch.Tensor, state: State | None):
+    def forward(self, x: torch.Tensor, state: State | None, fused: bool = False):
+        """q, k [B, T, H, K], v [B, T, H, V] and the new conv caches; `fused`: one Triton pass per projection."""
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must be [B, T, D] with D={self.d_model}, got shape {tuple(x.shape)}")
         B, T, _ = x.shape
         cq, ck, cv = (None, None, None) if state is None else (state["conv_q"], state["conv_k"], state["conv_v"])
+        if fused:  # conv, SiLU and the per-head L2 norm in one pass, written contiguous in the kernels' layout
+            q, cq = self.q_conv.fused(self.q_proj(x), cq, norm_head_dim=self.K)
+            k, ck = self.k_conv.fused(self.k_proj(x), ck, norm_head_dim=self.K)
+            v, cv = self.v_conv.fused(self.v_proj(x), cv)
+            return (q.view(B, T, self.H, self.K), k.view(B, T, self.H, self.K), v.view(B, T, self.H, self.V),
+                    {"conv_q": cq, "conv_k": ck, "conv_v": cv})
         q, cq = self.q_conv(self.q_proj(x), cq)
         k, ck = self.k_conv(self.k_proj(x), ck)
         v, cv = self.v_conv(self.v_proj(x), cv)
@@ -140,9 +153,11 @@ class KDA(Mixer):
         gate_rank: int | None = None  # bottleneck of the decay and output-gate projections; None = K (paper)
         allow_neg_eigval: bool = False  # beta in (0, 2), so I - beta k k^T has eigenvalues in (-1, 1]
         norm_eps: float = 1e-5  # output RMSNorm epsilon
+        fused: str = "auto"  # Triton ops for conv/norm/gate glue: auto (on CUDA) | on | off, see kernels/fused
 
     def __init__(self, d_model: int, cfg: Config):
         super().__init__(d_model, cfg)
+        check_fused("kda", cfg.fused)
         H, K = self.heads_and_dim(cfg.num_heads, cfg.head_dim)
         V = value_dim("kda", K, cfg.expand_v)
         rank = K if cfg.gate_rank is None else cfg.gate_rank
@@ -168,14 +183,21 @@ class KDA(Mixer):
         return -self.A_log.to(dtype).exp()[:, None] * F.softplus(raw.view(B, T, self.H, self.K))
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        q, k, v, conv = self.qkv(x, state)
+        fused = use_fused(self.cfg.fused, x)
+        q, k, v, conv = self.qkv(x, state, fused)
         B, T = x.shape[:2]
-        g = self.decay(x)
+        if fused:
+            from arena.kernels.fused.gated_norm import decay_gate
+
+            g = decay_gate(self.f_b(self.f_a(x)), self.A_log, self.dt_bias, self.K)  # [B, T, H, K] fp32
+        else:
+            g = self.decay(x)
         beta = torch.sigmoid(self.b_proj(x).to(g.dtype))  # [B, T, H]
         kernel = self.KERNELS[self.cfg.impl]
         o, S = run_delta_rule(kernel, kda_decode_step, q, k, v, g, beta, state, self.cfg.allow_neg_eigval,
                               self.cfg.impl)
-        o = self.o_norm(o, self.g_b(self.g_a(x)).view(B, T, self.H, self.V))  # [B, T, H, V]
+        gate = self.g_b(self.g_a(x)).view(B, T, self.H, self.V)
+        o = self.o_norm.fused(o, gate) if fused else self.o_norm(o, gate)  # [B, T, H, V]
         return self.o_proj(o.reshape(B, T, self.H * self.V)), {**conv, "recurrent": S}
 
     def state_size(self, seq_len: int) -> int:

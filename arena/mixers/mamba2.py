@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.errors import ConfigError
+from arena.errors import ConfigError, choice_error
+from arena.kernels.fused import FUSED_MODES, use_fused
 from arena.kernels.ssd import chunk_ssd, naive_recurrent_ssd, ssd_decode_step
 from arena.mixers import Mixer, State, register_mixer
 from arena.mixers.common import ShortConv, decay_rate_init, dt_bias_init
@@ -31,8 +32,11 @@ from arena.mixers.common import ShortConv, decay_rate_init, dt_bias_init
 
 @register_mixer("mamba2")
 class Mamba2(Mixer):
+    impls = ("auto", "torch", "triton", "naive")  # auto: the Triton SSD on CUDA, the torch chunked form elsewhere
+
     @dataclass
     class Config(Mixer.Config):
+        impl: str = "auto"
         d_state: int = 128  # N: width of B and C, i.e. the state is [N, headdim] per head
         d_conv: int = 4  # kernel size of the causal depthwise conv over [x | B | C]
         expand: int = 2  # d_inner = expand * d_model
@@ -46,6 +50,7 @@ class Mamba2(Mixer):
         bias: bool = False  # bias of in_proj and out_proj
         norm_eps: float = 1e-5  # eps of the gated RMSNorm
         chunk_size: int = 64  # chunk length of chunk_ssd (mamba uses 256 on GPU; 64 suits short CPU runs)
+        fused: str = "auto"  # Triton ops for the conv and the gated norm: auto (on CUDA) | on | off, kernels/fused
 
     def __init__(self, d_model: int, cfg: Config):
         super().__init__(d_model, cfg)
@@ -59,6 +64,8 @@ class Mamba2(Mixer):
         lo, hi = cfg.A_init_range
         if not 0 < lo <= hi:
             raise ConfigError(f"{where}: A_init_range={tuple(cfg.A_init_range)} must satisfy 0 < lo <= hi")
+        if cfg.fused not in FUSED_MODES:
+            raise choice_error(f"{where}: fused", cfg.fused, FUSED_MODES)
         if cfg.chunk_size < 1 or cfg.d_conv < 1:
             raise ConfigError(f"{where}: chunk_size={cfg.chunk_size} and d_conv={cfg.d_conv} must be >= 1")
 
@@ -84,8 +91,10 @@ class Mamba2(Mixer):
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         Bsz, T, _ = x.shape
         H, P, G, N = self.nheads, self.cfg.headdim, self.cfg.ngroups, self.cfg.d_state
+        fused = use_fused(self.cfg.fused, x)
         z, xBC, dt = self.in_proj(x).split([self.d_inner, self.conv_dim, H], dim=-1)
-        xBC, conv_cache = self.conv(xBC, None if state is None else state["conv"])
+        conv = self.conv.fused if fused else self.conv
+        xBC, conv_cache = conv(xBC, None if state is None else state["conv"])
         xs, Bm, Cm = xBC.split([self.d_inner, G * N, G * N], dim=-1)
 
         ct = torch.promote_types(x.dtype, torch.float32)  # A = -exp(A_log) can overflow in low precision
@@ -101,12 +110,35 @@ class Mamba2(Mixer):
             o = o[:, None]  # [B, 1, H, P]
         elif self.cfg.impl == "naive":
             o, ssm = naive_recurrent_ssd(q, k, v, g, initial_state=h0, output_final_state=True)
+        elif self._triton_ssd(x):
+            # the kernel takes one dtype for q, k, v: the linear layers' (bf16 under autocast), gates in fp32
+            lt = z.dtype
+            o, ssm = chunk_ssd(q.to(lt), k.to(lt), v.to(lt), g, initial_state=h0, output_final_state=True,
+                               backend="triton")
+            o = o.to(ct)
         else:
             o, ssm = chunk_ssd(q, k, v, g, initial_state=h0, output_final_state=True, chunk_size=self.cfg.chunk_size)
 
         y = (o + self.D.to(ct)[:, None] * xs).flatten(-2)  # [B, T, d_inner]
-        y = self._gated_norm(y, z.to(ct))
+        if fused:  # one pass, per group; its output goes to out_proj in the linear layers' dtype (z's)
+            from arena.kernels.fused.gated_norm import gated_rmsnorm
+
+            y = gated_rmsnorm(y.unflatten(-1, (G, -1)), z.unflatten(-1, (G, -1)), self.norm_weight.view(G, -1),
+                              eps=self.cfg.norm_eps, activation="swish", norm_before_gate=False,
+                              out_dtype=z.dtype).flatten(-2)
+        else:
+            y = self._gated_norm(y, z.to(ct))
         return self.out_proj(y.to(x.dtype)), {"conv": conv_cache, "ssm": ssm}
+
+    def _triton_ssd(self, x: torch.Tensor) -> bool:
+        """impl triton: wherever Triton runs (the CPU interpreter included); auto: on CUDA only."""
+        from arena.kernels.triton_delta import triton_status
+
+        if self.cfg.impl == "torch" or x.dtype == torch.float64:
+            return False
+        if self.cfg.impl == "auto" and x.device.type != "cuda":
+            return False
+        return triton_status(x.device)[0]
 
     def state_size(self, seq_len: int) -> int:
         """SSM state [H, N, P] plus the conv cache [d_conv - 1, conv_dim]; constant in seq_len."""

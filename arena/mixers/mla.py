@@ -90,29 +90,35 @@ class MLA(Mixer):
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         P = self._cache_length(x, state)
         (B, T, _), H, Kn, Kr = x.shape, self.H, self.Kn, self.Kr
-        ct = torch.promote_types(x.dtype, torch.float32)
+        ct = torch.promote_types(x.dtype, torch.float32)  # the norms and RoPE compute in this
+        # Under autocast the projections return the autocast dtype and SDPA runs in it (it is on autocast's
+        # lower-precision list), so the [B, T, H, *] glue stays in that dtype instead of a round trip through
+        # fp32 for every tensor; without autocast it is `ct`, as the reference wants.
+        autocast = torch.is_autocast_enabled(x.device.type)
+        wt = torch.get_autocast_dtype(x.device.type) if autocast else ct
         if self.cfg.q_lora_rank is None:
             q = self.q_proj(x)
         else:
             q = self.q_b_proj(self._norm(self.q_a_proj(x), self.q_norm, ct).to(self.q_b_proj.weight.dtype))
-        q_nope, q_rot = q.view(B, T, H, Kn + Kr).to(ct).split([Kn, Kr], dim=-1)
-        c_kv, k_rope = self.kv_a_proj(x).to(ct).split([self.R, Kr], dim=-1)  # [B, T, R], [B, T, Kr]
-        c_kv = self._norm(c_kv, self.kv_norm, ct)
+        q_nope, q_rot = q.view(B, T, H, Kn + Kr).to(wt).split([Kn, Kr], dim=-1)
+        c_kv, k_rope = self.kv_a_proj(x).split([self.R, Kr], dim=-1)  # [B, T, R], [B, T, Kr]
+        c_kv = self._norm(c_kv, self.kv_norm, ct).to(wt)
+        k_rope = k_rope.to(wt)
         if self.cfg.rope:
             # absolute positions, so keys cached at earlier calls keep their rotation
             pos = torch.arange(P, P + T, device=x.device)
-            q_rot = rotary(q_rot, pos, self.cfg.rope_theta)
-            k_rope = rotary(k_rope[:, :, None], pos, self.cfg.rope_theta)[:, :, 0]
+            q_rot = rotary(q_rot.to(ct), pos, self.cfg.rope_theta).to(wt)
+            k_rope = rotary(k_rope[:, :, None].to(ct), pos, self.cfg.rope_theta)[:, :, 0].to(wt)
         if state is not None:
-            c_kv = torch.cat([state["c_kv"].to(ct), c_kv], dim=1)  # [B, S, R], S = P + T
-            k_rope = torch.cat([state["k_rope"].to(ct), k_rope], dim=1)  # [B, S, Kr]
+            c_kv = torch.cat([state["c_kv"].to(wt), c_kv], dim=1)  # [B, S, R], S = P + T
+            k_rope = torch.cat([state["k_rope"].to(wt), k_rope], dim=1)  # [B, S, Kr]
         S = P + T
-        kv = self.kv_b_proj(c_kv.to(self.kv_b_proj.weight.dtype)).view(B, S, H, Kn + self.V).to(ct)
-        k_nope, v = kv.split([Kn, self.V], dim=-1)
+        kv = self.kv_b_proj(c_kv if autocast else c_kv.to(self.kv_b_proj.weight.dtype))
+        k_nope, v = kv.view(B, S, H, Kn + self.V).to(wt).split([Kn, self.V], dim=-1)
         q = torch.cat([q_nope, q_rot], dim=-1)  # [B, T, H, Kn + Kr]
         k = torch.cat([k_nope, k_rope[:, :, None].expand(B, S, H, Kr)], dim=-1)  # the rope key is shared by all heads
-        o = ATTENTION[self.cfg.impl](q, k, v, self.scale)  # [B, T, H, V]
-        y = self.o_proj(o.reshape(B, T, H * self.V).to(self.o_proj.weight.dtype))
+        o = ATTENTION[self.cfg.impl](q, k, v, self.scale).reshape(B, T, H * self.V)  # [B, T, H*V]
+        y = self.o_proj(o if autocast else o.to(self.o_proj.weight.dtype))
         return y.to(x.dtype), {"c_kv": c_kv, "k_rope": k_rope}
 
     def state_size(self, seq_len: int) -> int:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from arena.errors import choice_error
 from arena.kernels.ssd.naive import check_inputs, compute_dtype
 
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "triton")  # triton: arena.kernels.ssd.triton_ssd (CUDA, or the interpreter), chunk 64
 
 
 def segsum(x: torch.Tensor) -> torch.Tensor:
@@ -65,6 +65,10 @@ def chunk_ssd(
         raise choice_error("chunk_ssd backend", backend, BACKENDS)
     if chunk_size < 1:
         raise ValueError(f"chunk_ssd: chunk_size={chunk_size} must be >= 1")
+    if backend == "triton":  # its own chunk of 64: the chunk size changes rounding only, not the result
+        from arena.kernels.ssd.triton_ssd import chunk_ssd_triton
+
+        return chunk_ssd_triton(q, k, v, g, scale, initial_state, output_final_state)
     check_inputs(q, k, v, g, initial_state)
     out_dtype, dtype = v.dtype, compute_dtype(q, k, v, g, initial_state)
     B, T, H, K = q.shape

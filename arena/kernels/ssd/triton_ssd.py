@@ -1,0 +1,340 @@
+"""Mamba2's chunked SSD on Triton, forward and backward (an autograd.Function), chunk C = 64.
+
+    from arena.kernels.ssd.triton_ssd import chunk_ssd_triton
+    o, S = chunk_ssd_triton(q, k, v, g, scale=1.0, initial_state=h0, output_final_state=True)
+
+Same recurrence and signature as `arena.kernels.ssd.naive_recurrent_ssd` (per head, g_t <= 0 a scalar):
+    S_t = exp(g_t) S_{t-1} + k_t v_t^T,   o_t = scale * S_t^T q_t
+q, k: [B, T, H, K]; v: [B, T, H, V] (one dtype of fp32/fp16/bf16, K, V <= 256); g: [B, T, H]; state [B, H, K, V]
+fp32. CUDA tensors, or CPU under the Triton interpreter (TRITON_INTERPRET=1; bf16 is wrong there).
+Tested in tests/kernels/test_triton_ssd.py.
+
+Tensors are indexed in their [B, T, H, *] layout; G = the chunk-local cumsum of g is recomputed (fp32) by every
+kernel from g, so nothing but the chunk-entry states is kept between forward and backward. Three launches:
+
+`ssd_fwd_kernel`, one program per (batch * head, block of V), sequential over the chunks, state S in fp32:
+    o = (scale q exp(G)) S + A v,   A[r, j] = scale q_r.k_j exp(G_r - G_j) [j <= r]
+    S <- exp(G_last) S + (k exp(G_last - G))^T v
+  It stores the state entering every chunk when the backward will need it.
+`ssd_bwd_state_kernel` (same grid, chunks in reverse) carries dS, the gradient of the state leaving a chunk:
+    dS <- exp(G_last) dS + (scale q exp(G))^T dO;   it stores dS per chunk and dS of the initial state.
+`ssd_bwd_intra_kernel`, one program per (chunk, batch * head), all chunks in parallel, loops over blocks of V:
+    dA = scale (dO v^T) * decay,  dq = scale exp(G) (dO S^T) + dA k,  dk = dA^T q + exp(G_last - G) (v dS^T),
+    dv = A^T dO + (k exp(G_last - G)) dS
+  and dG_r = q_r.dq_r - k_r.dk_r (+ exp(G_last) <dS, S> + sum_j k_j.(state part of dk_j) on the chunk's last
+  row), turned into dg by a reverse cumsum within the chunk.
+Every exponent is a difference clamped at <= 0 and masked rows are zero, so no gate (even -1000) makes inf or NaN.
+fp32 inputs take IEEE fp32 dots (not TF32) so they match an fp32 reference.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from arena.kernels.ssd.naive import check_inputs
+from arena.kernels.triton_delta import output_buffer, triton_status
+
+CHUNK = 64
+MAX_HEAD_DIM = 256
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def _load_rows(ptr, t0, n_valid, stride_t, C: tl.constexpr, BD: tl.constexpr, D):
+    """Tile [C, BD] of the chunk starting at token t0, in the storage dtype; rows >= n_valid and columns >= D
+    are 0."""
+    r = tl.arange(0, C)
+    c = tl.arange(0, BD)
+    return tl.load(ptr + (t0 + r)[:, None] * stride_t + c[None, :],
+                   mask=(r[:, None] < n_valid) & (c[None, :] < D), other=0.0)
+
+
+@triton.jit
+def _store_rows(ptr, x, t0, n_valid, stride_t, C: tl.constexpr, BD: tl.constexpr, D):
+    r = tl.arange(0, C)
+    c = tl.arange(0, BD)
+    tl.store(ptr + (t0 + r)[:, None] * stride_t + c[None, :], x.to(ptr.dtype.element_ty),
+             mask=(r[:, None] < n_valid) & (c[None, :] < D))
+
+
+@triton.jit
+def _chunk_gates(g_ptr, t0, n_valid, stride_t, C: tl.constexpr):
+    """(G [C], G_last): the chunk-local cumsum of g in fp32 and its value at the chunk's last valid row. Rows past
+    the end have g = 0, so G_last is G's last element, bit for bit the value at the last valid row."""
+    r = tl.arange(0, C)
+    g = tl.load(g_ptr + (t0 + r) * stride_t, mask=r < n_valid, other=0.0).to(tl.float32)
+    G = tl.cumsum(g, axis=0)
+    G_last = tl.sum(tl.where(r == C - 1, G, 0.0), axis=0)
+    return G, G_last
+
+
+@triton.jit
+def ssd_fwd_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, h0_ptr, o_ptr, ht_ptr, h_ptr,
+    scale, T, H, K, V, NT,
+    BK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr,
+    HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, SAVE: tl.constexpr, PREC: tl.constexpr,
+):
+    i_bh, i_v = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    tok0 = i_b.to(tl.int64) * T * H + i_h  # index of (b, t = 0, h) among the [B, T, H] vectors
+    zero64 = tok0 * 0  # chunk starts in int64: T * H * K may pass 2^31
+    q_ptr += tok0 * K
+    k_ptr += tok0 * K
+    v_ptr += tok0 * V + i_v * BV
+    o_ptr += tok0 * V + i_v * BV
+    g_ptr += tok0
+    Vb = V - i_v * BV  # columns left in this block
+
+    rows = tl.arange(0, C)
+    rk = tl.arange(0, BK)
+    cv = tl.arange(0, BV)
+    causal = rows[:, None] >= rows[None, :]
+    state_idx = rk[:, None] * V + i_v * BV + cv[None, :]
+    state_mask = (rk[:, None] < K) & (cv[None, :] < Vb)
+    state_off = i_bh.to(tl.int64) * K * V + state_idx
+    if HAS_H0:
+        S = tl.load(h0_ptr + state_off, mask=state_mask, other=0.0).to(tl.float32)
+    else:
+        S = tl.zeros((BK, BV), dtype=tl.float32)
+    dt = q_ptr.dtype.element_ty
+    for c in range(0, NT):
+        t0 = zero64 + c * C
+        n_valid = tl.minimum(T - t0, C)
+        if SAVE:
+            tl.store(h_ptr + (i_bh.to(tl.int64) * NT + c) * K * V + state_idx, S.to(h_ptr.dtype.element_ty),
+                     mask=state_mask)
+        G, G_last = _chunk_gates(g_ptr, t0, n_valid, H, C)
+        q = _load_rows(q_ptr, t0, n_valid, H * K, C, BK, K)
+        k = _load_rows(k_ptr, t0, n_valid, H * K, C, BK, K)
+        v = _load_rows(v_ptr, t0, n_valid, H * V, C, BV, Vb)
+        # mask before exp: above the diagonal G_r - G_j > 0 could overflow
+        decay = tl.where(causal, tl.exp(tl.minimum(G[:, None] - G[None, :], 0.0)), 0.0)
+        A = tl.dot(q, tl.trans(k), input_precision=PREC) * decay * scale
+        qg = (q.to(tl.float32) * (tl.exp(tl.minimum(G, 0.0)) * scale)[:, None]).to(dt)
+        o = tl.dot(qg, S.to(dt), input_precision=PREC) + tl.dot(A.to(dt), v, input_precision=PREC)
+        _store_rows(o_ptr, o, t0, n_valid, H * V, C, BV, Vb)
+        kg = (k.to(tl.float32) * tl.exp(tl.minimum(G_last - G, 0.0))[:, None]).to(dt)
+        S = S * tl.exp(tl.minimum(G_last, 0.0)) + tl.dot(tl.trans(kg), v, input_precision=PREC)
+    if STORE_FINAL:
+        tl.store(ht_ptr + state_off, S, mask=state_mask)
+
+
+@triton.jit
+def ssd_bwd_state_kernel(
+    q_ptr, g_ptr, do_ptr, dht_ptr, dh_ptr, dh0_ptr,
+    scale, T, H, K, V, NT,
+    BK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr,
+    HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
+):
+    i_bh, i_v = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    tok0 = i_b.to(tl.int64) * T * H + i_h
+    zero64 = tok0 * 0
+    q_ptr += tok0 * K
+    do_ptr += tok0 * V + i_v * BV
+    g_ptr += tok0
+    Vb = V - i_v * BV
+
+    rk = tl.arange(0, BK)
+    cv = tl.arange(0, BV)
+    state_idx = rk[:, None] * V + i_v * BV + cv[None, :]
+    state_mask = (rk[:, None] < K) & (cv[None, :] < Vb)
+    state_off = i_bh.to(tl.int64) * K * V + state_idx
+    if HAS_DHT:
+        dS = tl.load(dht_ptr + state_off, mask=state_mask, other=0.0).to(tl.float32)
+    else:
+        dS = tl.zeros((BK, BV), dtype=tl.float32)
+    dt = q_ptr.dtype.element_ty
+    for cc in range(0, NT):
+        c = NT - 1 - cc
+        t0 = zero64 + c * C
+        n_valid = tl.minimum(T - t0, C)
+        tl.store(dh_ptr + (i_bh.to(tl.int64) * NT + c) * K * V + state_idx, dS, mask=state_mask)
+        G, G_last = _chunk_gates(g_ptr, t0, n_valid, H, C)
+        q = _load_rows(q_ptr, t0, n_valid, H * K, C, BK, K)
+        do = _load_rows(do_ptr, t0, n_valid, H * V, C, BV, Vb).to(dt)
+        qg = (q.to(tl.float32) * (tl.exp(tl.minimum(G, 0.0)) * scale)[:, None]).to(dt)
+        dS = dS * tl.exp(tl.minimum(G_last, 0.0)) + tl.dot(tl.trans(qg), do, input_precision=PREC)
+    if STORE_DH0:
+        tl.store(dh0_ptr + state_off, dS, mask=state_mask)
+
+
+@triton.jit
+def ssd_bwd_intra_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, h_ptr, dh_ptr, dq_ptr, dk_ptr, dv_ptr, dg_ptr,
+    scale, T, H, K, V, NT,
+    BK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr,
+):
+    i_c, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    tok0 = i_b.to(tl.int64) * T * H + i_h
+    q_ptr += tok0 * K
+    k_ptr += tok0 * K
+    dq_ptr += tok0 * K
+    dk_ptr += tok0 * K
+    v_ptr += tok0 * V
+    do_ptr += tok0 * V
+    dv_ptr += tok0 * V
+    g_ptr += tok0
+    dg_ptr += tok0
+    t0 = tok0 * 0 + i_c * C
+    n_valid = tl.minimum(T - t0, C)
+    state_base = (i_bh.to(tl.int64) * NT + i_c) * K * V
+
+    rows = tl.arange(0, C)
+    rk = tl.arange(0, BK)
+    cv = tl.arange(0, BV)
+    dt = q_ptr.dtype.element_ty
+    G, G_last = _chunk_gates(g_ptr, t0, n_valid, H, C)
+    q = _load_rows(q_ptr, t0, n_valid, H * K, C, BK, K)
+    k = _load_rows(k_ptr, t0, n_valid, H * K, C, BK, K)
+    decay = tl.where(rows[:, None] >= rows[None, :], tl.exp(tl.minimum(G[:, None] - G[None, :], 0.0)), 0.0)
+    A = (tl.dot(q, tl.trans(k), input_precision=PREC) * decay * scale).to(dt)
+    to_end = tl.exp(tl.minimum(G_last - G, 0.0))  # decay from each row to the chunk's last row
+    kg = (k.to(tl.float32) * to_end[:, None]).to(dt)
+
+    # sums over V, block by block: dO v^T, dO S^T, v dS^T and <dS, S>; dv of each block is complete at once
+    dA = tl.zeros((C, C), dtype=tl.float32)
+    dq_inter = tl.zeros((C, BK), dtype=tl.float32)
+    dk_state = tl.zeros((C, BK), dtype=tl.float32)
+    dS_S = tl.zeros((BK,), dtype=tl.float32)
+    for v0 in range(0, V, BV):
+        Vb = V - v0
+        v = _load_rows(v_ptr + v0, t0, n_valid, H * V, C, BV, Vb)
+        do = _load_rows(do_ptr + v0, t0, n_valid, H * V, C, BV, Vb).to(dt)
+        smask = (rk[:, None] < K) & (cv[None, :] < Vb)
+        soff = state_base + rk[:, None] * V + v0 + cv[None, :]
+        S = tl.load(h_ptr + soff, mask=smask, other=0.0).to(dt)
+        dS = tl.load(dh_ptr + soff, mask=smask, other=0.0)
+        dSd = dS.to(dt)
+        dA += tl.dot(do, tl.trans(v), input_precision=PREC)
+        dq_inter += tl.dot(do, tl.trans(S), input_precision=PREC)
+        dk_state += tl.dot(v, tl.trans(dSd), input_precision=PREC)
+        dS_S += tl.sum(S.to(tl.float32) * dS, axis=1)
+        dv = tl.dot(tl.trans(A), do, input_precision=PREC) + tl.dot(kg, dSd, input_precision=PREC)
+        _store_rows(dv_ptr + v0, dv, t0, n_valid, H * V, C, BV, Vb)
+
+    dAd = (dA * decay * scale).to(dt)
+    dq = dq_inter * (tl.exp(tl.minimum(G, 0.0)) * scale)[:, None] + tl.dot(dAd, k, input_precision=PREC)
+    dk_state = dk_state * to_end[:, None]
+    dk = tl.dot(tl.trans(dAd), q, input_precision=PREC) + dk_state
+    qf = q.to(tl.float32)
+    kf = k.to(tl.float32)
+    # G_last feeds S_out = exp(G_last) S_in + sum_j exp(G_last - G_j) k_j v_j^T; its gradient lands on the last
+    # row, and every valid row i <= last sums it in the reverse cumsum below
+    last = tl.sum(dS_S, axis=0) * tl.exp(tl.minimum(G_last, 0.0)) + tl.sum(tl.sum(kf * dk_state, axis=1), axis=0)
+    dG = tl.sum(qf * dq - kf * dk, axis=1)
+    dg = tl.sum(dG, axis=0) - tl.cumsum(dG, axis=0) + dG + last
+    _store_rows(dq_ptr, dq, t0, n_valid, H * K, C, BK, K)
+    _store_rows(dk_ptr, dk, t0, n_valid, H * K, C, BK, K)
+    tl.store(dg_ptr + (t0 + rows) * H, dg, mask=rows < n_valid)
+
+
+def _launch_config(K: int, V: int, dtype: torch.dtype) -> dict:
+    BK = max(16, triton.next_power_of_2(K))
+    BV_full = max(16, triton.next_power_of_2(V))
+    # Triton 3.6 miscompiled 32-wide V tiles beside K tiles of 128+ on an H200 (arena/kernels/triton_delta/chunk.py
+    # _blocks); V tiles are kept at least 64 wide there, the unused columns masked.
+    BV = 64 if BK >= 128 else min(64, BV_full)
+    return dict(BK=BK, BV=BV, PREC="ieee" if dtype == torch.float32 else "tf32",
+                warps_state=4, warps_intra=8 if BK >= 128 else 4)
+
+
+def _forward(q, k, v, g, h0, scale, store_final: bool, save: bool):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    NT = triton.cdiv(T, CHUNK)
+    cfg = _launch_config(K, V, q.dtype)
+    dev = q.device
+    o = output_buffer(v.shape, v.dtype, dev)
+    ht = output_buffer((B, H, K, V), torch.float32, dev) if store_final else None
+    h = output_buffer((B, H, NT, K, V), q.dtype, dev) if save else None  # the state entering every chunk
+    ssd_fwd_kernel[(B * H, triton.cdiv(V, cfg["BV"]))](
+        q, k, v, g, h0 if h0 is not None else o, o, ht if ht is not None else o, h if h is not None else o,
+        scale, T, H, K, V, NT,
+        BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, HAS_H0=h0 is not None, STORE_FINAL=store_final, SAVE=save,
+        PREC=cfg["PREC"], num_warps=cfg["warps_state"], num_stages=1)
+    return o, ht, h
+
+
+def _backward(q, k, v, g, h, do, dht, scale, need_dh0: bool):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    NT = triton.cdiv(T, CHUNK)
+    cfg = _launch_config(K, V, q.dtype)
+    dev = q.device
+    dh = output_buffer((B, H, NT, K, V), torch.float32, dev)  # gradient of the state leaving every chunk
+    dh0 = output_buffer((B, H, K, V), torch.float32, dev) if need_dh0 else None
+    ssd_bwd_state_kernel[(B * H, triton.cdiv(V, cfg["BV"]))](
+        q, g, do, dht if dht is not None else dh, dh, dh0 if dh0 is not None else dh,
+        scale, T, H, K, V, NT,
+        BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, HAS_DHT=dht is not None, STORE_DH0=need_dh0,
+        PREC=cfg["PREC"], num_warps=cfg["warps_state"], num_stages=1)
+    dq = output_buffer(q.shape, q.dtype, dev)
+    dk = output_buffer(k.shape, k.dtype, dev)
+    dv = output_buffer(v.shape, v.dtype, dev)
+    dg = output_buffer(g.shape, torch.float32, dev)
+    ssd_bwd_intra_kernel[(NT, B * H)](
+        q, k, v, g, do, h, dh, dq, dk, dv, dg,
+        scale, T, H, K, V, NT,
+        BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, PREC=cfg["PREC"], num_warps=cfg["warps_intra"], num_stages=1)
+    return dq, dk, dv, dg, dh0
+
+
+class ChunkSSDTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, g, h0, scale, output_final_state):
+        save = any(ctx.needs_input_grad[:5])
+        o, ht, h = _forward(q, k, v, g, h0, scale, output_final_state, save)
+        if save:
+            ctx.save_for_backward(q, k, v, g, h)
+        ctx.scale = scale
+        ctx.set_materialize_grads(False)  # an unused final state costs no dht buffer
+        return o, ht
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        q, k, v, g, h = ctx.saved_tensors
+        do = torch.zeros_like(v) if do is None else do.to(v.dtype).contiguous()
+        dht = None if dht is None else dht.float().contiguous()
+        dq, dk, dv, dg, dh0 = _backward(q, k, v, g, h, do, dht, ctx.scale, ctx.needs_input_grad[4])
+        return dq, dk, dv, dg, dh0, None, None
+
+
+def chunk_ssd_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    scale: float = 1.0,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """q, k: [B, T, H, K]; v: [B, T, H, V]; g: [B, T, H] (<= 0); initial_state: [B, H, K, V].
+
+    Returns o: [B, T, H, V] in v's dtype and, if asked, the final state [B, H, K, V] in fp32. Differentiable in
+    q, k, v, g and initial_state.
+    """
+    check_inputs(q, k, v, g, initial_state)
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in DTYPES:
+        raise ValueError(f"chunk_ssd_triton: q, k, v must share one dtype of fp32/fp16/bf16, "
+                         f"got {q.dtype}/{k.dtype}/{v.dtype}")
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    if max(K, V) > MAX_HEAD_DIM:
+        raise ValueError(f"chunk_ssd_triton: head dims up to {MAX_HEAD_DIM} are supported, got K={K}, V={V}")
+    ok, reason = triton_status(q.device)
+    if not ok:
+        raise ValueError(f"chunk_ssd_triton: the Triton kernels cannot run here ({reason})")
+    h0 = None if initial_state is None else initial_state.float().contiguous()
+    if B * T * H == 0:  # nothing to launch; zero-size grids are not launchable
+        o = v.new_zeros(v.shape)
+        ht = None
+        if output_final_state:
+            ht = h0.clone() if h0 is not None else q.new_zeros((B, H, K, V), dtype=torch.float32)
+        return o, ht
+    return ChunkSSDTriton.apply(q.contiguous(), k.contiguous(), v.contiguous(), g.float().contiguous(), h0,
+                                float(scale), bool(output_final_state))

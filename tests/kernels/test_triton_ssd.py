@@ -1,0 +1,147 @@
+"""The Triton SSD kernels (arena.kernels.ssd.triton_ssd) against the fp64 token-loop oracle.
+
+    python -m pytest -q tests/kernels/test_triton_ssd.py                      # CPU: Triton's interpreter
+    TRITON_INTERPRET=0 python -m pytest -q tests/kernels/test_triton_ssd.py   # a CUDA machine: compiled kernels
+
+On CPU (tests/conftest.py sets TRITON_INTERPRET=1) the cases run in fp32 and fp16: the interpreter's bf16 `tl.dot`
+is wrong, so bf16 runs only on CUDA. Every kernel output is NaN-poisoned before launch, and every case checks o,
+the final state and dq, dk, dv, dg, dh0 (a loss on o and, when returned, on the final state).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from arena.kernels.ssd import naive_recurrent_ssd
+from arena.kernels.ssd.triton_ssd import chunk_ssd_triton
+from arena.kernels.triton_delta import interpreting
+from arena.testing import assert_close
+
+ON_CUDA = not interpreting() and torch.cuda.is_available()
+pytestmark = pytest.mark.skipif(not (interpreting() or ON_CUDA),
+                                reason="needs TRITON_INTERPRET=1 (tests/conftest.py sets it) or a CUDA device")
+TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 1e-2}
+
+
+@pytest.fixture
+def device():
+    return "cuda" if ON_CUDA else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _poison(monkeypatch):
+    monkeypatch.setenv("ARENA_TRITON_POISON", "1")
+
+
+def make(B, T, H, K, V, dtype, device, strong=0.0, strong_value=-30.0):
+    """q, v ~ randn, k ~ randn / sqrt(K); gates -softplus(randn), a fraction `strong` of them set to strong_value;
+    fp32 gates and initial state."""
+    q = torch.randn(B, T, H, K).to(dtype)
+    k = (torch.randn(B, T, H, K) / K ** 0.5).to(dtype)
+    v = torch.randn(B, T, H, V).to(dtype)
+    g = -F.softplus(torch.randn(B, T, H))
+    g = torch.where(torch.rand(B, T, H) < strong, strong_value, g)
+    h0 = torch.randn(B, H, K, V)
+    return [x.to(device).requires_grad_() for x in (q, k, v, g, h0)]
+
+
+def run_and_grads(fn, inputs, scale, with_h0, final, do, dS):
+    q, k, v, g, h0 = inputs
+    o, S = fn(q, k, v, g, scale=scale, initial_state=h0 if with_h0 else None, output_final_state=final)
+    loss = (o.double() * do).sum() + ((S.double() * dS).sum() if final else 0)
+    leaves = [q, k, v, g] + ([h0] if with_h0 else [])
+    return o, S, torch.autograd.grad(loss, leaves)
+
+
+def check(inputs, dtype, scale=1.0, with_h0=True, final=True, tol=None):
+    tol = tol or TOL[dtype]
+    B, T, H, _ = inputs[0].shape
+    do = torch.randn(inputs[2].shape, dtype=torch.float64, device=inputs[0].device)
+    dS = torch.randn(inputs[4].shape, dtype=torch.float64, device=inputs[0].device)
+    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
+    o_ref, S_ref, g_ref = run_and_grads(naive_recurrent_ssd, ref_inputs, scale, with_h0, final, do, dS)
+    o, S, g_tri = run_and_grads(chunk_ssd_triton, inputs, scale, with_h0, final, do, dS)
+    assert o.dtype == inputs[2].dtype and o.shape == o_ref.shape
+    assert_close("o", o_ref, o.float(), tol)
+    if final:
+        assert S.dtype == torch.float32
+        assert_close("final state", S_ref, S, tol)
+    else:
+        assert S is None
+    for name, want, got in zip(["dq", "dk", "dv", "dg", "dh0"], g_ref, g_tri):
+        assert got.dtype == {"dg": torch.float32, "dh0": torch.float32}.get(name, dtype), name
+        assert_close(name, want, got.float(), 2 * tol if name == "dg" else tol)
+
+
+CASES = [  # (id, B, T, H, K, V, dtype, options)
+    ("T1-B2H3-K16V16", 2, 1, 3, 16, 16, torch.float32, {"scale": 0.5}),
+    ("T63-K32V16-no-h0", 1, 63, 1, 32, 16, torch.float32, {"with_h0": False}),
+    ("T64-B2-K16V32-no-final", 2, 64, 1, 16, 32, torch.float32, {"final": False, "scale": 2.0}),
+    ("T130-B2H3-K24V40-strong", 2, 130, 3, 24, 40, torch.float32, {"scale": 0.3, "strong": 0.1}),
+    ("T130-H3-K32V32-no-h0-no-final", 1, 130, 3, 32, 32, torch.float32,
+     {"with_h0": False, "final": False, "strong": 0.05}),
+    ("T130-K16V16-gates-of-1000", 1, 130, 1, 16, 16, torch.float32, {"strong": 0.05, "strong_value": -1000.0}),
+    ("T70-K20V80-two-V-blocks", 1, 70, 2, 20, 80, torch.float32, {"scale": 0.5}),
+    ("fp16-T63-B2-K16V32", 2, 63, 1, 16, 32, torch.float16, {"scale": 0.5}),
+    ("fp16-T130-H3-K24V40-strong", 1, 130, 3, 24, 40, torch.float16, {"strong": 0.1}),
+    ("fp16-T1-no-h0-no-final", 2, 1, 1, 32, 16, torch.float16, {"with_h0": False, "final": False}),
+    ("bf16-T130-B2H3-K24V40", 2, 130, 3, 24, 40, torch.bfloat16, {"scale": 0.5, "strong": 0.05}),
+    ("bf16-T64-K128V64", 1, 64, 2, 128, 64, torch.bfloat16, {}),
+    ("fp32-T200-K128V64", 1, 200, 2, 128, 64, torch.float32, {"cuda_only": True}),
+    ("bf16-T100-K256V256", 1, 100, 1, 256, 256, torch.bfloat16, {}),
+]
+
+
+@pytest.mark.parametrize("B,T,H,K,V,dtype,opts", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_chunk_ssd_triton_matches_oracle(device, B, T, H, K, V, dtype, opts):
+    opts = dict(opts)
+    if (dtype == torch.bfloat16 or opts.pop("cuda_only", False)) and device == "cpu":
+        pytest.skip("bf16 tl.dot is wrong in the Triton interpreter; large heads are too slow there")
+    make_opts = {key: opts.pop(key) for key in ("strong", "strong_value") if key in opts}
+    check(make(B, T, H, K, V, dtype, device, **make_opts), dtype, **opts)
+
+
+def test_loss_on_the_final_state_only(device):
+    """o unused: the backward receives no dO and must still give every gradient through the state."""
+    q, k, v, g, h0 = make(1, 70, 2, 16, 16, torch.float32, device)
+    dS = torch.randn(1, 2, 16, 16, device=device)
+    leaves = [q, k, v, g, h0]
+    want = torch.autograd.grad((naive_recurrent_ssd(q, k, v, g, 0.5, h0, True)[1] * dS).sum(), leaves,
+                               allow_unused=True, materialize_grads=True)  # q does not reach the state
+    got = torch.autograd.grad((chunk_ssd_triton(q, k, v, g, 0.5, h0, True)[1] * dS).sum(), leaves)
+    assert not got[0].any()
+    for name, a, b in zip(["dk", "dv", "dg", "dh0"], want[1:], got[1:]):
+        assert_close(name, a, b, 1e-4)
+
+
+def test_no_grad_forward_matches(device):
+    q, k, v, g, h0 = (x.detach() for x in make(2, 70, 1, 16, 24, torch.float32, device))
+    with torch.no_grad():
+        o, S = chunk_ssd_triton(q, k, v, g, initial_state=h0, output_final_state=True)
+    o_ref, S_ref = naive_recurrent_ssd(q, k, v, g, initial_state=h0, output_final_state=True)
+    assert_close("o", o_ref, o, 1e-4)
+    assert_close("final state", S_ref, S, 1e-4)
+
+
+def test_empty_sequence(device):
+    q, k, v, g, h0 = (x.detach() for x in make(2, 0, 1, 16, 16, torch.float32, device))
+    o, S = chunk_ssd_triton(q, k, v, g, initial_state=h0, output_final_state=True)
+    assert o.shape == v.shape and torch.equal(S, h0)
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"v": torch.float16}, "one dtype"),
+    ({"q": torch.float64, "k": torch.float64, "v": torch.float64}, "one dtype"),
+    ({"K": 264}, "head dims up to 256"),
+    ({"g_shape": (1, 4, 2)}, "g must be"),
+])
+def test_bad_inputs_are_one_line_errors(device, change, match):
+    K = change.get("K", 16)
+    q = torch.randn(1, 4, 1, K, dtype=change.get("q", torch.float32), device=device)
+    k = torch.randn(1, 4, 1, K, dtype=change.get("k", torch.float32), device=device)
+    v = torch.randn(1, 4, 1, 16, dtype=change.get("v", torch.float32), device=device)
+    g = -torch.rand(change.get("g_shape", (1, 4, 1)), device=device)
+    with pytest.raises(ValueError, match=match):
+        chunk_ssd_triton(q, k, v, g)
