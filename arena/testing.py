@@ -26,3 +26,61 @@ def assert_close(name: str, ref: torch.Tensor, out: torch.Tensor, ratio: float, 
     if err <= ratio or max_abs <= atol:
         return
     raise AssertionError(f"{name}: relative RMS error {err:.3g} > {ratio:g} (max abs diff {max_abs:.3g})")
+
+
+def reference_losses(run, steps: int) -> list[float]:
+    """Per-step training losses of `run` through the plain loop the trainer replaced: batches generated inline,
+    scored positions taken by a boolean mask, the per-tensor AdamW, and a host read of the loss every step.
+    The oracle for `trainer_losses` (same seed and config: the same curve up to rounding)."""
+    import torch.nn.functional as F
+
+    from arena.tasks import IGNORE
+    from arena.tasks.base import split_seed
+    from arena.train import lr_at, make_optimizer
+
+    cfg, task, model, device, amp = run.train_cfg, run.task, run.model, run.device, run.amp
+    decay, no_decay = (g["params"] for g in make_optimizer(model, cfg).param_groups)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=False, fused=False)
+    fixed = task.generate(task.cfg.num_train, split_seed(cfg.seed, "train")) if task.cfg.num_train else None
+    order_rng = torch.Generator().manual_seed(cfg.seed)
+    order, cursor = (torch.randperm(len(fixed), generator=order_rng) if fixed is not None else None), 0
+    losses = []
+    for step in range(steps):
+        if fixed is not None:
+            if cursor + cfg.batch_size > len(order):
+                order, cursor = torch.randperm(len(fixed), generator=order_rng), 0
+            batch = fixed[order[cursor: cursor + cfg.batch_size]]
+            cursor += cfg.batch_size
+        else:
+            batch = task.generate(cfg.batch_size, [cfg.seed, 3, step])
+        batch = batch.to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            hidden, _ = model.hidden_states(batch.inputs)
+            scored = batch.targets != IGNORE
+            logits = model.lm_head(hidden[scored]).float()
+        loss = F.cross_entropy(logits, batch.targets[scored])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=False)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def trainer_losses(run, steps: int) -> list[float]:
+    """Per-step training losses of `run` through `arena.train.Trainer` and `batch_stream` (read once, at the end)."""
+    from arena.train import Trainer, batch_stream
+
+    trainer, batches, losses = Trainer(run), batch_stream(run), []
+    try:
+        for step in range(steps):
+            trainer.step(next(batches), step)
+            losses.append(trainer.last_loss)
+    finally:
+        batches.close()
+    return torch.stack(losses).tolist()

@@ -1,19 +1,32 @@
-"""Training and held-out evaluation of one (model, task) pair: a plain loop that leaves a self-describing run dir.
+"""Training and held-out evaluation of one (model, task) pair: a loop that never waits, and a self-describing run dir.
 
 Called by `python -m arena.run` (which composes the Hydra config); usable directly as
-`train(config_dict, run_dir, mixer_specs, default_spec)`. The run directory receives:
+`train(Run(config_dict, mixer_specs, default_spec), run_dir, name)`. The run directory receives:
     config.yaml     the resolved config          env.json      git sha, versions, device
     metrics.jsonl   one JSON line per evaluation summary.json  written atomically at the end
 Status is `completed`, `diverged` (a NaN/inf loss; not an exception) or `failed` (an exception, re-raised).
+
+The step (`Trainer.step`) never reads the GPU from the host: loss and accuracy accumulate on the device and are
+read at each evaluation; the divergence check peeks at a device flag every `DIVERGENCE_PEEK` steps through a
+non-blocking copy, so it costs no stall; batches of fresh samples are generated ahead in a background process
+(`batch_stream`), and the scored positions are gathered by index (a boolean mask would sync). The reported
+tokens/s is the steady state: the first `STEADY_AFTER` steps (Triton compilation, allocator warm-up) are left out.
+
+    trainer = Trainer(run)
+    for step, batch in zip(range(steps), batch_stream(run)):
+        trainer.step(batch, step)
+    loss, accuracy = trainer.read_window()      # one host sync
 """
 
 from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,12 +36,15 @@ from tqdm.auto import tqdm
 
 from arena.config_utils import make_config
 from arena.errors import ConfigError, choice_error
-from arena.evaluate import EvalConfig, evaluate, evaluate_lengths, scored_logits
+from arena.evaluate import EvalConfig, evaluate, evaluate_lengths
 from arena.loggers import make_logger
 from arena.model import LanguageModel, ModelConfig
 from arena.provenance import environment, write_json_atomic
-from arena.tasks import Task, build_task
+from arena.tasks import IGNORE, Batch, Task, build_task
 from arena.tasks.base import split_seed
+
+STEADY_AFTER = 10  # steps left out of tokens/s: Triton compiles and the allocator warms up in the first ones
+DIVERGENCE_PEEK = 25  # steps between non-blocking looks at the device's non-finite-loss flag
 
 
 @dataclass
@@ -51,6 +67,8 @@ class TrainConfig:
     # torch intra-op threads on CPU; 0 = torch's default. Models this small are latency-bound: on the 2-core
     # CI machine 2 threads made elementwise ops 5-25x slower than 1 (thread sync costs more than it saves)
     cpu_threads: int = 1
+    # background processes generating fresh-sample batches ahead of the step; -1 = 1 on CUDA, 0 (inline) on CPU
+    data_workers: int = -1
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,7 +103,9 @@ def make_optimizer(model: LanguageModel, cfg: TrainConfig) -> torch.optim.AdamW:
         skip = p.ndim < 2 or getattr(p, "_no_weight_decay", False) or name.startswith("embed.")
         (no_decay if skip else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    # one fused kernel for the whole update on CUDA (the per-tensor loop launches ~10 kernels per parameter)
+    fused = all(p.is_cuda for p in model.parameters())
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
 
 
 def peak_memory(device: torch.device) -> dict:
@@ -142,67 +162,217 @@ def train(run: Run, run_dir: Path, name: str, extra: dict | None = None) -> dict
     return summary
 
 
+@dataclass
+class StepBatch:
+    """One training batch as the step consumes it: tokens, and the scored positions as flat indices into [B*T]."""
+    inputs: torch.Tensor  # [B, T] int64
+    scored_index: torch.Tensor  # [S] int64, row-major positions whose target is not IGNORE
+    scored_targets: torch.Tensor  # [S] int64
+
+    @staticmethod
+    def from_batch(batch: Batch, pin: bool = False) -> StepBatch:
+        flat = batch.targets.reshape(-1)
+        index = (flat != IGNORE).nonzero().squeeze(1)  # on the host: the device never has to report a count
+        out = StepBatch(batch.inputs, index, flat[index])
+        return out.pin_memory() if pin else out
+
+    def pin_memory(self) -> StepBatch:  # the name DataLoader(pin_memory=True) calls
+        return StepBatch(*(t.pin_memory() for t in (self.inputs, self.scored_index, self.scored_targets)))
+
+    def to(self, device: torch.device) -> StepBatch:
+        return StepBatch(*(t.to(device, non_blocking=True) for t in (self.inputs, self.scored_index,
+                                                                     self.scored_targets)))
+
+
+class _FreshBatches(torch.utils.data.Dataset):
+    """Batch `step` of a fresh-sample run: task.generate(B, [seed, 3, step]), the same in any worker process."""
+
+    def __init__(self, task: Task, batch_size: int, seed: int, start_step: int, pin: bool):
+        self.task, self.batch_size, self.seed, self.start, self.pin = task, batch_size, seed, start_step, pin
+
+    def __len__(self) -> int:
+        return 1 << 40  # unbounded: the loop decides when to stop
+
+    def __getitem__(self, index: int) -> StepBatch:
+        batch = self.task.generate(self.batch_size, [self.seed, 3, self.start + index])
+        return StepBatch.from_batch(batch, pin=False)
+
+
+def _workers(cfg: TrainConfig, device: torch.device) -> int:
+    if cfg.data_workers < -1:
+        raise ConfigError(f"train.data_workers={cfg.data_workers} must be >= 0, or -1 for auto")
+    return (1 if device.type == "cuda" else 0) if cfg.data_workers == -1 else cfg.data_workers
+
+
+def batch_stream(run: Run, start_step: int = 0) -> Iterator[StepBatch]:
+    """Device batches for steps start_step, start_step + 1, ... (endless).
+
+    A fixed training set (task.num_train > 0) is drawn in shuffled epochs on the host. Fresh samples come from
+    `train.data_workers` background processes (a torch DataLoader), generated and pinned ahead of the step, so
+    generation overlaps the GPU's work; their content depends only on (seed, step), never on the worker count.
+    """
+    cfg, task, device = run.train_cfg, run.task, run.device
+    seed, pin = cfg.seed, device.type == "cuda"
+    if task.cfg.num_train:
+        fixed = task.generate(task.cfg.num_train, split_seed(seed, "train"))
+        order_rng = torch.Generator().manual_seed(seed)
+        order, cursor = torch.randperm(len(fixed), generator=order_rng), 0
+        for _ in range(start_step):  # replay the shuffles, so a stream started later sees the same batches
+            if cursor + cfg.batch_size > len(order):
+                order, cursor = torch.randperm(len(fixed), generator=order_rng), 0
+            cursor += cfg.batch_size
+        while True:
+            if cursor + cfg.batch_size > len(order):  # new epoch: reshuffle
+                order, cursor = torch.randperm(len(fixed), generator=order_rng), 0
+            yield StepBatch.from_batch(fixed[order[cursor: cursor + cfg.batch_size]], pin).to(device)
+            cursor += cfg.batch_size
+    workers = _workers(cfg, device)
+    data = _FreshBatches(task, cfg.batch_size, seed, start_step, pin)
+    if workers == 0:
+        for index in range(len(data)):
+            yield data[index].to(device)
+    # fork where there is one: the default context inside a joblib (loky) sweep worker cannot start processes
+    # ("'Process' object has no attribute 'env'"), and a forked worker never touches CUDA, so forking is safe
+    context = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=workers,
+                                         pin_memory=pin, prefetch_factor=4, persistent_workers=False,
+                                         multiprocessing_context=context)
+    for batch in loader:
+        yield batch.to(device)
+
+
+class Trainer:
+    """The optimizer step of one run, with no host sync: metrics accumulate on the device until `read_window`."""
+
+    def __init__(self, run: Run):
+        self.cfg, self.model, self.device, self.amp = run.train_cfg, run.model, run.device, run.amp
+        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        zero = torch.zeros((), device=self.device)
+        self.loss_sum, self.right = zero.clone(), zero.clone()
+        self.count = 0  # scored positions in the window: known on the host from the index shapes
+        self.steps_in_window = 0
+        # first step whose loss was not finite (a large sentinel while none was), kept on the device
+        self.bad_step = torch.full((), 1 << 62, dtype=torch.int64, device=self.device)
+        self._peek = None  # (pinned host copy of bad_step, CUDA event) of the last non-blocking peek
+
+    def step(self, batch: StepBatch, step: int) -> None:
+        """One optimizer step on `batch` at the learning rate of `step`; queues work, never waits for it."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(step, self.cfg)
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            hidden, _ = self.model.hidden_states(batch.inputs)  # [B, T, D]
+            logits = self.model.lm_head(hidden.flatten(0, 1).index_select(0, batch.scored_index)).float()
+        loss = F.cross_entropy(logits, batch.scored_targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
+        self.optimizer.step()
+        loss = self.last_loss = loss.detach()  # a device scalar: reading it is the caller's sync, if any
+        self.loss_sum += loss
+        self.right += (logits.detach().argmax(-1) == batch.scored_targets).sum()
+        self.count += batch.scored_targets.numel()
+        self.steps_in_window += 1
+        torch.minimum(self.bad_step, torch.where(torch.isfinite(loss), self.bad_step, step), out=self.bad_step)
+
+    def diverged_step(self, wait: bool = False) -> int | None:
+        """The first step with a non-finite loss, or None. Without `wait` it answers from the last non-blocking
+        peek that has landed (so it may lag by up to DIVERGENCE_PEEK steps) and starts a new peek: no stall."""
+        if wait or self.device.type != "cuda":
+            value = int(self.bad_step)
+            return None if value == 1 << 62 else value
+        answer = None
+        if self._peek is not None and self._peek[1].query():
+            value = int(self._peek[0])
+            answer = None if value == 1 << 62 else value
+            self._peek = None
+        if self._peek is None:
+            host = torch.empty((), dtype=torch.int64, pin_memory=True)
+            host.copy_(self.bad_step, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._peek = (host, event)
+        return answer
+
+    def read_window(self) -> tuple[float, float]:
+        """(mean loss, token accuracy) over the steps since the last read; syncs once, then resets the window."""
+        steps, count = max(1, self.steps_in_window), max(1, self.count)
+        loss, right = (self.loss_sum / steps).item(), self.right.item() / count
+        self.loss_sum.zero_()
+        self.right.zero_()
+        self.count, self.steps_in_window = 0, 0
+        return loss, right
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float) -> dict:
-    cfg, task, model, device, amp = run.train_cfg, run.task, run.model, run.device, run.amp
-    seed = cfg.seed
-    chance = getattr(task, "chance_accuracy", 0.0)
+    cfg, task, device, seed = run.train_cfg, run.task, run.device, run.train_cfg.seed
     # Two held-out splits: validation steers early stopping and learning-rate choice; test is scored once, at the
     # end, and is the number to report (choosing on the test set would overstate it).
     valid = task.generate(task.cfg.num_test, split_seed(seed, "valid"), split="test")
     test = task.generate(task.cfg.num_test, split_seed(seed, "test"), split="test")
-    fixed_train = task.generate(task.cfg.num_train, split_seed(seed, "train")) if task.cfg.num_train else None
-    fresh = torch.Generator().manual_seed(seed)  # batch order (fixed set) or per-step seeds (fresh samples)
-    optimizer = make_optimizer(model, cfg)
+    _workers(cfg, device)  # a bad train.data_workers fails before the first step
+    trainer = Trainer(run)
+    batches = batch_stream(run)
+    try:
+        return _steps(run, run_dir, logger, summary, start, trainer, batches, valid, test)
+    finally:
+        batches.close()  # stops the background workers, also after an early stop or an exception
+
+
+def _steps(run: Run, run_dir: Path, logger, summary: dict, start: float, trainer: Trainer, batches, valid: Batch,
+           test: Batch) -> dict:
+    cfg, task, model, device, amp = run.train_cfg, run.task, run.model, run.device, run.amp
+    seed = cfg.seed
+    chance = getattr(task, "chance_accuracy", 0.0)
     metrics_path = run_dir / "metrics.jsonl"
     best, best_step, result = -1.0, None, {}
-    tokens = 0
-    train_time = 0.0
-    loss_sum, loss_count, right, scored_total = 0.0, 0, 0, 0
-    order = torch.randperm(len(fixed_train), generator=fresh) if fixed_train is not None else None
-    cursor = 0
+    # steady-state throughput: tokens and training time after the first STEADY_AFTER steps (evaluations excluded)
+    steady_tokens, steady_time, clock = 0, 0.0, None
+    all_tokens, all_time, t_window = 0, 0.0, time.perf_counter()
     bar = tqdm(range(cfg.steps), desc=summary["name"], dynamic_ncols=True, file=sys.stderr)
+
+    def diverged(step_bad: int) -> dict:
+        bar.close()
+        message = f"loss became non-finite at step {step_bad}; try a lower train.lr (now {cfg.lr:g})"
+        print(f"arena: run diverged: {message}", file=sys.stderr)
+        return {"status": "diverged", "message": message, "steps": step_bad}
+
     for step in bar:
-        t0 = time.perf_counter()
-        if fixed_train is not None:
-            if cursor + cfg.batch_size > len(order):  # new epoch: reshuffle
-                order, cursor = torch.randperm(len(fixed_train), generator=fresh), 0
-            batch = fixed_train[order[cursor: cursor + cfg.batch_size]]
-            cursor += cfg.batch_size
-        else:
-            batch = task.generate(cfg.batch_size, [seed, 3, step])
-        batch = batch.to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits, targets = scored_logits(model, batch)
-        loss = F.cross_entropy(logits, targets)
-        if not torch.isfinite(loss):
-            bar.close()
-            message = f"loss became {loss.item()} at step {step}; try a lower train.lr (now {cfg.lr:g})"
-            print(f"arena: run diverged: {message}", file=sys.stderr)
-            return {"status": "diverged", "message": message, "steps": step}
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_time += time.perf_counter() - t0
-        tokens += batch.inputs.numel()
-        loss_sum += loss.item()
-        loss_count += 1
-        right += (logits.argmax(-1) == targets).sum().item()
-        scored_total += targets.numel()
+        batch = next(batches)
+        trainer.step(batch, step)
+        tokens = batch.inputs.numel()
+        all_tokens += tokens
+        if step + 1 == STEADY_AFTER:
+            _sync(device)
+            clock = time.perf_counter()
+        elif clock is not None:
+            steady_tokens += tokens
+        if (step + 1) % DIVERGENCE_PEEK == 0 and (bad := trainer.diverged_step()) is not None:
+            return diverged(bad)
 
         last = step + 1 == cfg.steps
         if (step + 1) % cfg.eval_every == 0 or last:
+            _sync(device)
+            now = time.perf_counter()
+            all_time += now - t_window
+            if clock is not None:
+                steady_time += now - clock
+            if (bad := trainer.diverged_step(wait=True)) is not None:
+                return diverged(bad)
+            train_loss, train_accuracy = trainer.read_window()
             result = evaluate(model, valid, cfg.eval_batch_size, amp, chance)
-            train_accuracy = right / scored_total
+            steady = steady_tokens > 0 and steady_time > 0  # else too few steps yet: count them all
             record = {
-                "step": step + 1, "split": "valid", "loss": loss_sum / loss_count, "train_accuracy": train_accuracy,
-                **result, "tokens_per_s": tokens / train_time, "lr": lr_at(step, cfg),
-                "wall_time_s": round(time.perf_counter() - start, 3),
+                "step": step + 1, "split": "valid", "loss": train_loss, "train_accuracy": train_accuracy, **result,
+                "tokens_per_s": steady_tokens / steady_time if steady else all_tokens / max(all_time, 1e-9),
+                "tokens_per_s_kind": "steady" if steady else "all_steps",
+                "lr": lr_at(step, cfg), "wall_time_s": round(time.perf_counter() - start, 3),
             }
             with open(metrics_path, "a") as f:  # append-only: one line per evaluation
                 f.write(json.dumps(record) + "\n")
@@ -211,9 +381,11 @@ def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float) -> dict:
                 best, best_step = result["accuracy"], step + 1
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{result['accuracy']:.3f}",
                             tok_s=f"{record['tokens_per_s']:.0f}")
-            loss_sum, loss_count, right, scored_total = 0.0, 0, 0, 0
             if result["accuracy"] >= cfg.target_accuracy:
                 break
+            t_window = time.perf_counter()
+            if clock is not None:
+                clock = t_window
     bar.close()
     steps = step + 1
     stopped_early = steps < cfg.steps
@@ -224,7 +396,7 @@ def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float) -> dict:
         "test_scaled_accuracy": final_test["scaled_accuracy"], "train_accuracy": train_accuracy,
         "final_accuracy": result["accuracy"], "final_sequence_accuracy": result["sequence_accuracy"],
         "final_scaled_accuracy": result["scaled_accuracy"], "chance_accuracy": chance,
-        "stopped_early": stopped_early,
+        "stopped_early": stopped_early, "tokens_per_s": record["tokens_per_s"],
         "message": "reached train.target_accuracy" if stopped_early else "ran all train.steps",
     }
     if run.eval_cfg.lengths:
@@ -240,4 +412,4 @@ def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float) -> dict:
     return summary
 
 
-__all__ = ["Run", "TrainConfig", "lr_at", "train"]
+__all__ = ["Run", "StepBatch", "TrainConfig", "Trainer", "batch_stream", "lr_at", "train"]

@@ -81,12 +81,14 @@ def test_config_hash_ignores_paths_and_logger_but_not_settings():
 
 @pytest.mark.slow
 def test_joblib_launcher_runs_points_in_parallel_processes(tmp_path):
-    """`hydra/launcher=joblib` (hydra-joblib-launcher): two points in two worker processes, both recorded."""
+    """`hydra/launcher=joblib` (hydra-joblib-launcher): two points in two worker processes, both recorded; each
+    point generates its fresh samples in a background data worker, as GPU sweeps do (a worker process started from
+    inside a joblib worker once failed every point)."""
     import os
     import subprocess
 
     cmd = [sys.executable, "-m", "arena.run", "-m", f"results_dir={tmp_path}", *FAST, "train.lr=0.001,0.002",
-           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+           "task.num_train=0", "train.data_workers=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "TQDM_DISABLE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
