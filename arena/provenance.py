@@ -21,11 +21,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 def write_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file in the same folder and a rename: never half-written."""
+    _atomic(path, "w", lambda f: f.write(text))
+
+
+def save_figure_atomic(fig, path: Path, dpi: int = 110) -> None:
+    """Save a matplotlib figure as PNG the same way: a reader never sees half an image."""
+    _atomic(path, "wb", lambda f: fig.savefig(f, format="png", dpi=dpi))
+
+
+def _atomic(path: Path, mode: str, write) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

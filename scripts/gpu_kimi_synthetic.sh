@@ -11,7 +11,10 @@ STEPS=${STEPS:-3000}               # the paper: up to 20k (GDN needs 10-20k at L
 LENGTHS=${LENGTHS:-256,512,1024}   # the paper: 256,512,1024,2048
 LRS=${LRS:-5e-4,1e-3}              # the paper: 5e-5,1e-4,5e-4,1e-3
 MIXERS=${MIXERS:-kda,gdn,mamba2,mla,mla_nope}
-N_JOBS=${N_JOBS:-4}                # sweep points sharing the GPU (small models: one cannot fill an H100/H200)
+# sweep points sharing the GPU as separate processes: small runs are launch-bound, so they gain from sharing
+# (measured on an H200 with scripts/sweep_sharing.py: KDA at T=256, 4 processes = 3.2x one process's steps/s)
+N_JOBS=${N_JOBS:-4}
+EXTRA=${EXTRA:-}                   # more overrides, e.g. EXTRA="train.eval_every=500"
 TIME_LIMIT=${TIME_LIMIT:-540}      # seconds, inside the device tool's 600 s per call
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null
@@ -20,10 +23,14 @@ fi
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 out=${OUT:-results/gpu}; mkdir -p "$out"
 before=$(find results/runs/kimi_synthetic -name summary.json 2>/dev/null | wc -l)
+start=$(date +%s)
+# shellcheck disable=SC2086
 timeout "$TIME_LIMIT" python3 -m arena.run -m +experiment=kimi_synthetic \
   task.seq_len="$LENGTHS" train.lr="$LRS" mixer="$MIXERS" train.steps="$STEPS" \
-  hydra/launcher=joblib hydra.launcher.n_jobs="$N_JOBS" > "$out/sweep.log" 2>&1
+  hydra/launcher=joblib hydra.launcher.n_jobs="$N_JOBS" $EXTRA > "$out/sweep.log" 2>&1
 echo "sweep exit $? (124 = stopped at TIME_LIMIT; rerun with the archive carried to go on)"
+# sweep throughput: training steps of all points (finished or not, as far as their last evaluation) / wall time
+python3 scripts/sweep_throughput.py results/runs/kimi_synthetic --wall $(( $(date +%s) - start ))
 after=$(find results/runs/kimi_synthetic -name summary.json | wc -l)
 echo "finished runs: $before before this call, $after now"
 tar czf "$out/kimi_runs.tgz" results/runs/kimi_synthetic

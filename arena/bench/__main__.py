@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from arena.bench import kernels
+from arena.bench import kernels, train
 
 SUBCOMMANDS = {
     "kernels": (kernels, "time KDA / GDN kernels (arena Triton, arena torch, fla) and SDPA attention on a CUDA GPU"),
+    "train": (train, "time the full training step per mixer and T: ms/step, tokens/s, peak memory, mixer and kernel "
+                     "fwd+bwd, batch generation"),
 }
 
 

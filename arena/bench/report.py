@@ -11,9 +11,7 @@ the minimum HBM bytes (arena/bench/floors.py) at the measured copy bandwidth ove
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -186,12 +184,6 @@ def write_plot(frame: pd.DataFrame, path: Path, title: str) -> None:
         ax.set_xlabel("sequence length T (tokens; B = tokens / T)")
         ax.set_ylabel("median time (ms)")
     fig.suptitle(title)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from arena.provenance import save_figure_atomic
+
+    save_figure_atomic(fig, path, dpi=120)

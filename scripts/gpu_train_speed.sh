@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The training-speed evidence in one GPU call: fused-op validation, the training-step benchmark after and
+# BEFORE this work (the package of a baseline commit, side by side on the same card), the fast-loop equality
+# check and a per-mixer profile. Results go to $OUT (or results/gpu).
+#
+#   git archive <base> arena conf pyproject.toml | tar -x -C .baseline     # here, once (.baseline is ignored)
+#   bash scripts/gpu_train_speed.sh [validate] [bench] [check] [profile] [share]   # on the GPU machine; default:
+#                                                                   # validate bench check profile
+#
+# Carry .whl (hydra, omegaconf: ../shared/device/wheels.sh) and .baseline. Each part is time-boxed so a slow
+# one cannot starve the rest; the tables come last in the output.
+set -uo pipefail
+parts=${*:-validate bench check profile}
+out=${OUT:-results/gpu}; mkdir -p "$out"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null
+fi
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1 TRITON_INTERPRET=0
+nvidia-smi -L
+python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
+
+for part in $parts; do case $part in
+validate)  # every fused op, the Triton SSD and the fused layers against their fp32 twins, fwd + bwd, bf16 too
+  timeout 150 python3 -m pytest -q -p no:cacheprovider -n 6 tests/kernels/test_fused_short_conv.py \
+    tests/kernels/test_fused_gated_norm.py tests/kernels/test_triton_ssd.py tests/mixers/test_fused_layers.py \
+    > "$out/validate.log" 2>&1
+  echo "validate exit $?"; tail -4 "$out/validate.log" ;;
+bench)  # the same benchmark file against this tree and against the baseline package
+  timeout 170 python3 -m arena.bench train out="$out/bench_after" > "$out/bench_after.log" 2>&1
+  echo "bench after exit $?"
+  if [ -d .baseline/arena ]; then
+    cp arena/bench/train.py .baseline/arena/bench/train.py
+    (cd .baseline && PYTHONPATH=/tmp/site:$PWD timeout 170 python3 -m arena.bench.train out="$out/bench_before" \
+      > "$out/bench_before.log" 2>&1; echo "bench before exit $?")
+  fi ;;
+check)
+  timeout 240 python3 scripts/check_fast_loop.py --steps 200 --out "$out" > "$out/check.log" 2>&1
+  echo "check exit $?" ;;
+profile)
+  timeout 100 python3 scripts/profile_train_step.py > "$out/profile.log" 2>&1
+  echo "profile exit $?" ;;
+share)  # do small runs gain from sharing the GPU (N processes at once)?
+  timeout 200 python3 scripts/sweep_sharing.py > "$out/share.log" 2>&1
+  echo "share exit $?" ;;
+hostprof)  # where the host's time per step goes (cProfile)
+  timeout 60 python3 scripts/profile_train_step.py --host --mixers kda --seq-len 256 --steps 20 --top 18 \
+    > "$out/hostprof.log" 2>&1
+  echo "hostprof exit $?" ;;
+variants)  # loop vs layers vs rounding noise, for the mixers whose curves differ most
+  timeout 120 python3 scripts/check_fast_loop.py --variants --mixers hybrid_3to1 --steps 200 > "$out/variants.log" 2>&1
+  echo "variants exit $?" ;;
+sweep)  # a time-boxed sample of the reduced Figure 4 grid: its sweep throughput
+  STEPS=2000 LENGTHS=256,512,1024 LRS=1e-3 N_JOBS=4 TIME_LIMIT=${SWEEP_S:-130} EXTRA="train.eval_every=500" \
+    OUT="$out" bash scripts/gpu_kimi_synthetic.sh > "$out/sweep_call.log" 2>&1
+  echo "sweep exit $?"; tail -n 20 "$out/sweep_call.log" ;;
+revalidate)  # only the fused-layer tests and the softplus precision test
+  timeout 100 python3 -m pytest -q -p no:cacheprovider -n 4 tests/mixers/test_fused_layers.py \
+    tests/kernels/test_fused_gated_norm.py > "$out/validate.log" 2>&1
+  echo "revalidate exit $?"; tail -3 "$out/validate.log" ;;
+esac; done
+for f in hostprof variants share profile check bench_before bench_after; do
+  [ -f "$out/$f.log" ] && { echo "===== $f"; tail -n 40 "$out/$f.log"; }
+done

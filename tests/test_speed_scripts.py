@@ -1,0 +1,64 @@
+"""The sweep-cost helpers: scripts/estimate_grid_hours.py and scripts/sweep_throughput.py, on made-up inputs.
+
+    python -m pytest -q tests/test_speed_scripts.py
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *map(str, args)], capture_output=True,
+                          text=True, timeout=60)
+
+
+def bench_csv(path: Path, ms: dict[tuple[str, int], float]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["mixer", "T", "step_ms", "device"])
+        writer.writeheader()
+        for (mixer, T), value in ms.items():
+            writer.writerow({"mixer": mixer, "T": T, "step_ms": value, "device": "TestGPU"})
+    return path
+
+
+def test_grid_hours_sums_steps_times_interpolated_step_time(tmp_path):
+    mixers = ("kda", "gdn", "mamba2", "mla", "mla_nope")
+    # 10 ms at 256 and 30 ms at 1024 for every mixer: 512 interpolates to 10 + 20 * 256 / 768
+    ms = {(m, T): v for m in mixers for T, v in ((256, 10.0), (1024, 30.0))}
+    path = bench_csv(tmp_path / "b.csv", ms)
+    proc = script("estimate_grid_hours.py", path, "--steps", 100, "--lengths", "256,512,1024", "--lrs", "1e-3",
+                  "--sharing", "4:2.0")
+    assert proc.returncode == 0, proc.stderr
+    per_length = 10.0 + (10.0 + 20.0 * 256 / 768) + 30.0  # ms summed over the three lengths
+    seconds = 100 * per_length / 1000 * len(mixers) * 3  # x 3 tasks x 1 learning rate
+    assert "45 points" in proc.stdout and "TestGPU" in proc.stdout
+    assert f"({seconds / 60:.1f} minutes)" in proc.stdout
+    assert f"({seconds / 2 / 60:.1f} minutes)" in proc.stdout  # shared at 2x
+
+
+def test_grid_hours_refuses_a_missing_csv_in_one_line(tmp_path):
+    proc = script("estimate_grid_hours.py", tmp_path / "none.csv")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_sweep_throughput_counts_finished_and_interrupted_points(tmp_path):
+    done = tmp_path / "0_kda-palindrome-L256-lr0.001"
+    cut = tmp_path / "1_gdn-palindrome-L512-lr0.001"
+    failed = tmp_path / "2_mla-palindrome-L512-lr0.001"
+    for run in (done, cut, failed):
+        run.mkdir()
+        (run / "config.yaml").write_text("x: 1\n")
+    (done / "summary.json").write_text(json.dumps({"status": "completed", "steps": 300}))
+    (cut / "metrics.jsonl").write_text(json.dumps({"step": 100}) + "\n" + json.dumps({"step": 200}) + "\n")
+    (failed / "summary.json").write_text(json.dumps({"status": "failed", "steps": 0}))  # counts its evals: none
+    proc = script("sweep_throughput.py", tmp_path, "--wall", 50)
+    assert proc.returncode == 0, proc.stderr
+    assert "500 training steps over 3 points (1 finished) in 50 s = 10.0 steps/s" in proc.stdout
+    assert "kda L256: 300 steps" in proc.stdout and "gdn L512: 200 steps" in proc.stdout
