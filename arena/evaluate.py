@@ -1,7 +1,7 @@
 """Held-out evaluation: token and sequence accuracy over scored positions, scaled accuracy, length extrapolation.
 
     result = evaluate(model, test_batch, batch_size=500, amp=None, chance=task.chance_accuracy)
-    by_length = evaluate_lengths(model, task, [64, 128, 1024], EvalConfig(), seed=0, amp=None)
+    by_length = evaluate_lengths(model, task, EvalConfig(lengths=[64, 128, 1024]), seed=0, amp=None)
 
 Long sequences are fed in pieces of `EvalConfig.chunk_len` tokens, each continuing from the state the previous
 piece returned (the mixer contract guarantees this equals one parallel pass), so a recurrent mixer's memory
@@ -29,11 +29,19 @@ class EvalConfig:
     tokens_per_batch: int = 32768  # batch size at length L is max(1, tokens_per_batch // L)
 
     def __post_init__(self):
-        if any(int(L) < 2 for L in self.lengths) or self.num_examples < 1 or self.chunk_len < 1:
-            raise ConfigError(
-                f"eval: lengths={list(self.lengths)} must be >= 2, num_examples={self.num_examples} and "
-                f"chunk_len={self.chunk_len} >= 1"
-            )
+        # checked when the config is built, before training: a bad length used to surface only after it
+        lengths = self.lengths
+        if not isinstance(lengths, (list, tuple)) or not all(_is_int(L) and L >= 2 for L in lengths):
+            shown = list(lengths) if isinstance(lengths, (list, tuple)) else lengths
+            raise ConfigError(f"eval.lengths={shown!r} must be a list of integers >= 2, e.g. eval.lengths=[64,256]")
+        for key in ("num_examples", "chunk_len", "tokens_per_batch"):
+            value = getattr(self, key)
+            if not _is_int(value) or value < 1:
+                raise ConfigError(f"eval.{key}={value!r} must be an integer >= 1")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def scored_logits(model: LanguageModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,28 +97,30 @@ def evaluate(model: LanguageModel, data: Batch, batch_size: int, amp: torch.dtyp
 
 
 def evaluate_lengths(model: LanguageModel, task: Task, cfg: EvalConfig, seed: int, amp) -> dict[int, dict]:
-    """Accuracy of the trained model on held-out data at each length in `cfg.lengths`.
+    """Accuracy of the trained model on held-out data at each length in `cfg.lengths` (see `evaluate_length`)."""
+    return {length: evaluate_length(model, task, length, cfg, seed, amp) for length in sorted(set(cfg.lengths))}
+
+
+def evaluate_length(model: LanguageModel, task: Task, length: int, cfg: EvalConfig, seed: int, amp) -> dict:
+    """Accuracy of the trained model on `cfg.num_examples` held-out sequences of `length` tokens.
 
     Data is generated batch by batch (seeded by length and batch index), so a million-token length never
     holds more than one batch of sequences in memory.
     """
-    results = {}
-    for length in sorted({int(L) for L in cfg.lengths}):
-        at_length = task.at_length(length)
-        chance = getattr(at_length, "chance_accuracy", 0.0)
-        batch_size = max(1, cfg.tokens_per_batch // length)
-        totals = {"correct": 0.0, "sequences": 0.0, "loss": 0.0, "scored": 0}
-        for index, start in enumerate(range(0, cfg.num_examples, batch_size)):
-            n = min(batch_size, cfg.num_examples - start)
-            data = at_length.generate(n, split_seed(seed, "test") + [length, index], split="test")
-            res = evaluate(model, data, n, amp, chance, cfg.chunk_len)
-            scored = int((data.targets != IGNORE).sum())
-            totals["correct"] += res["accuracy"] * scored
-            totals["loss"] += res["test_loss"] * scored
-            totals["sequences"] += res["sequence_accuracy"] * n
-            totals["scored"] += scored
-        accuracy = totals["correct"] / totals["scored"]
-        results[length] = {"accuracy": accuracy, "scaled_accuracy": scaled(accuracy, chance),
-                           "sequence_accuracy": totals["sequences"] / cfg.num_examples,
-                           "test_loss": totals["loss"] / totals["scored"]}
-    return results
+    at_length = task.at_length(length)
+    chance = getattr(at_length, "chance_accuracy", 0.0)
+    batch_size = max(1, cfg.tokens_per_batch // length)
+    totals = {"correct": 0.0, "sequences": 0.0, "loss": 0.0, "scored": 0}
+    for index, start in enumerate(range(0, cfg.num_examples, batch_size)):
+        n = min(batch_size, cfg.num_examples - start)
+        data = at_length.generate(n, split_seed(seed, "test") + [length, index], split="test")
+        res = evaluate(model, data, n, amp, chance, cfg.chunk_len)
+        scored = int((data.targets != IGNORE).sum())
+        totals["correct"] += res["accuracy"] * scored
+        totals["loss"] += res["test_loss"] * scored
+        totals["sequences"] += res["sequence_accuracy"] * n
+        totals["scored"] += scored
+    accuracy = totals["correct"] / totals["scored"]
+    return {"accuracy": accuracy, "scaled_accuracy": scaled(accuracy, chance),
+            "sequence_accuracy": totals["sequences"] / cfg.num_examples,
+            "test_loss": totals["loss"] / totals["scored"]}

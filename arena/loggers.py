@@ -40,15 +40,20 @@ class WandbLogger(NullLogger):
         self.run.finish()
 
 
-def make_logger(cfg: dict, run_dir: Path, config: dict, name: str) -> NullLogger:
+def check_logger_config(cfg: dict) -> None:
+    """ConfigError on a bad logger.kind or logger.mode; `Run` calls it, so bad input fails before any run dir."""
     kind = cfg.get("kind", "none")
-    if kind == "none":
-        return NullLogger()
-    if kind != "wandb":
+    if kind not in ("none", "wandb"):
         raise choice_error("logger.kind", kind, ("none", "wandb"))
+    if kind == "wandb" and cfg.get("mode", "offline") not in WANDB_MODES:
+        raise choice_error("logger.mode", cfg.get("mode"), WANDB_MODES)
+
+
+def make_logger(cfg: dict, run_dir: Path, config: dict, name: str) -> NullLogger:
+    check_logger_config(cfg)
+    if cfg.get("kind", "none") == "none":
+        return NullLogger()
     mode = cfg.get("mode", "offline")
-    if mode not in WANDB_MODES:
-        raise choice_error("logger.mode", mode, WANDB_MODES)
     try:
         import wandb
     except ImportError:

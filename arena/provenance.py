@@ -1,4 +1,8 @@
-"""What a run needs to be reproduced: code version, package versions, device -> `env.json`; atomic writes."""
+"""What a run needs to be reproduced: code version, package versions, device -> `env.json`; atomic writes.
+
+    from arena.provenance import environment, write_atomic, write_json_atomic
+    write_json_atomic(run_dir / "env.json", environment(device))   # whole or not at all, mode 0666 & ~umask
+"""
 
 from __future__ import annotations
 
@@ -29,10 +33,27 @@ def save_figure_atomic(fig, path: Path, dpi: int = 110) -> None:
     _atomic(path, "wb", lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (os.umask can only set it, and setting
+    it briefly would race other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, mode: str, write) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file 0600; give it the mode open() would (0666 less the umask), as metrics.jsonl
+        # has, so colleagues sharing a results directory can read every file of a run
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()

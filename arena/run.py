@@ -11,6 +11,9 @@
 Resuming: a run whose resolved config (paths and logger aside) matches a run under `results_dir` that completed
 or diverged is skipped, so rerunning an interrupted sweep picks up where it stopped; failed or interrupted runs
 run again. `resume=false` reruns everything. In a sweep, a failed run is recorded and the sweep goes on.
+A skip prints one line with the earlier run's path and test accuracy. A skipped single run leaves nothing; a
+skipped sweep point whose run lies elsewhere keeps its folder with skipped.json naming that run, so a sweep
+folder accounts for every point of its grid (`python -m arena.report` follows the record; see skip_point).
 
 Config groups live in conf/ (mixer, task, model, train, logger). Each run writes results/runs/<date>/<time>_<...>/
 (see arena/train.py). Bad input (unknown names, impossible shapes) exits with status 2 and a one-line error.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -37,7 +41,8 @@ from arena.errors import ConfigError, choice_error
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("mixer", "task", "model", "train", "logger", "experiment")
-HYDRA_FILES = {".hydra", "run.log"}
+HYDRA_FILES = {".hydra", "run.log"}  # what Hydra writes into a run dir (run.log: older configs' job logging)
+SKIP_RECORD = "skipped.json"  # a sweep point skipped for a finished twin elsewhere: the pointer to it (skip_point)
 # the group options conf/config.yaml picks when the command line names none
 ROOT = yaml.safe_load((CONF / "config.yaml").read_text())
 DEFAULTS = {k: v for d in ROOT["defaults"] if isinstance(d, dict) for k, v in d.items()}
@@ -92,12 +97,18 @@ def mixer_specs(cfg: DictConfig, chosen: str) -> dict[str, dict]:
     return specs
 
 
-def _discard_run_dir(run_dir: Path) -> None:
-    """Remove a run dir that holds only what Hydra wrote before the config was found bad."""
+def _discard_run_dir(run_dir: Path, results_dir: Path | None = None) -> None:
+    """Remove a run dir that holds only what Hydra wrote before the config was found bad (or the run not needed);
+    with results_dir, also the folders between the two that this leaves empty (a date folder made for this run)."""
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_FILES:
         for p in run_dir.iterdir():
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         run_dir.rmdir()
+        if results_dir is not None:
+            top, folder = results_dir.resolve(), run_dir.resolve().parent
+            while top in folder.parents and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent
 
 
 # Keys that say where a run goes or how it is logged, not what it computes: left out of the config hash, so
@@ -115,9 +126,13 @@ def config_hash(config: dict) -> str:
 RUN_FILES = ("summary.json", "metrics.jsonl", "config.yaml", "env.json")
 
 
-def finished_twin(results_dir: Path, digest: str) -> Path | None:
-    """A run dir under results_dir whose summary.json has this config hash and a FINISHED status."""
-    for summary_path in sorted(results_dir.rglob("summary.json")) if results_dir.is_dir() else ():
+def finished_twin(results_dir: Path, digest: str, prefer: Path | None = None) -> Path | None:
+    """A run dir under results_dir whose summary.json has this config hash and a FINISHED status; `prefer` (the
+    job's own run dir: a sweep rerun in the same folder) first, so a finished point is never set aside for a twin."""
+    paths = sorted(results_dir.rglob("summary.json")) if results_dir.is_dir() else []
+    if prefer is not None and (prefer / "summary.json").is_file():
+        paths.insert(0, prefer / "summary.json")
+    for summary_path in paths:
         try:
             summary = json.loads(summary_path.read_text())
         except (OSError, ValueError):
@@ -138,7 +153,9 @@ def _sweep_device(job_num: int) -> str:
 
 def set_aside_earlier_attempt(run_dir: Path) -> None:
     """A fixed sweep dir reruns a failed point in the same run dir: move the old attempt's files into
-    run_dir/attempt_<n>/ first, so its record stays (and metrics.jsonl, append-only, does not mix two runs)."""
+    run_dir/attempt_<n>/ first, so its record stays (and metrics.jsonl, append-only, does not mix two runs).
+    A skip record left by an earlier run of the sweep goes: the point now has its own run here."""
+    (run_dir / SKIP_RECORD).unlink(missing_ok=True)
     if not (run_dir / "summary.json").exists():
         return
     n = 1 + sum(1 for p in run_dir.glob("attempt_*") if p.is_dir())
@@ -147,6 +164,38 @@ def set_aside_earlier_attempt(run_dir: Path) -> None:
     for name in RUN_FILES:
         if (run_dir / name).exists():
             (run_dir / name).replace(dest / name)
+
+
+def skip_point(run_dir: Path, twin: Path, name: str, digest: str, results_dir: Path, multirun: bool) -> str:
+    """Leave what a job skipped for a finished twin should leave, and return the line that says so.
+
+    A single run leaves nothing: its run dir goes, with a date folder made for it alone. A sweep point whose twin
+    lies elsewhere keeps its run dir with SKIP_RECORD naming the twin, so the sweep folder accounts for every
+    point of its grid (`arena.report <sweep folder>` follows the record and reads the twin's run). A point rerun
+    in its own folder (the twin is run_dir) is left as it is."""
+    from arena.provenance import write_json_atomic  # deferred like the other torch-importing modules
+
+    try:
+        summary = json.loads((twin / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}  # a twin being rewritten this instant: the line still names it
+    status, test = summary.get("status", "finished"), summary.get("test_accuracy")
+    if twin.resolve() != run_dir.resolve():
+        if multirun:
+            set_aside_earlier_attempt(run_dir)  # a failed attempt of this point in a reused folder stays on record
+            for leftover in HYDRA_FILES - {".hydra"}:  # .hydra/overrides.yaml names the grid point: it stays
+                (run_dir / leftover).unlink(missing_ok=True)
+            write_json_atomic(run_dir / SKIP_RECORD, {
+                "status": "skipped", "name": name, "config_hash": digest,
+                "twin": os.path.relpath(twin.resolve(), run_dir.resolve()), "twin_absolute": str(twin.resolve()),
+                "twin_status": status, "twin_test_accuracy": test,
+                "message": "an identical config had already finished under results_dir; resume=false reruns it",
+            })
+        else:
+            _discard_run_dir(run_dir, results_dir)
+    test_text = "n/a" if not isinstance(test, (int, float)) else round(test, 4)
+    return (f"arena: skipping {name}: an identical config already {status} in {twin} (test accuracy {test_text}); "
+            f"resume=false reruns it")
 
 
 @hydra.main(config_path=str(CONF), config_name="config", version_base="1.3")  # absolute: also when imported
@@ -165,26 +214,37 @@ def hydra_main(cfg: DictConfig) -> None:
         config = OmegaConf.to_container(cfg, resolve=True)
         digest = config_hash(config)
         if cfg.get("resume", True):
-            twin = finished_twin(Path(cfg.results_dir), digest)
+            twin = finished_twin(Path(cfg.results_dir), digest, prefer=run_dir)
             if twin is not None:
-                if twin != run_dir:
-                    _discard_run_dir(run_dir)
-                print(f"arena: skipping {name}: an identical config already finished in {twin} (resume=false reruns)",
-                      file=sys.stderr)
+                print(skip_point(run_dir, twin, name, digest, Path(cfg.results_dir), multirun), file=sys.stderr)
                 return
         if multirun and config["train"].get("device") == "auto":
             config["train"]["device"] = _sweep_device(hydra_cfg.job.num)
         run = Run(config, mixer_specs(cfg, chosen), chosen)
     except ConfigError as err:
-        _discard_run_dir(run_dir)
+        _discard_run_dir(run_dir, Path(cfg.results_dir))  # with a date folder made for this run alone
         print(f"arena: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        _discard_run_dir(run_dir, Path(cfg.results_dir))
+        print("arena: interrupted before training started; nothing was written", file=sys.stderr)
+        sys.exit(130)  # SystemExit passes through Hydra's launcher: a sweep stops here too
     set_aside_earlier_attempt(run_dir)
     write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     extra = {"mixer": chosen, "model": choices["model"], "task": choices["task"],
              "experiment": cfg.get("experiment"), "config_hash": digest}
     try:
         summary = train(run, run_dir, name, extra)
+    except KeyboardInterrupt:
+        # train wrote summary.json (status "interrupted", not FINISHED, so a rerun runs this point again); exit
+        # 130 as a shell does for Ctrl-C, and in a sweep stop rather than go on with the next point
+        try:
+            steps = json.loads((run_dir / "summary.json").read_text())["steps"]
+        except (OSError, ValueError, KeyError):
+            steps = 0  # interrupted before the loop began
+        print(f"arena: interrupted after {steps} step{'' if steps == 1 else 's'}; rerun the same command to start "
+              f"this run again (progress so far in {run_dir}/summary.json)", file=sys.stderr)
+        sys.exit(130)
     except Exception as err:
         if not multirun:
             raise
@@ -207,7 +267,11 @@ def main() -> None:
     except ConfigError as err:
         print(f"arena: error: {err}", file=sys.stderr)
         sys.exit(2)
-    hydra_main()
+    try:
+        hydra_main()
+    except KeyboardInterrupt:  # e.g. a joblib sweep's parent: its workers already recorded their runs
+        print("arena: interrupted; rerun the same command to go on (finished points are skipped)", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Called by `python -m arena.run` (which composes the Hydra config); usable direct
 `train(Run(config_dict, mixer_specs, default_spec), run_dir, name)`. The run directory receives:
     config.yaml     the resolved config          env.json      git sha, versions, device
     metrics.jsonl   one JSON line per evaluation summary.json  written atomically at the end
-Status is `completed`, `diverged` (a NaN/inf loss; not an exception) or `failed` (an exception, re-raised).
+Status is `completed`, `diverged` (a NaN/inf loss; not an exception), `interrupted` (KeyboardInterrupt, re-raised)
+or `failed` (an exception, re-raised); the last two keep the steps done and the validation accuracies so far. A
+length of `eval.lengths` that fails after training is recorded as `length_eval_error`; the run stays completed.
 
 The step (`Trainer.step`) never reads the GPU from the host: loss and accuracy accumulate on the device and are
 read at each evaluation; the divergence check peeks at a device flag every `DIVERGENCE_PEEK` steps through a
@@ -36,8 +38,8 @@ from tqdm.auto import tqdm
 
 from arena.config_utils import make_config
 from arena.errors import ConfigError, choice_error
-from arena.evaluate import EvalConfig, evaluate, evaluate_lengths
-from arena.loggers import make_logger
+from arena.evaluate import EvalConfig, evaluate, evaluate_length
+from arena.loggers import check_logger_config, make_logger
 from arena.model import LanguageModel, ModelConfig
 from arena.provenance import environment, write_json_atomic
 from arena.tasks import IGNORE, Batch, Task, build_task
@@ -69,6 +71,36 @@ class TrainConfig:
     cpu_threads: int = 1
     # background processes generating fresh-sample batches ahead of the step; -1 = 1 on CUDA, 0 (inline) on CPU
     data_workers: int = -1
+
+    def __post_init__(self):
+        # checked when the config is built, before any run dir content or training: a value outside its range
+        # would otherwise crash mid-run (steps=0, eval_every=0), fail inside torch (lr<0) or train silently to
+        # chance (lr=0) and be recorded as a real result
+        for key, (kind, ok, allowed) in TRAIN_RANGES.items():
+            value = getattr(self, key)
+            number = isinstance(value, kind) and not isinstance(value, bool)
+            if not number or not ok(value):
+                raise ConfigError(f"train.{key}={value!r} must be {allowed}")
+
+
+# key -> (accepted types, test, what is allowed) for TrainConfig's numbers
+TRAIN_RANGES = {
+    "steps": (int, lambda v: v >= 1, "an integer >= 1"),
+    "batch_size": (int, lambda v: v >= 1, "an integer >= 1"),
+    "lr": ((int, float), lambda v: 0 < v < math.inf, "a finite number > 0 (at lr=0 nothing is learned)"),
+    "weight_decay": ((int, float), lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    "beta1": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "beta2": ((int, float), lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "warmup_steps": (int, lambda v: v >= 0, "an integer >= 0 (0 = no warmup)"),
+    "min_lr_ratio": ((int, float), lambda v: 0 <= v <= 1, "a number in [0, 1] (the final lr over train.lr)"),
+    "grad_clip": ((int, float), lambda v: 0 <= v < math.inf, "a finite number >= 0 (0 disables clipping)"),
+    "eval_every": (int, lambda v: v >= 1, "an integer >= 1 (steps between validations)"),
+    "eval_batch_size": (int, lambda v: v >= 1, "an integer >= 1"),
+    "target_accuracy": ((int, float), lambda v: v > 0, "a number > 0 (> 1 never stops early)"),
+    "seed": (int, lambda v: v >= 0, "an integer >= 0"),
+    "cpu_threads": (int, lambda v: v >= 0, "an integer >= 0 (0 = torch's default)"),
+    "data_workers": (int, lambda v: v >= -1, "an integer >= 0, or -1 for auto"),
+}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -120,10 +152,17 @@ class Run:
 
     def __init__(self, config: dict, mixer_specs: dict[str, dict], default_spec: str):
         self.config = config
+        check_logger_config(dict(config.get("logger") or {}))
         task_cfg = dict(config["task"])
         self.task: Task = build_task(task_cfg.pop("name"), **task_cfg)
         self.train_cfg: TrainConfig = make_config(TrainConfig, "train", **config["train"])
         self.eval_cfg: EvalConfig = make_config(EvalConfig, "eval", **(config.get("eval") or {}))
+        for length in self.eval_cfg.lengths:  # each length is built now, so a bad one fails before training
+            try:
+                self.task.at_length(length)
+            except ConfigError as err:
+                raise ConfigError(f"eval.lengths={list(self.eval_cfg.lengths)}: length {length} is not possible "
+                                  f"for task {config['task']['name']} ({err})") from None
         model_cfg = make_config(ModelConfig, "model", **config["model"], vocab_size=self.task.vocab_size)
         self.device = resolve_device(self.train_cfg.device)
         self.amp = autocast_dtype(self.train_cfg.precision, self.device)
@@ -149,7 +188,13 @@ def train(run: Run, run_dir: Path, name: str, extra: dict | None = None) -> dict
     }
     start = time.perf_counter()
     try:
+        # the loop keeps summary's steps and validation accuracies current, so an interrupted or failed run
+        # still records how far it got
         summary.update(_loop(run, run_dir, logger, summary, start))
+    except KeyboardInterrupt:
+        summary["status"] = "interrupted"  # not FINISHED (arena/run.py): rerunning the command runs it again
+        summary["message"] = f"interrupted after {summary['steps']} step{'' if summary['steps'] == 1 else 's'}"
+        raise
     except BaseException as err:
         summary["message"] = f"{type(err).__name__}: {err}"
         raise
@@ -199,8 +244,6 @@ class _FreshBatches(torch.utils.data.Dataset):
 
 
 def _workers(cfg: TrainConfig, device: torch.device) -> int:
-    if cfg.data_workers < -1:
-        raise ConfigError(f"train.data_workers={cfg.data_workers} must be >= 0, or -1 for auto")
     return (1 if device.type == "cuda" else 0) if cfg.data_workers == -1 else cfg.data_workers
 
 
@@ -311,31 +354,32 @@ def _sync(device: torch.device) -> None:
 
 
 def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float) -> dict:
-    cfg, task, device, seed = run.train_cfg, run.task, run.device, run.train_cfg.seed
+    task, seed = run.task, run.train_cfg.seed
     # Two held-out splits: validation steers early stopping and learning-rate choice; test is scored once, at the
     # end, and is the number to report (choosing on the test set would overstate it).
     valid = task.generate(task.cfg.num_test, split_seed(seed, "valid"), split="test")
     test = task.generate(task.cfg.num_test, split_seed(seed, "test"), split="test")
-    _workers(cfg, device)  # a bad train.data_workers fails before the first step
     trainer = Trainer(run)
     batches = batch_stream(run)
+    bar = tqdm(range(run.train_cfg.steps), desc=summary["name"], dynamic_ncols=True, file=sys.stderr)
     try:
-        return _steps(run, run_dir, logger, summary, start, trainer, batches, valid, test)
+        return _steps(run, run_dir, logger, summary, start, trainer, batches, valid, test, bar)
     finally:
+        bar.close()  # also on Ctrl-C: what is printed next starts on a line of its own
         batches.close()  # stops the background workers, also after an early stop or an exception
 
 
-def _steps(run: Run, run_dir: Path, logger, summary: dict, start: float, trainer: Trainer, batches, valid: Batch,
-           test: Batch) -> dict:
+def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, trainer: Trainer, batches, valid: Batch,
+           test: Batch, bar) -> dict:
+    """The steps, evaluations and final scoring; `progress` (train's summary) keeps the steps done and the
+    validation accuracies so far, for a run that is interrupted or fails."""
     cfg, task, model, device, amp = run.train_cfg, run.task, run.model, run.device, run.amp
-    seed = cfg.seed
     chance = getattr(task, "chance_accuracy", 0.0)
     metrics_path = run_dir / "metrics.jsonl"
     best, best_step, result = -1.0, None, {}
     # steady-state throughput: tokens and training time after the first STEADY_AFTER steps (evaluations excluded)
     steady_tokens, steady_time, clock = 0, 0.0, None
     all_tokens, all_time, t_window = 0, 0.0, time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc=summary["name"], dynamic_ncols=True, file=sys.stderr)
 
     def diverged(step_bad: int) -> dict:
         bar.close()
@@ -346,6 +390,7 @@ def _steps(run: Run, run_dir: Path, logger, summary: dict, start: float, trainer
     for step in bar:
         batch = next(batches)
         trainer.step(batch, step)
+        progress["steps"] = step + 1
         tokens = batch.inputs.numel()
         all_tokens += tokens
         if step + 1 == STEADY_AFTER:
@@ -367,9 +412,17 @@ def _steps(run: Run, run_dir: Path, logger, summary: dict, start: float, trainer
                 return diverged(bad)
             train_loss, train_accuracy = trainer.read_window()
             result = evaluate(model, valid, cfg.eval_batch_size, amp, chance)
+            if result["accuracy"] > best:
+                best, best_step = result["accuracy"], step + 1
+            progress.update(valid_accuracy=best, best_accuracy=best, best_step=best_step,
+                            final_accuracy=result["accuracy"], final_sequence_accuracy=result["sequence_accuracy"],
+                            train_accuracy=train_accuracy)
             steady = steady_tokens > 0 and steady_time > 0  # else too few steps yet: count them all
             record = {
-                "step": step + 1, "split": "valid", "loss": train_loss, "train_accuracy": train_accuracy, **result,
+                # every loss and accuracy named by its split: evaluate() calls its loss test_loss whatever data
+                # it scored, and these rows score the validation split
+                "step": step + 1, "split": "valid", "train_loss": train_loss, "train_accuracy": train_accuracy,
+                **{("valid_loss" if key == "test_loss" else key): value for key, value in result.items()},
                 "tokens_per_s": steady_tokens / steady_time if steady else all_tokens / max(all_time, 1e-9),
                 "tokens_per_s_kind": "steady" if steady else "all_steps",
                 "lr": lr_at(step, cfg), "wall_time_s": round(time.perf_counter() - start, 3),
@@ -377,9 +430,7 @@ def _steps(run: Run, run_dir: Path, logger, summary: dict, start: float, trainer
             with open(metrics_path, "a") as f:  # append-only: one line per evaluation
                 f.write(json.dumps(record) + "\n")
             logger.log(record, step + 1)
-            if result["accuracy"] > best:
-                best, best_step = result["accuracy"], step + 1
-            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{result['accuracy']:.3f}",
+            bar.set_postfix(train_loss=f"{train_loss:.3f}", valid_acc=f"{result['accuracy']:.3f}",
                             tok_s=f"{record['tokens_per_s']:.0f}")
             if result["accuracy"] >= cfg.target_accuracy:
                 break
@@ -400,16 +451,32 @@ def _steps(run: Run, run_dir: Path, logger, summary: dict, start: float, trainer
         "message": "reached train.target_accuracy" if stopped_early else "ran all train.steps",
     }
     if run.eval_cfg.lengths:
-        by_length = evaluate_lengths(model, task, run.eval_cfg, seed, amp)
-        with open(metrics_path, "a") as f:
-            for length, res in by_length.items():
-                record = {"step": steps, "eval": "length", "split": "test", "length": length,
-                          "train_seq_len": task.seq_len, **res}
-                f.write(json.dumps(record) + "\n")
-        summary["length_eval"] = {str(length): res for length, res in by_length.items()}
+        summary.update(_length_eval(run, metrics_path, steps))
+    return summary
+
+
+def _length_eval(run: Run, metrics_path: Path, steps: int) -> dict:
+    """Accuracy at each of eval.lengths, one length at a time: a length that fails (out of memory, say) is
+    recorded in `length_eval_error` beside the others, and never costs the trained result."""
+    by_length, errors = {}, {}
+    for length in sorted(set(run.eval_cfg.lengths)):
+        try:
+            by_length[length] = evaluate_length(run.model, run.task, length, run.eval_cfg, run.train_cfg.seed,
+                                                run.amp)
+        except Exception as err:
+            errors[str(length)] = f"{type(err).__name__}: {err}"
+            print(f"arena: warning: eval.lengths: length {length} failed ({errors[str(length)]}); the trained "
+                  f"result is kept", file=sys.stderr)
+    with open(metrics_path, "a") as f:
+        for length, res in by_length.items():
+            record = {"step": steps, "eval": "length", "split": "test", "length": length,
+                      "train_seq_len": run.task.seq_len, **res}
+            f.write(json.dumps(record) + "\n")
+    if by_length:
         print("arena: held-out accuracy by length: "
               + ", ".join(f"{L}: {r['accuracy']:.3f}" for L, r in by_length.items()), file=sys.stderr)
-    return summary
+    out = {"length_eval": {str(length): res for length, res in by_length.items()}}
+    return {**out, "length_eval_error": errors} if errors else out
 
 
 __all__ = ["Run", "StepBatch", "TrainConfig", "Trainer", "batch_stream", "lr_at", "train"]

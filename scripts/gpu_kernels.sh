@@ -3,8 +3,9 @@
 #   bash scripts/gpu_kernels.sh validate [--quick]   # scripts/validate_triton_gpu.py, SHARDS (default 3) processes
 #                                                    # per (op, dtype): compiling dominates, so 12 compile at once
 #   bash scripts/gpu_kernels.sh bench [args]         # python -m arena.bench kernels --fla-bypass-640 [args]
-# Results go to $OUT (the device tool's folder) or results/gpu/. Wheels for the GPU image, if .whl/ exists
-# (../shared/device/wheels.sh), are installed first.
+# Results go to $OUT (the device tool's folder) or results/gpu/. Wheels for the GPU image, if .whl/ exists, are
+# installed first: pure-Python wheels (hydra-core, omegaconf, antlr4 4.9.3, fla-core) that an offline GPU image
+# lacks, fetched beforehand for its Python with `pip download --only-binary=:all: -d .whl ...`.
 set -uo pipefail
 mode=${1:-validate}; shift || true
 out=${OUT:-results/gpu}; mkdir -p "$out"

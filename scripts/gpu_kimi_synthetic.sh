@@ -7,7 +7,7 @@
 #   STEPS=5000 LENGTHS=256,512,1024,2048 bash scripts/gpu_kimi_synthetic.sh
 # Afterwards, here: python -m arena.report results/runs/kimi_synthetic --out results/<date>_kimi_synthetic
 set -uo pipefail
-STEPS=${STEPS:-3000}               # the paper: up to 20k (GDN needs 10-20k at L=1024, tasks.md 1.3)
+STEPS=${STEPS:-3000}               # the paper: up to 20k (GDN needs 10-20k at L=1024, docs/probes.md#mqar_kimi)
 LENGTHS=${LENGTHS:-256,512,1024}   # the paper: 256,512,1024,2048
 LRS=${LRS:-5e-4,1e-3}              # the paper: 5e-5,1e-4,5e-4,1e-3
 MIXERS=${MIXERS:-kda,gdn,mamba2,mla,mla_nope}

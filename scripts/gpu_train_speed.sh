@@ -7,8 +7,8 @@
 #   bash scripts/gpu_train_speed.sh [validate] [bench] [check] [profile] [share]   # on the GPU machine; default:
 #                                                                   # validate bench check profile
 #
-# Carry .whl (hydra, omegaconf: ../shared/device/wheels.sh) and .baseline. Each part is time-boxed so a slow
-# one cannot starve the rest; the tables come last in the output.
+# Carry .whl (wheels of hydra-core, omegaconf and antlr4 for an offline GPU image, as in gpu_kernels.sh) and
+# .baseline. Each part is time-boxed so a slow one cannot starve the rest; the tables come last in the output.
 set -uo pipefail
 parts=${*:-validate bench check profile}
 out=${OUT:-results/gpu}; mkdir -p "$out"

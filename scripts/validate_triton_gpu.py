@@ -342,7 +342,7 @@ def train_once(mixer: str, impl: str, steps: int, device: torch.device, run_dir:
     run = Run(OmegaConf.to_container(cfg, resolve=True), mixer_specs(cfg, mixer), mixer)
     summary = train(run, run_dir, f"validate-{mixer}-{impl}")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in records if "loss" in r and r.get("eval") != "length"]
+    losses = [r["train_loss"] for r in records if "train_loss" in r and r.get("eval") != "length"]
     if summary["status"] != "completed":
         losses.append(math.nan)  # diverged: make compare_losses fail
     return losses, records[-1]["accuracy"] if records else math.nan

@@ -37,7 +37,8 @@ def test_default_job_learns_mqar(tmp_path):
     assert summary["best_accuracy"] >= 0.9, summary
     assert summary["parameters"]["total"] > 0 and summary["state_size"] > 0 and summary["peak_memory_bytes"] > 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert records and {"step", "loss", "accuracy", "tokens_per_s", "wall_time_s"} <= set(records[-1])
+    last = set(records[-1]) if records else set()
+    assert {"step", "train_loss", "valid_loss", "accuracy", "tokens_per_s", "wall_time_s"} <= last
     assert [r["step"] for r in records] == sorted(r["step"] for r in records)
     env = json.loads((run / "env.json").read_text())
     assert {"git_sha", "git_dirty", "versions", "device_name"} <= set(env)
@@ -79,6 +80,15 @@ BAD = {
     "added-train-key": (("+train.lrr=1",), "unknown key(s) lrr"),
     "unknown-mixer-key": (("mixer=mla", "mixer.rop=false"), "mixer.rop is not a key of conf/mixer/mla.yaml"),
     "unknown-eval-key": (("eval.length=[64]",), "eval.length is not a key of conf/config.yaml"),
+    # numbers out of range, caught before the first step (issue 12, item 1; more cases in test_bad_input.py)
+    "zero-steps": (("train.steps=0",), "train.steps=0 must be an integer >= 1"),
+    "zero-lr": (("train.lr=0",), "train.lr=0.0 must be a finite number > 0"),
+    "zero-eval-every": (("train.eval_every=0",), "train.eval_every=0 must be an integer >= 1"),
+    # eval.lengths, checked before training (item 2)
+    "length-not-a-number": (("eval.lengths=[abc]",), "eval.lengths=['abc'] must be a list of integers >= 2"),
+    "length-task-cannot-fit": (("task=stack", "eval.lengths=[64,4]"), "eval.lengths=[64, 4]: length 4 is not"),
+    # the logger is checked with the rest of the config, before config.yaml is written
+    "unknown-logger-kind": (("logger.kind=tensorboard",), "logger.kind='tensorboard'"),
 }
 
 
@@ -91,7 +101,7 @@ def test_bad_input_is_one_line_nonzero_and_leaves_no_results(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("arena: error:"), proc.stderr
     assert expected in lines[0]
     assert not list(tmp_path.rglob("summary.json")) and not list(tmp_path.rglob("metrics.jsonl"))
-    assert not list(tmp_path.rglob("config.yaml"))
+    assert not list(tmp_path.iterdir()), f"left behind: {sorted(tmp_path.rglob('*'))}"
 
 
 def test_length_extrapolation_is_recorded(tmp_path):

@@ -59,8 +59,9 @@ def test_rerun_skips_finished_and_retries_failed(monkeypatch, tmp_path, capsys):
         return real_loop(run, *args, **kwargs)
 
     monkeypatch.setattr(arena.train, "_loop", failing_once)
-    with pytest.raises(KeyboardInterrupt):  # an interrupt stops the sweep, as Ctrl-C should
+    with pytest.raises(SystemExit) as stop:  # an interrupt stops the sweep (exit 130), as Ctrl-C should
         sweep(monkeypatch, tmp_path, "train.lr=0.001,0.002,0.003")
+    assert stop.value.code == 130
     assert [s["status"] for s in summaries(tmp_path)] and calls == [0.001, 0.002]
     capsys.readouterr()
     monkeypatch.setattr(sys, "argv", sys.argv[:1])
@@ -68,7 +69,7 @@ def test_rerun_skips_finished_and_retries_failed(monkeypatch, tmp_path, capsys):
     assert calls == [0.001, 0.002, 0.002, 0.003]  # 0.001 skipped, the interrupted 0.002 rerun, 0.003 new
     assert "skipping" in capsys.readouterr().err
     statuses = sorted(s["status"] for s in summaries(tmp_path))
-    assert statuses == ["completed", "completed", "completed", "failed"]  # the interrupted attempt stays visible
+    assert statuses == ["completed", "completed", "completed", "interrupted"]  # the interrupted attempt stays
 
 
 def test_config_hash_ignores_paths_and_logger_but_not_settings():

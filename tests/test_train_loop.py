@@ -101,6 +101,5 @@ def test_bad_data_workers_is_a_config_error(tmp_path):
     from arena.errors import ConfigError
     from arena.train import train
 
-    run = make_run(MIXERS["kda"], TASKS["fresh"], data_workers=-3)
-    with pytest.raises(ConfigError, match="data_workers"):
-        train(run, tmp_path, "bad")
+    with pytest.raises(ConfigError, match="data_workers"):  # when the config is built, before any training
+        train(make_run(MIXERS["kda"], TASKS["fresh"], data_workers=-3), tmp_path, "bad")

@@ -4,7 +4,7 @@ Private: use `arena.kernels.kda` or `arena.kernels.gated_delta_rule`. Both ops r
     S_t = (I - beta_t k_t k_t^T) Diag(exp(g_t)) S_{t-1} + beta_t k_t v_t^T,    o_t = S_t^T (scale q_t)
 with g per channel ([B, T, H, K], KDA) or per head ([B, T, H], GDN: the same decay on every key row).
 
-`chunk_delta_rule` is the chunkwise algorithm of docs mixers.md 1.6 in plain PyTorch, differentiable
+`chunk_delta_rule` is the chunkwise algorithm of docs/mixers.md §1.4 in plain PyTorch, differentiable
 (autograd, plus two small autograd.Functions with hand-written backward). In a chunk of C tokens with
 chunk-local cumulative log-decay G:
     Aqk[r, i] = scale q_r . (k_i * exp(G_r - G_i))  (i <= r),   Akk[r, i] = beta_r k_r . (k_i * exp(G_r - G_i))  (i < r)

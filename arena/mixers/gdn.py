@@ -5,7 +5,7 @@
     y, state = mixer(x)                                     # x: [B, T, D] -> y: [B, T, D]
     y_next, state = mixer(x_next, state)                    # continue; T = 1 takes the decode step
 
-Per head (docs/mixers.md 2; K = head_dim, V = expand_v * K):
+Per head (docs/mixers.md §1.3; K = head_dim, V = expand_v * K):
     q, k = l2norm(SiLU(ShortConv(W_q x))), l2norm(SiLU(ShortConv(W_k x)))     [B, T, H, K]
     v    = SiLU(ShortConv(W_v x))                                              [B, T, H, V]
     g    = -exp(A_log[h]) * softplus(a_proj x + dt_bias)                       [B, T, H], g <= 0

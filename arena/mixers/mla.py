@@ -13,7 +13,7 @@ Per token, with H heads, Kn = qk_nope_head_dim, Kr = qk_rope_head_dim, V = v_hea
 With rope=False (NoPE, as Kimi Linear ships) the Kr dims stay and are used raw: an extra shared-key subspace,
 and attention is position-free. The cache is the latent, as MLA intends: {"c_kv": [B, T, R] after the norm,
 "k_rope": [B, T, Kr] after rotation}. Continuing from it recomputes k_nope and v from c_kv with kv_b_proj
-(no weight absorption). See docs/mixers.md section 4; tests in tests/mixers/test_mla.py.
+(no weight absorption). See docs/mixers.md §3; tests in tests/mixers/test_mla.py.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
     python -m arena.report results/runs                       # -> results/runs/report/report.html (+ .md, CSVs)
     python -m arena.report results/runs --out /tmp/report --length 1024
 
-Reads only run directories (folders holding a summary.json); a missing folder or one without runs is a one-line
-error with exit status 2, and nothing is written.
+Reads only run directories (folders holding a summary.json); a missing folder, one without runs, or a --length
+that no run was trained at is a one-line error with exit status 2, and nothing is written. What could not be read
+in full (a corrupted summary.json, a torn metrics.jsonl line, a --length some task lacks) is printed as one
+`arena.report: warning: ...` line each on stderr, and listed under "Warnings" in report.md.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ def no_runs_reason(results: Path) -> str | None:
     """Why `results` cannot give a report, checked before pandas and matplotlib are imported (a typo fails fast)."""
     if not results.is_dir():
         return f"{results} is not a directory"
-    if not any(p.is_file() for p in results.rglob("summary.json")):
-        return f"no run directories (folders with a summary.json) under {results}"
+    if not any(p.is_file() for name in ("summary.json", "skipped.json") for p in results.rglob(name)):
+        return f"no run directories (folders with a summary.json or a sweep's skipped.json) under {results}"
     return None
 
 
@@ -38,10 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"arena.report: error: {reason}", file=sys.stderr)
         return 2
-    from arena.report.render import NoRunsError, write_report  # pandas + matplotlib: a second or two
+    from arena.report.render import NoRunsError, ReportInputError, build_tables, write_tables  # pandas: a second
 
     try:
-        out = write_report(args.results, args.out, args.length)
+        tables = build_tables(args.results, args.length)
+    except ReportInputError as err:
+        print(f"arena.report: error: {err}", file=sys.stderr)
+        return 2
+    for message in tables["warnings"]:
+        print(f"arena.report: warning: {message}", file=sys.stderr)
+    try:
+        out = write_tables(args.results, tables, args.out)
     except NoRunsError as err:
         print(f"arena.report: error: {err}", file=sys.stderr)
         return 2

@@ -4,10 +4,17 @@
     runs = load_runs("results/runs")        # every folder below that holds a summary.json is one run
 
 Reads summary.json, config.yaml and metrics.jsonl only (never wandb). Runs written by older versions may lack
-fields; those become NaN. Columns whose name holds a dot ("model.d_model", "mixer.allow_neg_eigval") are the
-*setting* columns: config values that differ between runs of one (experiment, mixer, task, train_len) group and
-therefore name a separate comparison; everything else in the config is either equal within such a group or
-one of the protocol's own axes (learning rate, seed, training length).
+fields; those become NaN. What cannot be read (a summary.json that is not JSON, a torn line in metrics.jsonl) is
+kept as far as it goes and reported as a ReportWarning (`python -m arena.report` prints each on stderr).
+
+Columns whose name holds a dot ("model.d_model", "mixer.allow_neg_eigval") are the *setting* columns: config
+values that differ between runs of one (experiment, mixer, task, train_len) group and therefore name a separate
+comparison; everything else in the config is either equal within such a group or one of the protocol's own axes
+(learning rate, seed, training length). Runs that share a config_hash (a rerun with resume=false, an earlier
+failed attempt, a twin found twice) are duplicates: the table keeps each one, and `duplicate_of` names the run the
+comparison uses instead. `variant` names the execution keys (mixer.impl, device, ...) in which runs that one
+comparison pools differ; `metric` is the number the task is judged by (accuracy, or scaled accuracy for parity)
+and `test_metric` / `valid_metric` the run's accuracies in it.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -22,10 +30,11 @@ import yaml
 
 RUN_COLUMNS = [
     "run_dir", "experiment", "mixer", "raw_mixer", "model", "task", "train_len", "lr", "seed", "steps", "status",
-    "message", "valid_accuracy", "test_accuracy", "test_sequence_accuracy", "train_accuracy", "params_total",
-    "params_mixer", "state_size", "flops_per_token", "wall_time_s", "config_hash",
+    "message", "valid_accuracy", "test_accuracy", "test_sequence_accuracy", "train_accuracy", "metric",
+    "chance_accuracy", "valid_metric", "test_metric", "train_min_len", "train_max_len", "params_total",
+    "params_mixer", "state_size", "flops_per_token", "wall_time_s", "config_hash", "duplicate_of", "variant",
 ]
-CURVE_COLUMNS = ["run_dir", "step", "split", "accuracy", "loss"]
+CURVE_COLUMNS = ["run_dir", "step", "split", "accuracy", "train_loss", "valid_loss"]
 LENGTH_COLUMNS = ["run_dir", "length", "train_len", "accuracy", "sequence_accuracy", "scaled_accuracy"]
 GROUP_AXES = ["experiment", "mixer", "task", "train_len"]
 CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
@@ -37,6 +46,26 @@ NOT_SETTINGS = (
     "train.lr", "train.seed", "train.device", "train.precision", "train.cpu_threads", "train.eval_batch_size",
     "task.seq_len", "task.name", "mixer.name", "mixer.impl", "logger", "results_dir", "experiment", "eval", "hydra",
 )
+
+
+# The number a task is judged by, where it is not plain accuracy: Grazzi et al. report parity and modular
+# arithmetic in scaled accuracy, (accuracy - chance) / (1 - chance), so 0 is a guess and 1 is perfect. A run whose
+# summary.json names a "primary_metric" overrides this table.
+PRIMARY_METRICS = {"parity": "scaled_accuracy", "modular_arithmetic": "scaled_accuracy",
+                   "modular_arithmetic_brackets": "scaled_accuracy"}
+# Execution keys left out of the settings (NOT_SETTINGS) that still tell two runs apart; runs pooled in one
+# comparison that differ in one of these are named in the runs table's `variant` column (and the report's notes).
+VARIANT_KEYS = ("mixer.impl", "train.device", "train.precision", "train.cpu_threads", "train.eval_batch_size")
+# Which of several runs with one config_hash a comparison keeps: the most finished, then the newest.
+STATUS_RANK = {"completed": 0, "diverged": 1, "interrupted": 2, "failed": 3}
+
+
+class ReportWarning(UserWarning):
+    """Something in the results could not be read in full; the report goes on with what could."""
+
+
+def warn(message: str) -> None:
+    warnings.warn(message, ReportWarning, stacklevel=2)
 
 
 def find_run_dirs(root: Path) -> list[Path]:
@@ -64,18 +93,32 @@ def _read_config(run_dir: Path) -> dict:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The records of metrics.jsonl; a torn last line (a run killed mid-write) is skipped, not fatal."""
+    """The records of metrics.jsonl; a line that is not a JSON object (a run killed mid-write tears the last one)
+    is skipped with a ReportWarning naming the file, and every readable record is kept."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
-    records = []
-    for line in path.read_text().splitlines():
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as err:
+        warn(f"{path}: cannot be read ({err.strerror}); no curve for this run")
+        return []
+    records, bad = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
             record = json.loads(line)
         except ValueError:
-            continue
+            record = None
         if isinstance(record, dict):
             records.append(record)
+        else:
+            bad.append(number)
+    if bad:
+        where = "the last line" if bad == [len(lines)] else "line(s) " + ", ".join(map(str, bad[:5]))
+        warn(f"{path}: {where} of {len(lines)} is not a JSON record (torn by a killed run?); "
+             f"kept the {len(records)} readable records")
     return records
 
 
@@ -100,6 +143,31 @@ def _number(value) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
+
+
+def to_metric(accuracy, metric: str, chance) -> float:
+    """An accuracy in the given metric: itself, or scaled, (accuracy - chance) / (1 - chance)."""
+    accuracy = _number(accuracy)
+    if metric != "scaled_accuracy":
+        return accuracy
+    chance = _number(chance)
+    return (accuracy - chance) / (1.0 - chance) if chance < 1 else math.nan
+
+
+# Chance levels of runs written before summary.json recorded "chance_accuracy" (the task's own value).
+CHANCE_FALLBACK = {"parity": lambda task_cfg: 0.5,
+                   "modular_arithmetic": lambda task_cfg: 1.0 / task_cfg.get("modulus", 5),
+                   "modular_arithmetic_brackets": lambda task_cfg: 1.0 / task_cfg.get("modulus", 5)}
+
+
+def _metric_and_chance(summary: dict, task, task_cfg: dict) -> tuple[str, float]:
+    chance = _number(summary.get("chance_accuracy"))
+    if math.isnan(chance) and task in CHANCE_FALLBACK:
+        chance = _number(CHANCE_FALLBACK[task](task_cfg))
+    metric = str(summary.get("primary_metric") or PRIMARY_METRICS.get(task, "accuracy"))
+    if metric == "scaled_accuracy" and not 0 <= chance < 1:
+        metric = "accuracy"  # no chance level known: the plain accuracy, labelled as such, rather than a guess
+    return metric, chance
 
 
 def _name_parts(name) -> list[str]:
@@ -151,6 +219,9 @@ def run_row(run_dir: Path, root: Path) -> dict:
     summary = _read_json(run_dir / "summary.json")
     config = _read_config(run_dir)
     unreadable = summary is None
+    if unreadable:
+        warn(f"{run_dir / 'summary.json'} is not a valid JSON object; the run is listed as unreadable and left "
+             f"out of every comparison")
     summary = summary or {}
     cfg_train, cfg_task, cfg_mixer, cfg_model = (config.get(k) or {} for k in ("train", "task", "mixer", "model"))
     name_model, name_mixer, name_task = _name_parts(summary.get("name"))
@@ -161,6 +232,10 @@ def run_row(run_dir: Path, root: Path) -> dict:
     params_mixer = [v for k, v in params.items() if str(k).startswith("mixer/") and v is not None]
     valid = summary.get("valid_accuracy", summary.get("best_accuracy"))  # older runs: best_accuracy is the same
     experiment = summary.get("experiment", config.get("experiment"))
+    task = summary.get("task") or cfg_task.get("name") or name_task
+    metric, chance = _metric_and_chance(summary, task, cfg_task)
+    seq_len = _number(cfg_task.get("seq_len", summary.get("seq_len")))
+    flat = flatten(config)
     return {
         "run_dir": str(run_dir.relative_to(root)) if run_dir != root else ".",
         "_layers": json.dumps([str(x) for x in layers or []]),
@@ -168,8 +243,8 @@ def run_row(run_dir: Path, root: Path) -> dict:
         "mixer": mixer_label(raw_mixer, model, layers),
         "raw_mixer": raw_mixer,
         "model": model,
-        "task": summary.get("task") or cfg_task.get("name") or name_task,
-        "train_len": _number(cfg_task.get("seq_len", summary.get("seq_len"))),
+        "task": task,
+        "train_len": seq_len,
         "lr": _number(cfg_train.get("lr")),
         "seed": _number(cfg_train.get("seed")),
         "steps": _number(summary.get("steps")),
@@ -179,19 +254,38 @@ def run_row(run_dir: Path, root: Path) -> dict:
         "test_accuracy": _number(summary.get("test_accuracy")),
         "test_sequence_accuracy": _number(summary.get("test_sequence_accuracy")),
         "train_accuracy": _number(summary.get("train_accuracy")),
+        "metric": metric,
+        "chance_accuracy": chance,
+        "valid_metric": to_metric(valid, metric, chance),
+        "test_metric": to_metric(summary.get("test_accuracy"), metric, chance),
+        # the lengths the model saw in training: a task with a length range (parity: 3-16 tokens padded to
+        # seq_len 64) says so in its config; every other task trains on seq_len-token sequences
+        "train_min_len": _number(cfg_task.get("train_min_len", seq_len)),
+        "train_max_len": _number(cfg_task.get("train_max_len", seq_len)),
         "params_total": _number(params.get("total")),
         "params_mixer": float(sum(params_mixer)) if params_mixer else math.nan,
         "state_size": _number(summary.get("state_size")),
         "flops_per_token": _number(summary.get("flops_per_token")),
         "wall_time_s": _number(summary.get("wall_time_s")),
         "config_hash": summary.get("config_hash"),
-        **{f"config:{k}": v for k, v in flatten(config).items() if not k.startswith(NOT_SETTINGS)},
+        "duplicate_of": "",
+        "variant": "",
+        "_mtime": _mtime(run_dir / "summary.json"),
+        **{f"config:{k}": v for k, v in flat.items() if not k.startswith(NOT_SETTINGS)},
+        **{f"variant:{k}": flat[k] for k in VARIANT_KEYS if k in flat},
     }
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return math.nan
 
 
 def setting_columns(df: pd.DataFrame) -> list[str]:
     """The setting columns of a runs table (their names hold a dot; no core column does)."""
-    return [c for c in df.columns if "." in c]
+    return [c for c in df.columns if "." in c and not c.startswith("variant:")]
 
 
 def _keep_settings(df: pd.DataFrame) -> pd.DataFrame:
@@ -210,21 +304,60 @@ def _keep_settings(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns=[c for c in candidates if c not in keep]).rename(columns=renamed)
 
 
+def _mark_duplicates(df: pd.DataFrame) -> pd.Series:
+    """duplicate_of: for every run but one per config_hash, the run_dir of the one kept (most finished status,
+    then newest summary.json, then last path); "" for the kept runs and for runs without a hash."""
+    marks = pd.Series("", index=df.index, dtype=object)
+    hashed = df[df["config_hash"].notna() & (df["status"] != "unreadable")]
+    for _, part in hashed.groupby("config_hash"):
+        if len(part) < 2:
+            continue
+        order = part.assign(_rank=part["status"].map(STATUS_RANK).fillna(len(STATUS_RANK)),
+                            _time=part["_mtime"].fillna(-math.inf))
+        order = order.sort_values(["_rank", "_time", "run_dir"], ascending=[True, False, False])
+        marks[order.index[1:]] = order["run_dir"].iloc[0]
+    return marks
+
+
+def _mark_variants(df: pd.DataFrame) -> pd.Series:
+    """variant: the execution keys (VARIANT_KEYS) whose values differ among the runs one comparison pools at one
+    learning rate, as "mixer.impl=naive"; "" where the pooled runs agree."""
+    labels = pd.Series("", index=df.index, dtype=object)
+    columns = [c for c in df.columns if c.startswith("variant:")]
+    if not columns:
+        return labels
+    pooled = df[df["duplicate_of"] == ""]
+    cell = GROUP_AXES + setting_columns(df) + ["lr"]
+    keys = [pooled[c].astype(object).where(pooled[c].notna(), "<none>").map(repr) for c in cell]
+    for _, part in pooled.groupby(keys, dropna=False):
+        differing = [c for c in columns if part[c].astype(object).map(repr).nunique() > 1]
+        for index in part.index if differing else ():
+            labels[index] = ", ".join(f"{c.removeprefix('variant:')}={df.at[index, c]}" for c in differing)
+    return labels
+
+
 def load_runs(root) -> pd.DataFrame:
     """One row per run directory below `root`: the columns of RUN_COLUMNS, then the setting columns."""
     root = Path(root)
     rows = [run_row(d, root) for d in find_run_dirs(root)]
+    from arena.report.sweeps import sweep_rows  # imports this module: deferred
+
+    rows += sweep_rows(root, rows)  # a sweep's skipped points (their twins' runs) and grid points with no run
     if not rows:
         return pd.DataFrame(columns=RUN_COLUMNS)
     df = pd.DataFrame(rows)
     df["mixer"] = _split_mixer_dependent_models(df)
     df = _keep_settings(df)
+    df["duplicate_of"] = _mark_duplicates(df)
+    df["variant"] = _mark_variants(df)
     settings = sorted(setting_columns(df))
     return df[RUN_COLUMNS + settings].reset_index(drop=True)
 
 
 def load_curves(root, runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per training-time evaluation in metrics.jsonl (older runs wrote no "split": it was validation)."""
+    """One row per training-time evaluation in metrics.jsonl (older runs wrote no "split": it was validation).
+    `accuracy` and `valid_loss` are the evaluated split's; `train_loss` is the training window's. The validation
+    loss was once written as "test_loss", the training loss as "loss": both spellings are read."""
     rows = []
     for run_dir in runs["run_dir"]:
         for record in read_metrics(Path(root) / run_dir):
@@ -232,7 +365,8 @@ def load_curves(root, runs: pd.DataFrame) -> pd.DataFrame:
                 continue
             rows.append({"run_dir": run_dir, "step": _number(record.get("step")),
                          "split": record.get("split") or "valid", "accuracy": _number(record.get("accuracy")),
-                         "loss": _number(record.get("loss"))})
+                         "train_loss": _number(record.get("train_loss", record.get("loss"))),
+                         "valid_loss": _number(record.get("valid_loss", record.get("test_loss")))})
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 

@@ -6,7 +6,11 @@
 
 Every `*_table` function is pure pandas; every `plot_*` function takes its table and a path, writes a PNG with
 matplotlib's Agg backend (no display needed) and returns the path, or None when there is nothing to draw.
-Colours follow the series name, so one mixer has one colour in every figure.
+Numbers are in each task's metric (`metric` column: accuracy, or scaled accuracy for parity, whose chance level
+is 0). Each series keeps one colour, marker and line style in every figure, and series that share an x value are
+drawn slightly apart (log axes: a few percent), so that equal results stay visible; the legend names them, never
+text beside the points. Accuracy panels draw the chance level (dotted); the extrapolation panels shade the
+lengths the model was trained on (parity: 3-16 tokens, not its padded seq_len).
 """
 
 from __future__ import annotations
@@ -24,75 +28,114 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from arena.report.load import to_metric  # noqa: E402
 from arena.report.protocol import mean_ci95  # noqa: E402
 
 DPI = 110
 PANEL = (4.4, 3.4)  # inches per panel
-ACCURACY_LABEL = "test accuracy (fraction of scored tokens)"
 
 
 # ----------------------------------------------------------------------------------------------- tables
+REFERENCE_COLUMNS = ["chance_accuracy", "train_min_len", "train_max_len"]  # what the reference lines are drawn from
+
+
 def length_table(selected: pd.DataFrame) -> pd.DataFrame:
-    """Test accuracy at the chosen learning rate against training length: one row per (task, series, length)."""
-    columns = ["task", "series", "train_len", "test_accuracy_mean", "test_accuracy_ci95", "n_seeds", "lr"]
-    rows = selected[selected["test_accuracy_mean"].notna()] if len(selected) else selected
+    """Test score at the chosen learning rate against training length: one row per (task, series, length)."""
+    columns = ["task", "series", "metric", "train_len", "test_metric_mean", "test_metric_ci95", "n_seeds", "lr",
+               *REFERENCE_COLUMNS]
+    rows = selected[selected["test_metric_mean"].notna()] if len(selected) else selected
     return rows[columns].sort_values(["task", "series", "train_len"]).reset_index(drop=True)
 
 
 def convergence_table(curves: pd.DataFrame, chosen: pd.DataFrame, lengths: dict) -> pd.DataFrame:
-    """Validation accuracy against step for the chosen-rate runs at each task's fixed length, averaged over
-    seeds (min and max kept for the band)."""
-    columns = ["task", "series", "train_len", "step", "valid_accuracy_mean", "valid_accuracy_min",
-               "valid_accuracy_max", "n_seeds"]
+    """Validation score (the task's metric) against step for the chosen-rate runs at each task's fixed length,
+    averaged over seeds (min and max kept for the band)."""
+    columns = ["task", "series", "metric", "train_len", "step", "valid_metric_mean", "valid_metric_min",
+               "valid_metric_max", "n_seeds", *REFERENCE_COLUMNS]
     if curves.empty or chosen.empty:
         return pd.DataFrame(columns=columns)
     runs = chosen[chosen.apply(lambda r: r["train_len"] == lengths.get(r["task"]), axis=1)]
-    data = curves[curves["split"] == "valid"].merge(runs[["run_dir", "task", "series", "train_len"]], on="run_dir")
+    meta = runs[["run_dir", "task", "series", "metric", "train_len", "seed", *REFERENCE_COLUMNS]]
+    data = curves[curves["split"] == "valid"].merge(meta, on="run_dir")
     if data.empty:
         return pd.DataFrame(columns=columns)
-    table = (data.groupby(["task", "series", "train_len", "step"])["accuracy"]
-             .agg(valid_accuracy_mean="mean", valid_accuracy_min="min", valid_accuracy_max="max", n_seeds="count")
-             .reset_index())
+    data["value"] = [to_metric(a, m, c) for a, m, c in zip(data["accuracy"], data["metric"], data["chance_accuracy"])]
+    # runs that repeat a seed (another kernel implementation, say) are one seed: averaged before the band
+    keys = ["task", "series", "metric", "train_len", "step"]
+    data = data.groupby(keys + ["seed"], dropna=False).agg(
+        value=("value", "mean"), **{c: (c, "first") for c in REFERENCE_COLUMNS}).reset_index()
+    table = (data.groupby(keys).agg(valid_metric_mean=("value", "mean"), valid_metric_min=("value", "min"),
+                                    valid_metric_max=("value", "max"), n_seeds=("value", "count"),
+                                    **{c: (c, "first") for c in REFERENCE_COLUMNS}).reset_index())
     return table[columns]
 
 
 def frontier_table(selected_at_length: pd.DataFrame) -> pd.DataFrame:
-    """Test accuracy against state size and parameters, one point per (task, series) at the fixed length."""
-    columns = ["task", "train_len", "series", "state_size", "params_total", "flops_per_token", "test_accuracy_mean",
-               "test_accuracy_ci95", "n_seeds"]
-    rows = selected_at_length[selected_at_length["test_accuracy_mean"].notna()]
+    """Test score against state size and parameters, one point per (task, series) at the fixed length."""
+    columns = ["task", "train_len", "series", "metric", "state_size", "params_total", "flops_per_token",
+               "test_metric_mean", "test_metric_ci95", "n_seeds", *REFERENCE_COLUMNS]
+    rows = selected_at_length[selected_at_length["test_metric_mean"].notna()]
     return rows[columns].sort_values(["task", "state_size", "series"]).reset_index(drop=True)
 
 
 def extrapolation_table(lengths: pd.DataFrame, chosen: pd.DataFrame, fixed: dict) -> pd.DataFrame:
-    """Test accuracy against test length for the chosen-rate runs at each task's fixed training length, mean and
-    95% CI over seeds. The training length itself comes from the runs' test accuracy where it was not re-scored."""
-    columns = ["task", "series", "train_len", "length", "accuracy_mean", "accuracy_ci95", "n_seeds"]
+    """Test score against test length for the chosen-rate runs at each task's fixed training length, mean and
+    95% CI over seeds. The training length itself comes from the runs' test score where it was not re-scored."""
+    columns = ["task", "series", "metric", "train_len", "length", "test_metric_mean", "test_metric_ci95", "n_seeds",
+               *REFERENCE_COLUMNS]
     if lengths.empty or chosen.empty:
         return pd.DataFrame(columns=columns)
     runs = chosen[chosen.apply(lambda r: r["train_len"] == fixed.get(r["task"]), axis=1)]
-    meta = runs[["run_dir", "task", "series", "train_len"]]
-    data = lengths[["run_dir", "length", "accuracy"]].merge(meta, on="run_dir")
+    meta = runs[["run_dir", "task", "series", "metric", "train_len", "seed", *REFERENCE_COLUMNS]]
+    data = lengths[["run_dir", "length", "accuracy", "scaled_accuracy"]].merge(meta, on="run_dir")
     if data.empty:
         return pd.DataFrame(columns=columns)
-    at_train = runs[runs["run_dir"].isin(data["run_dir"])][["run_dir", "train_len", "test_accuracy"]]
-    at_train = at_train.rename(columns={"train_len": "length", "test_accuracy": "accuracy"}).merge(meta, on="run_dir")
+    # the record's own scaled accuracy (its chance at that length); computed from the run's chance where absent
+    data["value"] = [s if m == "scaled_accuracy" and pd.notna(s) else to_metric(a, m, c) for a, s, m, c in
+                     zip(data["accuracy"], data["scaled_accuracy"], data["metric"], data["chance_accuracy"])]
+    # a run's own test score stands for its training length, unless the task tests on a range of lengths of
+    # its own (parity: test_min_len..test_max_len), which is no single length
+    own_length = (runs["train_min_len"] == runs["train_len"]) & (runs["train_max_len"] == runs["train_len"])
+    at_train = runs[runs["run_dir"].isin(data["run_dir"]) & own_length][["run_dir", "train_len", "test_metric"]]
+    at_train = at_train.rename(columns={"train_len": "length", "test_metric": "value"}).merge(meta, on="run_dir")
     scored = set(zip(data["run_dir"], data["length"]))
     at_train = at_train[[(d, L) not in scored for d, L in zip(at_train["run_dir"], at_train["length"])]]
     data = pd.concat([data, at_train], ignore_index=True)
     rows = []
-    for (task, series, train_len, length), part in data.groupby(["task", "series", "train_len", "length"]):
-        mean, n, ci = mean_ci95(part["accuracy"])
-        rows.append({"task": task, "series": series, "train_len": train_len, "length": length,
-                     "accuracy_mean": mean, "accuracy_ci95": ci, "n_seeds": n})
+    keys = ["task", "series", "metric", "train_len", "length"]
+    for key, part in data.groupby(keys):
+        seeds = part.groupby(part["seed"].fillna(-1.0))["value"].mean()  # a repeated seed counts once
+        mean, n, ci = mean_ci95(seeds)
+        rows.append({**dict(zip(keys, key)), "test_metric_mean": mean, "test_metric_ci95": ci, "n_seeds": n,
+                     **{c: part[c].iloc[0] for c in REFERENCE_COLUMNS}})
     return pd.DataFrame(rows, columns=columns)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+LINESTYLES = ("-", "--", "-.", ":")
+DODGE = 0.035  # log2 units between neighbouring series that share an x value (about 2.5%)
+CHANCE_LABEL = "chance level (dotted)"
+
+
 def series_colours(names) -> dict:
     names = sorted({str(n) for n in names})
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+
+
+def series_styles(names) -> dict:
+    """Series name -> colour, marker and line style; neighbours in the sorted order differ in all three, so two
+    series drawn on top of each other still show both."""
+    colours = series_colours(names)
+    return {name: {"color": colours[name], "marker": MARKERS[i % len(MARKERS)],
+                   "linestyle": LINESTYLES[i % len(LINESTYLES)]} for i, name in enumerate(sorted(colours))}
+
+
+def dodge(values, index: int, count: int) -> np.ndarray:
+    """x values of the index-th of `count` series, spread around the true x on a log axis (a factor of 2**(k *
+    DODGE)), so equal points of different series sit side by side; the true x is in the table."""
+    return np.asarray(values, dtype=float) * 2 ** (DODGE * (index - (count - 1) / 2))
 
 
 def _panels(n: int, size=PANEL, ncols_max: int = 3):
@@ -135,10 +178,76 @@ def _log_count_axis(ax) -> None:
     ax.tick_params(axis="x", which="both", labelsize=9)
 
 
-def _accuracy_axis(ax, label: str = ACCURACY_LABEL) -> None:
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_ylabel(label)
+def metric_name(metric: str) -> str:
+    return "scaled accuracy" if metric == "scaled_accuracy" else "accuracy"
+
+
+def metric_label(metric: str, split: str = "test") -> str:
+    if metric == "scaled_accuracy":
+        return f"{split} scaled accuracy\n(0 = chance, 1 = perfect)"
+    return f"{split} accuracy\n(fraction of scored tokens)"
+
+
+def _accuracy_axis(ax, metric: str = "accuracy", split: str = "test", lowest: float = 0.0) -> None:
+    """0..1 with a little room; scaled accuracy may go below 0 (worse than chance), so the axis follows it."""
+    low = min(-0.03, lowest - 0.05) if np.isfinite(lowest) else -0.03
+    ax.set_ylim(low, 1.03)
+    ax.set_ylabel(metric_label(metric, split))
     ax.grid(True, alpha=0.3)
+
+
+def _lowest(part: pd.DataFrame, mean: str, ci: str | None = None) -> float:
+    """The lowest point an error bar of `part` reaches, cut at each row's lowest possible score."""
+    y = part[mean].astype(float) - (part[ci].astype(float).fillna(0) if ci else 0)
+    floor = [lowest_score(m, c) for m, c in zip(part["metric"], part["chance_accuracy"])]
+    values = np.maximum(y.to_numpy(), np.asarray(floor, dtype=float))
+    return float(np.nanmin(values)) if np.isfinite(values).any() else 0.0
+
+
+def _chance_line(ax, part: pd.DataFrame) -> None:
+    """The score of a uniform guess: 0 in scaled accuracy, the task's chance accuracy otherwise (a task that
+    records none, or 0, gets no line: its chance level is not known)."""
+    levels = set()
+    for metric, chance in zip(part["metric"], part["chance_accuracy"]):
+        if metric == "scaled_accuracy":
+            levels.add(0.0)
+        elif pd.notna(chance) and 0 < chance < 1:
+            levels.add(float(chance))
+    for level in sorted(levels):
+        ax.axhline(level, color="0.35", linestyle=":", linewidth=1.2, label=CHANCE_LABEL, zorder=1)
+
+
+def _panel_metric(part: pd.DataFrame) -> str:
+    metrics = sorted(set(part["metric"].dropna()))
+    return metrics[0] if len(metrics) == 1 else "accuracy"
+
+
+def train_range_text(low, high) -> str:
+    """"3-16" for a range of training lengths, "64" for one length, "?" when unknown."""
+    if pd.isna(low) or pd.isna(high):
+        return "?"
+    return f"{int(low)}" if low == high else f"{int(low)}-{int(high)}"
+
+
+def _trained_range(part: pd.DataFrame) -> str:
+    """"3-16" where the training lengths are not the sequence length (parity and the other state-tracking probes
+    pad shorter content to seq_len) and the panel has one such range; "" otherwise."""
+    ranges = {(lo, hi) for lo, hi, L in zip(part["train_min_len"], part["train_max_len"], part["train_len"])
+              if pd.notna(lo) and pd.notna(hi) and not lo == hi == L}
+    return train_range_text(*next(iter(ranges))) if len(ranges) == 1 else ""
+
+
+def _title(task: str, part: pd.DataFrame, with_length: bool = False) -> str:
+    """"parity (scaled accuracy; seq_len 64, trained on 3-16 tokens)", wrapped to the panel's width."""
+    metric = _panel_metric(part)
+    bits = [] if metric == "accuracy" else [metric_name(metric)]
+    trained = _trained_range(part)
+    length = _length_text(part["train_len"].iloc[0])
+    if trained:
+        bits.append(f"seq_len {length}, trained on {trained} tokens" if with_length else f"trained on {trained} tokens")
+    elif with_length:
+        bits.append(f"training length {length}")
+    return "\n".join(textwrap.wrap(f"{task} ({'; '.join(bits)})" if bits else task, 46))
 
 
 def _finish(fig, path: Path, title: str, legend: bool = True) -> Path:
@@ -151,7 +260,8 @@ def _finish(fig, path: Path, title: str, legend: bool = True) -> Path:
                 if label not in handles:
                     handles[label] = handle
                     labels.append(label)
-        labels.sort()  # the same order in every figure
+        # the same order in every figure: the series, then the reference lines
+        labels.sort(key=lambda lab: (lab == CHANCE_LABEL or lab.startswith("training length"), lab))
         if handles:
             fig.legend([handles[lab] for lab in labels], labels, loc="outside right center", title="mixer",
                        fontsize=9, title_fontsize=9, frameon=False)
@@ -161,17 +271,22 @@ def _finish(fig, path: Path, title: str, legend: bool = True) -> Path:
     return path
 
 
-def clipped_yerr(y, ci):
-    """Asymmetric error bars for a mean +- CI, cut at 0 and 1 (no accuracy lies outside); None without CIs."""
+def clipped_yerr(y, ci, low: float = 0.0, high: float = 1.0):
+    """Asymmetric error bars for a mean +- CI, cut at the metric's range (accuracy: 0 and 1); None without CIs."""
     y, ci = np.asarray(y, dtype=float), np.asarray(ci, dtype=float)
     if np.all(np.isnan(ci)):
         return None
     ci = np.nan_to_num(ci)
-    return np.vstack([y - np.clip(y - ci, 0, 1), np.clip(y + ci, 0, 1) - y])
+    return np.vstack([y - np.clip(y - ci, low, high), np.clip(y + ci, low, high) - y])
 
 
-def _errorbar(ax, x, y, ci, **kwargs) -> None:
-    ax.errorbar(x, y, yerr=clipped_yerr(y, ci), capsize=3, marker="o", markersize=4, linewidth=1.5, **kwargs)
+def lowest_score(metric: str, chance) -> float:
+    """The score of accuracy 0: 0, or -chance / (1 - chance) in scaled accuracy."""
+    return to_metric(0.0, metric, chance) if metric == "scaled_accuracy" else 0.0
+
+
+def _errorbar(ax, x, y, ci, style: dict, label: str, low: float = 0.0) -> None:
+    ax.errorbar(x, y, yerr=clipped_yerr(y, ci, low), capsize=3, markersize=5, linewidth=1.5, label=label, **style)
 
 
 def _length_text(value) -> str:
@@ -180,114 +295,145 @@ def _length_text(value) -> str:
 
 # ----------------------------------------------------------------------------------------------- figures
 def plot_accuracy_vs_length(table: pd.DataFrame, path) -> Path | None:
-    """Kimi Linear's Figure 4 layout: one panel per task, test accuracy against training length, one line per
-    mixer; error bars are 95% CIs over seeds."""
+    """Kimi Linear's Figure 4 layout: one panel per task, test score against training length, one line per
+    mixer; error bars are 95% CIs over seeds; the dotted line is chance."""
     table = table.dropna(subset=["train_len"])
     if table.empty:
         return None
     tasks = sorted(table["task"].unique())
-    colours = series_colours(table["series"])
+    styles = series_styles(table["series"])
     fig, axes = _panels(len(tasks))
     for ax, task in zip(axes, tasks):
         part = table[table["task"] == task]
-        for series, line in part.groupby("series"):
-            line = line.sort_values("train_len")
-            _errorbar(ax, line["train_len"], line["test_accuracy_mean"], line["test_accuracy_ci95"],
-                      color=colours[series], label=series)
+        metric = _panel_metric(part)
+        names = sorted(part["series"].unique())
+        for index, series in enumerate(names):
+            line = part[part["series"] == series].sort_values("train_len")
+            low = lowest_score(metric, line["chance_accuracy"].iloc[0])
+            _errorbar(ax, dodge(line["train_len"], index, len(names)), line["test_metric_mean"],
+                      line["test_metric_ci95"], styles[series], series, low)
+        _chance_line(ax, part)
         _log2_axis(ax, part["train_len"])
-        _accuracy_axis(ax)
-        ax.set_xlabel("training length (tokens, log2 scale)")
-        ax.set_title(task)
+        _accuracy_axis(ax, metric, lowest=_lowest(part, "test_metric_mean", "test_metric_ci95"))
+        ax.set_xlabel("training length (tokens, log2 scale)" if not _trained_range(part)
+                      else "sequence length seq_len (tokens, log2 scale)")
+        ax.set_title(_title(task, part), fontsize=11)
     seeds = int(table["n_seeds"].max())
     note = "error bars: 95% CI over seeds" if seeds > 1 else "one seed: no error bars"
-    return _finish(fig, path, f"Test accuracy against training length (learning rate chosen on validation; {note})")
+    return _finish(fig, path, f"Test score against training length (learning rate chosen on validation; {note}; "
+                              "series side by side where they share a length)")
 
 
 def plot_convergence(table: pd.DataFrame, path) -> Path | None:
-    """Validation accuracy against training step at a fixed training length, one panel per task, chosen rate
-    only; the shaded band spans the seeds (min to max)."""
+    """Validation score against training step at a fixed training length, one panel per task, chosen rate
+    only; the shaded band spans the seeds (min to max); the dotted line is chance."""
     if table.empty:
         return None
     tasks = sorted(table["task"].unique())
-    colours = series_colours(table["series"])
+    styles = series_styles(table["series"])
     fig, axes = _panels(len(tasks))
     for ax, task in zip(axes, tasks):
         part = table[table["task"] == task]
+        metric = _panel_metric(part)
         for series, line in part.groupby("series"):
             line = line.sort_values("step")
-            # markers for sparse curves (a run with one evaluation must still show); dense ones read better without
-            ax.plot(line["step"], line["valid_accuracy_mean"], color=colours[series], label=series, linewidth=1.5,
-                    marker="o" if len(line) <= 12 else None, markersize=3)
+            style = styles[series]
+            # every point marked while they can be told apart; a dense curve marks about 12 of them
+            ax.plot(line["step"], line["valid_metric_mean"], label=series, linewidth=1.5, markersize=4,
+                    markevery=max(1, len(line) // 12), **style)
             if line["n_seeds"].max() > 1:
-                ax.fill_between(line["step"], line["valid_accuracy_min"], line["valid_accuracy_max"],
-                                color=colours[series], alpha=0.15, linewidth=0)
-        _accuracy_axis(ax, "validation accuracy (fraction)")
+                ax.fill_between(line["step"], line["valid_metric_min"], line["valid_metric_max"],
+                                color=style["color"], alpha=0.12, linewidth=0)
+        _chance_line(ax, part)
+        _accuracy_axis(ax, metric, "validation", lowest=_lowest(part, "valid_metric_min"))
         ax.set_xlim(0, part["step"].max() * 1.05)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human(v)))
         ax.set_xlabel("training step (optimizer updates)")
-        ax.set_title(f"{task} (training length {_length_text(part['train_len'].iloc[0])})")
-    return _finish(fig, path, "Convergence: validation accuracy during training (chosen learning rate; "
+        ax.set_title(_title(task, part, with_length=True), fontsize=11)
+    return _finish(fig, path, "Convergence: validation score during training (chosen learning rate; "
                               "band: range over seeds)")
 
 
 def plot_frontier(table: pd.DataFrame, path) -> Path | None:
-    """Zoology's frontier: test accuracy against recurrent state size and against parameter count (log x), one
-    row of two panels per task, each point labelled with its series."""
+    """Zoology's frontier: test score against recurrent state size and against parameter count (log x), one
+    row of two panels per task; the legend names the points (equal points sit side by side)."""
     if table.empty:
         return None
     tasks = sorted(table["task"].unique())
-    colours = series_colours(table["series"])
+    styles = series_styles(table["series"])
     fig, axes = plt.subplots(len(tasks), 2, figsize=(2 * PANEL[0] + 2.4, PANEL[1] * len(tasks) + 0.6),
                              squeeze=False, layout="constrained")
     x_axes = (("state_size", "state size (elements per sequence, log scale)"),
               ("params_total", "parameters (count, log scale)"))
     for row, task in zip(axes, tasks):
         part = table[table["task"] == task]
+        metric = _panel_metric(part)
         for ax, (column, xlabel) in zip(row, x_axes):
-            points = part[part[column].notna() & (part[column] > 0)]
-            for _, p in points.iterrows():
-                yerr = clipped_yerr([p["test_accuracy_mean"]], [p["test_accuracy_ci95"]])
-                ax.errorbar(p[column], p["test_accuracy_mean"], yerr=yerr, marker="o", markersize=6, capsize=3,
-                            color=colours[p["series"]], label=p["series"], linestyle="none")
-                ax.annotate(p["series"], (p[column], p["test_accuracy_mean"]), textcoords="offset points",
-                            xytext=(5, 5), fontsize=7, color=colours[p["series"]])
+            points = part[part[column].notna() & (part[column] > 0)].sort_values("series")
+            same_x = points.groupby(column)["series"]  # only points that share an x value are set apart
+            places = zip(same_x.cumcount(), same_x.transform("size"))
+            for (_, p), (index, count) in zip(points.iterrows(), places):
+                style = styles[p["series"]]
+                low = lowest_score(metric, p["chance_accuracy"])
+                yerr = clipped_yerr([p["test_metric_mean"]], [p["test_metric_ci95"]], low)
+                ax.errorbar(dodge([p[column]], index, count), [p["test_metric_mean"]], yerr=yerr,
+                            marker=style["marker"], color=style["color"], markersize=6, capsize=3,
+                            label=p["series"], linestyle="none")
+            _chance_line(ax, part)
             _log_count_axis(ax)
             if len(points):
                 low, high = points[column].min(), points[column].max()
-                ax.set_xlim(low / 2, high * 2)  # room for the labels at either end
-            _accuracy_axis(ax)
+                ax.set_xlim(low / 1.6, high * 1.6)
+            _accuracy_axis(ax, metric, lowest=_lowest(part, "test_metric_mean", "test_metric_ci95"))
             ax.set_xlabel(xlabel)
-            ax.set_title(f"{task} (training length {_length_text(part['train_len'].iloc[0])})")
-    return _finish(fig, path, "Accuracy against state size and parameters (chosen learning rate)")
+            ax.set_title(_title(task, part, with_length=True), fontsize=11)
+    return _finish(fig, path, "Score against state size and parameters (chosen learning rate)")
 
 
 def plot_length_extrapolation(table: pd.DataFrame, path) -> Path | None:
-    """Test accuracy against test length, one panel per task, one line per mixer; the dashed vertical line is
-    the training length."""
+    """Test score against test length, one panel per task, one line per mixer; the shaded span is the range
+    of lengths the model was trained on (a dashed line where that is one length); the dotted line is chance."""
     if table.empty:
         return None
     tasks = sorted(table["task"].unique())
-    colours = series_colours(table["series"])
+    styles = series_styles(table["series"])
     fig, axes = _panels(len(tasks))
     for ax, task in zip(axes, tasks):
         part = table[table["task"] == task]
-        for series, line in part.groupby("series"):
-            line = line.sort_values("length")
-            _errorbar(ax, line["length"], line["accuracy_mean"], line["accuracy_ci95"], color=colours[series],
-                      label=series)
-        for train_len in part["train_len"].dropna().unique():  # in the legend, not as text: text hid data
-            ax.axvline(train_len, color="0.3", linestyle="--", linewidth=1, label="training length (dashed)")
-        _log2_axis(ax, list(part["length"]) + list(part["train_len"]))
-        _accuracy_axis(ax)
+        metric = _panel_metric(part)
+        names = sorted(part["series"].unique())
+        for index, series in enumerate(names):
+            line = part[part["series"] == series].sort_values("length")
+            low = lowest_score(metric, line["chance_accuracy"].iloc[0])
+            _errorbar(ax, dodge(line["length"], index, len(names)), line["test_metric_mean"],
+                      line["test_metric_ci95"], styles[series], series, low)
+        ranges = part[["train_min_len", "train_max_len", "train_len"]].drop_duplicates()
+        edges = []
+        for lo, hi, seq_len in ranges.itertuples(index=False):  # in the legend, not as text: text hid data
+            lo, hi = (seq_len, seq_len) if pd.isna(lo) or pd.isna(hi) else (lo, hi)
+            if pd.isna(lo):
+                continue
+            if lo == hi:
+                ax.axvline(lo, color="0.3", linestyle="--", linewidth=1, label=f"training length {int(lo)} (dashed)")
+            else:
+                ax.axvspan(lo, hi, color="0.5", alpha=0.15, linewidth=0,
+                           label=f"training lengths {train_range_text(lo, hi)} (shaded)")
+            edges += [lo, hi]
+        _chance_line(ax, part)
+        _log2_axis(ax, list(part["length"]) + edges)
+        _accuracy_axis(ax, metric, lowest=_lowest(part, "test_metric_mean", "test_metric_ci95"))
         ax.set_xlabel("test length (tokens, log2 scale)")
-        ax.set_title(task)
-    return _finish(fig, path, "Length extrapolation: test accuracy beyond the training length (dashed)")
+        ax.set_title(_title(task, part), fontsize=11)
+    return _finish(fig, path, "Length extrapolation: test score beyond the training lengths (shaded or dashed)")
 
 
 def plot_capability_matrix(matrix: pd.DataFrame, path,
-                           title: str = "Capability matrix: test accuracy at each task's longest training length",
-                           ) -> Path | None:
-    """Mixers x tasks heatmap of test accuracy, numbers written in the cells, colour scale fixed to 0..1."""
+                           title: str = "Capability matrix: test score at each task's longest training length",
+                           metrics: dict | None = None) -> Path | None:
+    """Mixers x tasks heatmap of test score, numbers written in the cells, colour scale fixed to 0..1 (a scaled
+    accuracy below 0, worse than chance, takes the colour of 0; its cell prints the number). A task scored in
+    scaled accuracy says so under its name (`metrics`: task -> metric)."""
+    metrics = metrics or {}
     values = matrix.to_numpy(dtype=float)
     if not np.isfinite(values).any():
         return None
@@ -302,11 +448,13 @@ def plot_capability_matrix(matrix: pd.DataFrame, path,
             text = "n/a" if np.isnan(value) else f"{value:.2f}"
             colour = "black" if np.isnan(value) or value > 0.6 else "white"
             ax.text(j, i, text, ha="center", va="center", fontsize=9, color=colour)
-    ax.set_xticks(range(n_tasks), [str(t) for t in matrix.columns], rotation=30 if n_tasks > 4 else 0,
+    names = [f"{t}\n(scaled)" if metrics.get(t) == "scaled_accuracy" else str(t) for t in matrix.columns]
+    ax.set_xticks(range(n_tasks), names, rotation=30 if n_tasks > 4 else 0,
                   ha="right" if n_tasks > 4 else "center")
     ax.set_yticks(range(n_mixers), [str(m) for m in matrix.index])
     ax.set_xlabel("task (probe)")
     ax.set_ylabel("mixer")
     colourbar = fig.colorbar(image, ax=ax)
-    colourbar.set_label("test accuracy (fraction)")
+    scaled = any(metrics.get(t) == "scaled_accuracy" for t in matrix.columns)
+    colourbar.set_label("test accuracy (scaled where marked)" if scaled else "test accuracy (fraction)")
     return _finish(fig, path, title, legend=False)

@@ -3,12 +3,15 @@
     from arena.report.protocol import select, lr_table
     selected = select(runs)        # one row per (experiment, mixer, task, train_len, setting)
 
-For every group and every learning rate, the completed runs (one per seed) are averaged. The learning rate with
-the best mean VALIDATION accuracy is chosen (ties: the lower rate); the group's reported number is the mean TEST
-accuracy of the runs at that rate, with a 95% confidence interval from Student's t (n - 1 degrees of freedom;
-none for one seed). Diverged and failed runs are left out of every mean but counted, so they stay visible; a rate
-whose runs all diverged or failed cannot be chosen. Training accuracy is never used. Parameters, state size and
-FLOPs per token of the chosen runs stand beside each result so that budgets can be matched.
+For every group and every learning rate, the completed runs are averaged per seed first (runs that repeat one
+seed, say with another kernel implementation, count as one seed; a note says so), then over the distinct seeds.
+Runs that share a config_hash are one run (the runs table's `duplicate_of` names the one kept). The learning
+rate with the best mean VALIDATION accuracy is chosen (ties: the lower rate); the group's reported number is the
+mean TEST score of the runs at that rate, in the task's metric (accuracy; scaled accuracy for parity), with a 95%
+confidence interval from Student's t (n - 1 degrees of freedom; none for one seed). Diverged and failed runs are
+left out of every mean but counted, so they stay visible; a rate whose runs all diverged or failed cannot be
+chosen. Training accuracy is never used. Parameters, state size and FLOPs per token of the chosen runs stand
+beside each result so that budgets can be matched.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ from arena.report.load import GROUP_AXES, setting_columns
 
 PROTOCOL = (
     "For each (experiment, mixer, task, training length, setting) the learning rate with the best mean "
-    "validation accuracy over seeds is chosen (ties: the lower rate), and the test accuracy of the runs at that "
+    "validation accuracy over seeds is chosen (ties: the lower rate), and the test score of the runs at that "
     "rate is reported as mean ± 95% confidence half-width (Student's t, n-1 degrees of freedom; no interval for "
-    "one seed). Diverged and failed runs are excluded from the means but counted; a learning rate whose runs "
+    "one seed), in the task's metric: accuracy, or scaled accuracy (accuracy - chance) / (1 - chance) where "
+    "the task is judged by it (parity, modular arithmetic). Seeds are distinct seeds: runs that repeat a seed "
+    "are averaged into one (a note names how they differ), and runs with the same config hash count once. "
+    "Diverged and failed runs are excluded from the means but counted; a learning rate whose runs "
     "all diverged or failed cannot be chosen. Training accuracy is never reported."
 )
 
@@ -64,6 +70,43 @@ def group_columns(runs: pd.DataFrame) -> list[str]:
     return GROUP_AXES + setting_columns(runs)
 
 
+def counted(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs a comparison counts: duplicates of a config_hash left out (their `duplicate_of` names the kept run)."""
+    if "duplicate_of" not in runs.columns:
+        return runs
+    return runs[runs["duplicate_of"].fillna("") == ""]
+
+
+def per_seed(done: pd.DataFrame) -> pd.DataFrame:
+    """Completed runs of one (group, learning rate) -> one row per distinct seed (means of its runs) with `runs`,
+    the number of runs behind it. A run without a recorded seed is a seed of its own."""
+    seeds = done["seed"].astype(float)
+    unknown = seeds.isna()
+    key = seeds.where(~unknown, pd.Series(-1.0 - pd.RangeIndex(len(done)), index=done.index))
+    columns = [c for c in ("valid_accuracy", "test_accuracy", "test_metric", "valid_metric",
+                           "test_sequence_accuracy") if c in done.columns]
+    table = done.groupby(key)[columns].mean()
+    table["runs"] = done.groupby(key).size()
+    return table.rename_axis("seed").reset_index()
+
+
+def seed_note(done: pd.DataFrame) -> str:
+    """What a reader must know about the runs pooled as seeds: repeated seeds (averaged as one) and the execution
+    keys in which the pooled runs differ."""
+    parts = []
+    repeats = done.groupby(done["seed"].astype(float)).size()
+    for seed, n in repeats[repeats > 1].items():
+        parts.append(f"seed {int(seed) if float(seed).is_integer() else seed}: {n} runs averaged as one seed")
+    values: dict[str, set] = {}
+    for variant in done.get("variant", pd.Series(dtype=object)).fillna(""):
+        for item in filter(None, variant.split(", ")):
+            key, _, value = item.partition("=")
+            values.setdefault(key, set()).add(value)
+    for key in sorted(values):
+        parts.append(f"pooled runs differ in {key} ({', '.join(sorted(values[key]))})")
+    return "; ".join(parts)
+
+
 def _key_frame(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Group keys with missing values spelled out, so NaN settings group together and merge reliably."""
     return df[columns].astype(object).where(df[columns].notna(), "<none>")
@@ -94,8 +137,9 @@ def _status_counts(status: pd.Series) -> dict:
 
 
 def lr_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (group, learning rate): status counts, mean validation and test accuracy over completed runs,
-    whether the rate can be chosen and whether it was."""
+    """One row per (group, learning rate): status counts, mean validation and test accuracy over the distinct
+    seeds of the completed runs, whether the rate can be chosen and whether it was."""
+    runs = counted(runs)
     return _lr_rows(runs.assign(_group=group_key(runs, group_columns(runs)))).drop(columns="_group")
 
 
@@ -108,17 +152,23 @@ def _lr_rows(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (group, _), part in runs.groupby(["_group", runs["lr"].fillna(-1.0)], sort=True):
         done = part[part["status"] == "completed"]
-        valid_mean, n_valid, _ = mean_ci95(done["valid_accuracy"])
-        test_mean, n_seeds, test_ci = mean_ci95(done["test_accuracy"])
+        seeds = per_seed(done)
+        valid_mean, n_valid, _ = mean_ci95(seeds["valid_accuracy"])
+        test_mean, n_seeds, test_ci = mean_ci95(seeds["test_accuracy"])
+        metric_mean, _, metric_ci = mean_ci95(seeds["test_metric"])
+        valid_metric_mean, _, _ = mean_ci95(seeds["valid_metric"])
         rows.append({**part.iloc[0][columns].to_dict(), "_group": group, "lr": part["lr"].iloc[0],
                      **_status_counts(part["status"]), "valid_accuracy_mean": valid_mean,
-                     "test_accuracy_mean": test_mean, "test_accuracy_ci95": test_ci, "n_seeds": n_seeds,
-                     "selectable": n_valid > 0})
+                     "test_accuracy_mean": test_mean, "test_accuracy_ci95": test_ci, "metric": part["metric"].iloc[0],
+                     "valid_metric_mean": valid_metric_mean, "test_metric_mean": metric_mean,
+                     "test_metric_ci95": metric_ci, "n_seeds": n_seeds, "selectable": n_valid > 0,
+                     "note": seed_note(done)})
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=columns + ["_group", "lr", "n_runs", "n_completed", "n_diverged", "n_failed",
                                                "valid_accuracy_mean", "test_accuracy_mean", "test_accuracy_ci95",
-                                               "n_seeds", "selectable", "selected"])
+                                               "metric", "valid_metric_mean", "test_metric_mean",
+                                               "test_metric_ci95", "n_seeds", "selectable", "note", "selected"])
     table["selected"] = False
     for _, part in table.groupby("_group"):
         choosable = part[part["selectable"]]
@@ -131,10 +181,12 @@ def _lr_rows(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 SELECTED_COLUMNS = [
-    "lr", "valid_accuracy_mean", "test_accuracy_mean", "test_accuracy_ci95", "n_seeds",
-    "test_sequence_accuracy_mean", "lrs_tried", "n_runs", "n_completed", "n_diverged", "n_failed",
+    "lr", "valid_accuracy_mean", "test_accuracy_mean", "test_accuracy_ci95", "metric", "chance_accuracy",
+    "valid_metric_mean", "test_metric_mean", "test_metric_ci95", "n_seeds", "test_sequence_accuracy_mean",
+    "lrs_tried", "n_runs", "n_completed", "n_diverged", "n_failed", "train_min_len", "train_max_len",
     "params_total", "params_mixer", "state_size", "flops_per_token", "steps_mean", "note",
 ]
+METRIC_RESULTS = ("valid_metric_mean", "test_metric_mean", "test_metric_ci95")
 
 
 def select(runs: pd.DataFrame) -> pd.DataFrame:
@@ -144,28 +196,37 @@ def select(runs: pd.DataFrame) -> pd.DataFrame:
     columns = group_columns(runs)
     if runs.empty:
         return pd.DataFrame(columns=columns + SELECTED_COLUMNS)
+    runs = counted(runs)
     runs = runs.assign(_group=group_key(runs, columns))
     per_lr = _lr_rows(runs)
     rows = []
     for group, part in runs.groupby("_group", sort=False):
         choice = per_lr[(per_lr["_group"] == group) & per_lr["selected"]]
         row = {**part.iloc[0][columns].to_dict(), **_status_counts(part["status"]),
-               "lrs_tried": ", ".join(f"{lr:g}" for lr in sorted(part["lr"].dropna().unique()))}
+               "lrs_tried": ", ".join(f"{lr:g}" for lr in sorted(part["lr"].dropna().unique())),
+               "metric": part["metric"].iloc[0]}
         if len(choice):
             lr = choice["lr"].iloc[0]
             at_lr = part[_same_lr(part["lr"], lr) & (part["status"] == "completed")]
-            seq_mean, _, _ = mean_ci95(at_lr["test_sequence_accuracy"])
+            seq_mean, _, _ = mean_ci95(per_seed(at_lr)["test_sequence_accuracy"])
+            notes = [str(choice["note"].iloc[0])] if choice["note"].iloc[0] else []
+            if not choice["n_seeds"].iloc[0]:
+                notes.insert(0, "no test accuracy recorded")
             row.update({"lr": lr, "valid_accuracy_mean": choice["valid_accuracy_mean"].iloc[0],
                         "test_accuracy_mean": choice["test_accuracy_mean"].iloc[0],
                         "test_accuracy_ci95": choice["test_accuracy_ci95"].iloc[0],
+                        **{c: choice[c].iloc[0] for c in METRIC_RESULTS},
                         "n_seeds": int(choice["n_seeds"].iloc[0]), "test_sequence_accuracy_mean": seq_mean,
-                        "note": "" if choice["n_seeds"].iloc[0] else "no test accuracy recorded"})
+                        "note": "; ".join(notes)})
             budget_rows = at_lr
         else:
             row.update({"lr": math.nan, "valid_accuracy_mean": math.nan, "test_accuracy_mean": math.nan,
-                        "test_accuracy_ci95": math.nan, "n_seeds": 0, "test_sequence_accuracy_mean": math.nan,
-                        "note": "no learning rate has a completed run"})
+                        "test_accuracy_ci95": math.nan, **{c: math.nan for c in METRIC_RESULTS}, "n_seeds": 0,
+                        "test_sequence_accuracy_mean": math.nan, "note": "no learning rate has a completed run"})
             budget_rows = part
+        # constant within a group (a value that varied would be a setting column, hence part of the group key)
+        for value in ("chance_accuracy", "train_min_len", "train_max_len"):
+            row[value] = part[value].median()
         for budget in ("params_total", "params_mixer", "state_size", "flops_per_token"):
             row[budget] = budget_rows[budget].median()  # equal across seeds; the median ignores a stray NaN
         row["steps_mean"] = budget_rows["steps"].mean()
@@ -181,6 +242,7 @@ def chosen_runs(runs: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFrame:
     if runs.empty or selected.empty:
         return runs.iloc[0:0].assign(series=pd.Series(dtype=object))
     keyed = selected.assign(_group=group_key(selected, columns))[["_group", "lr", "series"]]
+    runs = counted(runs)
     runs = runs.assign(_group=group_key(runs, columns))
     merged = runs[runs["status"] == "completed"].merge(keyed, on=["_group", "lr"], how="inner")
     return merged.drop(columns="_group")
@@ -230,11 +292,17 @@ def at_fixed_length(selected: pd.DataFrame, length: int | None = None) -> pd.Dat
 
 
 def capability_matrix(selected: pd.DataFrame, length: int | None = None) -> pd.DataFrame:
-    """Mixers x tasks: the test accuracy of each mixer's best group at the task's fixed length. Among a mixer's
-    settings the best is the one with the highest validation accuracy (choosing on test would flatter it)."""
+    """Mixers x tasks: the test score (the task's metric) of each mixer's best group at the task's fixed length.
+    Among a mixer's settings the best is the one with the highest validation accuracy (choosing on test would
+    flatter it)."""
     rows = at_fixed_length(selected, length)
     rows = rows[rows["valid_accuracy_mean"].notna()]
     if rows.empty:
         return pd.DataFrame()
     best = rows.sort_values(["valid_accuracy_mean", "lr"], ascending=[False, True]).groupby(["mixer", "task"]).head(1)
-    return best.pivot(index="mixer", columns="task", values="test_accuracy_mean").sort_index()
+    return best.pivot(index="mixer", columns="task", values="test_metric_mean").sort_index()
+
+
+def task_metrics(selected: pd.DataFrame) -> dict:
+    """task -> the metric its numbers are in ("accuracy" or "scaled_accuracy")."""
+    return {task: str(part["metric"].iloc[0]) for task, part in selected.groupby("task")} if len(selected) else {}

@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from arena.report import plots
-from arena.report.load import load_curves, load_lengths, load_runs, setting_columns
+from arena.report.load import ReportWarning, load_curves, load_lengths, load_runs, setting_columns, warn
 from arena.report.protocol import (
     PROTOCOL,
     add_series,
@@ -35,6 +36,7 @@ from arena.report.protocol import (
     fixed_lengths,
     lr_table,
     select,
+    task_metrics,
 )
 
 FIGURES = {  # file name -> section title
@@ -89,9 +91,10 @@ def _display_selected(selected: pd.DataFrame) -> pd.DataFrame:
     columns += setting_columns(selected)
     table = selected[columns].copy()
     table["lr (chosen)"] = selected["lr"]
-    table["valid acc (mean)"] = selected["valid_accuracy_mean"]
-    table["test acc (mean ± 95% CI)"] = [accuracy_text(m, c) for m, c in
-                                         zip(selected["test_accuracy_mean"], selected["test_accuracy_ci95"])]
+    table["metric"] = selected["metric"]
+    table["valid (mean)"] = selected["valid_metric_mean"]
+    table["test (mean ± 95% CI)"] = [accuracy_text(m, c) for m, c in
+                                     zip(selected["test_metric_mean"], selected["test_metric_ci95"])]
     table["seeds"] = selected["n_seeds"]
     table["runs (ok/div/fail)"] = [f"{a}/{b}/{c}" for a, b, c in
                                    zip(selected["n_completed"], selected["n_diverged"], selected["n_failed"])]
@@ -113,19 +116,47 @@ def _status_line(runs: pd.DataFrame) -> str:
     return ", ".join(f"{counts.get(s, 0)} {s}" for s in order)
 
 
+class ReportInputError(ValueError):
+    """A command-line choice the results cannot honour (a --length no run was trained at)."""
+
+
+def check_length(selected: pd.DataFrame, length: int | None, fixed: dict) -> None:
+    """ReportInputError when no group has training length `length`; a ReportWarning for each task without it
+    (its single-length views fall back to its longest training length)."""
+    if length is None or selected.empty:
+        return
+    have = sorted({int(v) for v in selected["train_len"].dropna()})
+    if length not in have:
+        raise ReportInputError(f"--length {length}: no run has training length {length}; "
+                               f"the training lengths are {', '.join(map(str, have)) or 'unknown'}")
+    for task, part in selected.groupby("task"):
+        if not (part["train_len"] == length).any():
+            lengths = ", ".join(str(int(v)) for v in sorted(part["train_len"].dropna().unique()))
+            warn(f"--length {length}: task {task} has no run at that training length (it has {lengths}); its "
+                 f"single-length views use {plots._length_text(fixed.get(task))}")
+
+
 def build_tables(root, length: int | None = None) -> dict:
-    """Every table of the report, from the run directories below `root` (no files written)."""
+    """Every table of the report, from the run directories below `root` (no files written). What could not be
+    read in full is listed under "warnings" (each ReportWarning once, in order). Raises ReportInputError for a
+    `length` that no run has."""
     root = Path(root)
-    runs = load_runs(root)
-    curves = load_curves(root, runs)
-    lengths = load_lengths(root, runs)
-    selected = add_series(select(runs))
-    chosen = chosen_runs(runs, selected)
-    fixed = fixed_lengths(selected, length)
-    at_length = at_fixed_length(selected, length)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ReportWarning)
+        runs = load_runs(root)
+        curves = load_curves(root, runs)
+        lengths = load_lengths(root, runs)
+        selected = add_series(select(runs))
+        chosen = chosen_runs(runs, selected)
+        fixed = fixed_lengths(selected, length)
+        check_length(selected, length, fixed)
+        at_length = at_fixed_length(selected, length)
+    for other in (w for w in caught if not issubclass(w.category, ReportWarning)):  # pandas' own: as usual
+        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    found = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, ReportWarning)))
     return {
         "runs": runs, "curves": curves, "lengths": lengths, "selected": selected, "lr_table": lr_table(runs),
-        "fixed_lengths": fixed, "length": length,
+        "fixed_lengths": fixed, "length": length, "warnings": found,
         "length_table": plots.length_table(selected),
         "convergence_table": plots.convergence_table(curves, chosen, fixed),
         "frontier_table": plots.frontier_table(at_length),
@@ -137,9 +168,10 @@ def build_tables(root, length: int | None = None) -> dict:
 def draw_figures(tables: dict, folder: Path) -> dict:
     """Every figure into `folder`; file name -> path, or None where the data was missing."""
     folder = Path(folder)
-    title = ("Capability matrix: test accuracy at training length "
+    title = ("Capability matrix: test score at training length "
              f"{tables['length']} (else each task's longest)" if tables["length"] else None)
     matrix_kwargs = {"title": title} if title else {}
+    matrix_kwargs["metrics"] = task_metrics(tables["selected"])
     return {
         "accuracy_vs_length.png": plots.plot_accuracy_vs_length(tables["length_table"],
                                                                  folder / "accuracy_vs_length.png"),
@@ -159,18 +191,22 @@ SKIPPED = {
     "length_extrapolation.png": "no run has length evaluations (set eval.lengths=[...] when training)",
     "capability_matrix.png": "no group has both a validation accuracy to choose by and a test accuracy",
 }
+SCORE = ("Scores are in each task's metric (the `metric` column): accuracy, or scaled accuracy (0 = chance, "
+         "1 = perfect) for parity and modular arithmetic; the dotted line is the chance level. Series that share "
+         "an x value are drawn side by side (a few percent apart on the log axis); the table holds the true x.")
 CAPTIONS = {
     "accuracy_vs_length.png": "One panel per task, one line per mixer (the layout of Kimi Linear's Figure 4). "
-                              "Each point is the mean test accuracy over seeds at the learning rate chosen on "
-                              "validation; error bars are 95% confidence intervals.",
-    "convergence.png": "Mean validation accuracy over seeds against training step, at the chosen learning rate, "
-                       "at each task's fixed training length (the band spans the seeds).",
-    "frontier.png": "Zoology's frontier: test accuracy against the recurrent state per sequence (elements) and "
-                    "against the parameter count, at each task's fixed training length.",
-    "length_extrapolation.png": "Test accuracy at other lengths of the models trained at each task's fixed "
-                                "training length (dashed line); mean over seeds with 95% CIs.",
-    "capability_matrix.png": "Test accuracy of each mixer's best setting (chosen on validation) per task, at each "
-                             "task's fixed training length.",
+                              "Each point is the mean test score over seeds at the learning rate chosen on "
+                              "validation; error bars are 95% confidence intervals. " + SCORE,
+    "convergence.png": "Mean validation score over seeds against training step, at the chosen learning rate, "
+                       "at each task's fixed training length (the band spans the seeds). " + SCORE,
+    "frontier.png": "Zoology's frontier: test score against the recurrent state per sequence (elements) and "
+                    "against the parameter count, at each task's fixed training length. " + SCORE,
+    "length_extrapolation.png": "Test score at other lengths of the models trained at each task's fixed "
+                                "training length; the shaded span (a dashed line for one length) marks the "
+                                "lengths they were trained on. Mean over seeds with 95% CIs. " + SCORE,
+    "capability_matrix.png": "Test score of each mixer's best setting (chosen on validation) per task, at each "
+                             "task's fixed training length; tasks marked (scaled) are in scaled accuracy.",
 }
 FIGURE_TABLES = {
     "accuracy_vs_length.png": "length_table", "convergence.png": "convergence_table",
@@ -198,9 +234,25 @@ def build_blocks(root, tables: dict, figures: dict) -> list[Block]:
                    f"Single-length views use training length: {fixed or 'none'}."),
         Block("h2", "Protocol"),
         Block("p", PROTOCOL),
+    ]
+    if tables.get("warnings"):
+        blocks.append(Block("h2", "Warnings"))
+        blocks += [Block("note", message) for message in tables["warnings"]]
+    blocks += [
         Block("h2", "Results at the chosen learning rate"),
         Block("table", table=_display_selected(selected)),
     ]
+    duplicates = runs[runs["duplicate_of"].fillna("") != ""] if "duplicate_of" in runs.columns else runs.iloc[0:0]
+    if len(duplicates):
+        blocks += [
+            Block("h2", "Duplicate runs"),
+            Block("note", f"{len(duplicates)} run director{'y repeats' if len(duplicates) == 1 else 'ies repeat'} "
+                          "the config_hash of another run (a rerun, an earlier attempt, a twin found twice): each "
+                          "config counts once, as the run named in `counted instead`."),
+            Block("table", table=duplicates[["run_dir", "mixer", "task", "train_len", "lr", "seed", "status",
+                                             "config_hash", "duplicate_of"]]
+                  .rename(columns={"duplicate_of": "counted instead"}).reset_index(drop=True)),
+        ]
     for number, (name, title) in enumerate(FIGURES.items(), start=1):
         blocks.append(Block("h2", f"{number}. {title}"))
         if figures.get(name) is None:
@@ -336,11 +388,17 @@ class NoRunsError(ValueError):
 
 def write_report(root, out=None, length: int | None = None) -> Path:
     """Write runs.csv, curves.csv, lengths.csv, selected.csv, report.md, report.html and the PNGs to `out`
-    (default <root>/report). Raises NoRunsError, writing nothing, when `root` is missing or holds no runs."""
+    (default <root>/report). Raises NoRunsError, writing nothing, when `root` is missing or holds no runs, and
+    ReportInputError for a `length` no run has. Warnings about unreadable files are listed in report.md."""
     root = Path(root)
     if not root.is_dir():
         raise NoRunsError(f"{root} is not a directory")
-    tables = build_tables(root, length)
+    return write_tables(root, build_tables(root, length), out)
+
+
+def write_tables(root, tables: dict, out=None) -> Path:
+    """The files of `write_report` from tables that build_tables made (so a caller can show its warnings)."""
+    root = Path(root)
     if tables["runs"].empty:
         raise NoRunsError(f"no run directories (folders with a summary.json) under {root}")
     out = Path(out) if out is not None else root / "report"
@@ -366,5 +424,5 @@ def write_report(root, out=None, length: int | None = None) -> Path:
     return out
 
 
-__all__ = ["Block", "NoRunsError", "build_blocks", "build_tables", "draw_figures", "render_html", "render_markdown",
-           "write_report"]
+__all__ = ["Block", "NoRunsError", "ReportInputError", "build_blocks", "build_tables", "draw_figures", "render_html",
+           "render_markdown", "write_report", "write_tables"]

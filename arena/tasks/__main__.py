@@ -1,17 +1,23 @@
 """Look at the probes from the command line.
 
-    python -m arena.tasks list                                  # every probe, one line each
-    python -m arena.tasks show task=mqar                        # 3 decoded training examples
-    python -m arena.tasks show task=parity seq_len=64 --n 2 --split test
+    python -m arena.tasks list                                   # every task config (conf/task/*.yaml), one line each
+    python -m arena.tasks show task=stack                        # 3 training examples in the task's symbols
+    python -m arena.tasks show task=stack_kimi --n 1             # a config that reuses another task's class
+    python -m arena.tasks show task=parity seq_len=64 --n 2 --split test --raw   # token ids instead of symbols
 
-`show` starts from conf/task/<name>.yaml, applies `key=value` overrides (a `task.` prefix is optional) and
-prints inputs and targets aligned, with the scored positions marked by their target ('.' = unscored).
+`show` composes conf/config.yaml with `task=<name>` and the `key=value` overrides (a `task.` prefix is optional)
+through Hydra's compose API, as `python -m arena.run` does, builds the task and prints inputs and targets column by
+column in the task's symbols (a one-line legend above them; `.` in a target row = unscored, in an input row the
+task's PAD), with settings whose 0 means "derive it" shown as `auto (value in use)`. Bad input exits 2 in one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
+import textwrap
 from pathlib import Path
 
 import yaml
@@ -19,41 +25,148 @@ import yaml
 from arena.errors import ConfigError, choice_error
 from arena.tasks import IGNORE, build_task, get_task, list_tasks
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "task"
-WRAP = 24  # tokens per printed row
+CONF = Path(__file__).resolve().parents[2] / "conf"
+TASK_CONF = CONF / "task"
+LINE = 112  # characters per printed row of tokens, label included
+LABEL = "  target "  # the widest row label; every row label is padded to it
+ALIGN_VOCAB = 512  # up to this many ids, every symbol of the vocabulary sets the column width (same grid each run)
 
 
-def summary_line(name: str) -> str:
-    doc = (sys.modules[get_task(name).__module__].__doc__ or "").strip()
-    first = " ".join(doc.split("\n\n")[0].split())  # the first paragraph, unwrapped
-    return first if len(first) <= 110 else first[:107] + "..."
+def config_names() -> list[str]:
+    """Every task config, conf/task/<name>.yaml: the registered tasks plus configs that reuse a task's class."""
+    return sorted(p.stem for p in TASK_CONF.glob("*.yaml"))
 
 
-def task_spec(name: str, overrides: list[str]) -> dict:
-    if name not in list_tasks():
-        raise choice_error("task", name, list_tasks())
-    path = CONF / f"{name}.yaml"
-    spec = yaml.safe_load(path.read_text()) if path.exists() else {"name": name}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. seq_len=64)")
-        spec[key.removeprefix("task.")] = yaml.safe_load(value)
-    return spec
+def description(cls) -> str:
+    """The task class's docstring first line, in full; else its module docstring's first paragraph, unwrapped."""
+    if cls.__doc__:
+        return cls.__doc__.strip().splitlines()[0]
+    doc = (sys.modules[cls.__module__].__doc__ or "").strip()
+    return " ".join(doc.split("\n\n")[0].split())
 
 
-def render(inputs: list[int], targets: list[int]) -> str:
-    width = max(len(str(x)) for x in inputs + [t for t in targets if t != IGNORE]) + 1
+def list_line(name: str, width: int) -> str:
+    """`name  description`; a config that reuses another task's class says which, and what it changes."""
+    spec = yaml.safe_load((TASK_CONF / f"{name}.yaml").read_text()) or {}
+    if "name" not in spec or "defaults" in spec:  # the YAML does not stand alone: let Hydra compose it (slower)
+        spec = compose_task(name, [])
+    task = spec.pop("name", name)
+    spec.pop("defaults", None)
+    if task not in list_tasks():
+        return f"{name:<{width}}  (conf/task/{name}.yaml names no registered task: name={task!r})"
+    cls = get_task(task)
+    line = f"{name:<{width}}  {description(cls)}"
+    if task != name:
+        defaults = {f.name: f.default for f in dataclasses.fields(cls.Config)}
+        changed = ", ".join(f"{k}={v}" for k, v in spec.items() if defaults.get(k, dataclasses.MISSING) != v)
+        line += f" [task {task}" + (f" with {changed}]" if changed else "]")
+    return line
+
+
+def hydra_override(item: str) -> str:
+    """`seq_len=64` or `task.seq_len=64` -> `task.seq_len=64` (also with Hydra's +, ++ and ~ prefixes)."""
+    prefix = next((p for p in ("++", "+", "~") if item.startswith(p)), "")
+    key, sep, value = item[len(prefix):].partition("=")
+    if not sep and prefix != "~":
+        raise ConfigError(f"override {item!r} must look like key=value (e.g. seq_len=64)")
+    return f"{prefix}task.{key.removeprefix('task.')}{sep}{value}"
+
+
+def compose_task(name: str, overrides: list[str]) -> dict:
+    """The `task` node of conf/config.yaml composed by Hydra with `task=<name>` and `overrides` (task.* keys)."""
+    # deferred: `list` needs Hydra only for a YAML that does not stand alone, and importing it takes ~0.2 s
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if name not in config_names():
+        raise choice_error("task", name, config_names())
+    if GlobalHydra.instance().is_initialized():  # e.g. left behind by a Hydra app run earlier in this process
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="arena.tasks"):
+        try:
+            cfg = compose(config_name="config", overrides=[f"task={name}", *overrides])
+            return OmegaConf.to_container(cfg.task, resolve=True)
+        except (HydraException, OmegaConfBaseException) as err:
+            cause = err.__cause__
+            full_key = getattr(cause, "full_key", None)
+            if full_key and "not in struct" in str(cause):  # an override of a key the config lacks
+                known = OmegaConf.to_container(compose(config_name="config", overrides=[f"task={name}"]).task)
+                raise ConfigError(
+                    f"{full_key} is not a key of conf/task/{name}.yaml; valid keys: {', '.join(known)} "
+                    f"(add a new key with +{full_key}=...)"
+                ) from None
+            # Hydra's messages span several lines and end with a link to its grammar: keep the substance, one line
+            text = "; ".join(line.strip() for line in str(err).splitlines() if line.strip() and "hydra.cc" not in line)
+            culprit = getattr(err, "override", None) or next((o for o in overrides if o in str(err)), None)
+            message = f"override {culprit!r} is not valid: {text}" if culprit else f"task {name}: {text}"
+            raise ConfigError(message) from None
+
+
+def settings_text(task) -> str:
+    """The task's config as override syntax (`key=value`, true/false/null), wrapped to LINE; a knob left to derive
+    itself reads `key=auto (value in use)`."""
+    def literal(value) -> str:
+        return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+    auto = task.auto_settings()
+    shown = []
+    for key, value in dataclasses.asdict(task.cfg).items():
+        derived = key in auto and (value is None or value == 0)
+        shown.append(f"{key}=auto ({literal(auto[key])})" if derived else f"{key}={literal(value)}")
+    text = ", ".join(item.replace(" ", "\0") for item in shown)  # wrap between settings, never inside one
+    return textwrap.fill(text, LINE, initial_indent="  settings: ", subsequent_indent=" " * 12,
+                         break_long_words=False, break_on_hyphens=False).replace("\0", " ")
+
+
+def render(names: list[str], inputs: list[int], targets: list[int], width: int) -> str:
+    """Position, input and target rows in columns `width` wide, wrapped to LINE characters; then the scored list."""
+    def name(i: int) -> str:
+        return names[i] if 0 <= i < len(names) else str(i)
+
+    per_row = max(1, (LINE - len(LABEL)) // width)
     rows = []
-    for start in range(0, len(inputs), WRAP):
-        stop = min(len(inputs), start + WRAP)
+    for start in range(0, len(inputs), per_row):
+        stop = min(len(inputs), start + per_row)
         rows.append("  pos    " + "".join(f"{t:>{width}}" for t in range(start, stop)))
-        rows.append("  input  " + "".join(f"{x:>{width}}" for x in inputs[start:stop]))
-        rows.append("  target " + "".join(f"{'.' if y == IGNORE else y:>{width}}" for y in targets[start:stop]))
+        rows.append("  input  " + "".join(f"{name(x):>{width}}" for x in inputs[start:stop]))
+        rows.append(LABEL + "".join(f"{'.' if y == IGNORE else name(y):>{width}}" for y in targets[start:stop]))
     scored = [t for t, y in enumerate(targets) if y != IGNORE]
     shown = ", ".join(map(str, scored[:40])) + (", ..." if len(scored) > 40 else "")
     rows.append(f"  scored positions ({len(scored)}): {shown}")
     return "\n".join(rows)
+
+
+def show(args: argparse.Namespace) -> None:
+    chosen = [s for s in args.settings if s.startswith("task=")]
+    if len(chosen) != 1:
+        raise ConfigError(f"show needs exactly one task=<name>; choose one of: {', '.join(config_names())}")
+    if args.n < 1:
+        raise ConfigError(f"--n={args.n} must be >= 1 (examples to show)")
+    name = chosen[0].partition("=")[2]
+    spec = compose_task(name, [hydra_override(s) for s in args.settings if s not in chosen])
+    task_name = spec.pop("name", name)
+    task = build_task(task_name, **spec)
+    batch = task.generate(args.n, [args.seed, 0], split=args.split)
+    inputs, targets = batch.inputs.tolist(), batch.targets.tolist()
+
+    names = [str(i) for i in range(task.vocab_size)] if args.raw else task.token_names()
+    used = {i for row in inputs for i in row} | {i for row in targets for i in row if i != IGNORE}
+    # a small vocabulary aligns on its widest symbol, so every example (and every seed) shares one grid
+    widest = names if len(names) <= ALIGN_VOCAB else [names[i] if 0 <= i < len(names) else str(i) for i in used]
+    width = 1 + max(len(str(task.seq_len - 1)), *map(len, widest))
+
+    title = name if task_name == name else f"{name} (task {task_name})"
+    print(f"{title}: {description(type(task))}")
+    print(settings_text(task))
+    print(f"  split={args.split}, seed={args.seed}, model vocabulary: {task.vocab_size} ids")
+    legend = f"tokens print as their ids (0-{task.vocab_size - 1})" if args.raw else task.legend()
+    print(f"  legend: {legend}; target . = unscored")
+    for i in range(len(batch)):
+        print(f"example {i}:")
+        print(render(names, inputs[i], targets[i], width))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,26 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=3, help="examples to show")
     parser.add_argument("--split", default="train", choices=["train", "test"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--raw", action="store_true", help="print token ids instead of the task's symbols")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
-            names = list_tasks()
+            names = config_names()
             width = max(map(len, names))
             for name in names:
-                print(f"{name:<{width}}  {summary_line(name)}")
+                print(list_line(name, width))
             return 0
-        chosen = [s for s in args.settings if s.startswith("task=")]
-        if len(chosen) != 1:
-            raise ConfigError(f"show needs exactly one task=<name>; choose one of: {', '.join(list_tasks())}")
-        spec = task_spec(chosen[0].partition("=")[2], [s for s in args.settings if s not in chosen])
-        name = spec.pop("name")
-        task = build_task(name, **spec)
-        batch = task.generate(args.n, [args.seed, 0], split=args.split)
-        print(f"{name}: {summary_line(name)}")
-        print(f"  settings: {spec}  vocab_size={task.vocab_size}  split={args.split}")
-        for i in range(len(batch)):
-            print(f"example {i}:")
-            print(render(batch.inputs[i].tolist(), batch.targets[i].tolist()))
+        show(args)
         return 0
     except ConfigError as err:
         print(f"arena: error: {err}", file=sys.stderr)
@@ -90,4 +193,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `show ... | head`: the reader left; stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)

@@ -1,4 +1,4 @@
-"""Shared pieces of the MAD probes (Poli et al. 2024, athms/mad-lab; ../shared/docs/tasks.md section 3).
+"""Shared pieces of the MAD probes (Poli et al. 2024, athms/mad-lab; docs/probes.md#mad-probes).
 
 Private to arena/tasks (not scanned by the registry). `sample_recall` is MAD's multi-query in-context recall
 generator, used by `in_context_recall` (no noise) and `noisy_recall` (noise chunks between pairs):
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from arena.errors import ConfigError
-from arena.tasks.base import IGNORE, PAD, Batch
+from arena.tasks.base import IGNORE, PAD, Batch, Symbols
 
 
 def check_positive(task: str, **knobs: int) -> None:
@@ -38,6 +38,13 @@ def check_recall(task: str, seq_len: int, vocab_size: int, noise_vocab_size: int
         raise ConfigError(f"task {task}: frac_noise={frac_noise} must lie in [0, 1)")
     if frac_noise > 0 and noise_vocab_size < 1:
         raise ConfigError(f"task {task}: frac_noise={frac_noise} > 0 needs noise_vocab_size >= 1")
+
+
+def recall_symbols(vocab_size: int, noise_vocab_size: int) -> list[Symbols]:
+    """Token table of `sample_recall`: keys, values, noise. The last input is PAD = id 0, which is also key k0."""
+    n = vocab_size - noise_vocab_size
+    return [Symbols(0, "k", "keys (k0 is also the final PAD)", count=n // 2),
+            Symbols(n // 2, "v", "values", count=n - n // 2), Symbols(n, "n", "noise", count=noise_vocab_size)]
 
 
 def first_occurrence(ids: np.ndarray) -> np.ndarray:

@@ -14,6 +14,12 @@ shorter pads on the right with `PAD` (0 by convention unless the task documents 
 
 Length extrapolation: `at_length(L)` returns the same task with sequence length L (by default `seq_len=L`;
 a task whose difficulty knobs must scale with L overrides it).
+
+Reading examples (`python -m arena.tasks show`): a task lists its token table in `symbols()` (runs of ids with
+printable names: `PUSH`, `s3` for stack 3, `<sep>`, `k17` / `v5` for keys and values, PAD as `.`); ids in no
+run print as their numbers. `decode(ids)` and `legend()` are built from that table. A knob whose 0 means
+"derive it" (stack's num_ops) is named with its value in use by `auto_settings()`, and `setting()` writes it
+as `num_ops=auto (16)` in messages.
 """
 
 from __future__ import annotations
@@ -29,6 +35,27 @@ from arena.errors import ConfigError
 
 IGNORE = -100  # target value of an unscored position (torch cross_entropy's ignore_index)
 PAD = 0  # token id that fills a sequence past its content, by convention
+
+
+@dataclass(frozen=True)
+class Symbols:
+    """A run of consecutive token ids and how they print: `Symbols(3, "s", "stacks", count=4)` is s0 .. s3 at ids
+    3 .. 6; `Symbols(1, "PUSH", "push")` is the single id 1; a tuple of names gives one name per id."""
+
+    first: int  # the run's first token id
+    names: str | tuple[str, ...]  # one name per id, or (with count) a prefix numbered 0, 1, ... along the run
+    meaning: str  # what the run stands for, in the legend
+    count: int | None = None  # ids in a numbered run; None: one id named `names` (or one per name of a tuple)
+
+    def labels(self) -> list[str]:
+        if isinstance(self.names, tuple):
+            return list(self.names)
+        return [self.names] if self.count is None else [f"{self.names}{i}" for i in range(max(0, self.count))]
+
+
+def setting(key: str, value, resolved) -> str:
+    """`key=value` for a message; a knob left to derive itself (0 or None) reads `key=auto (resolved)`."""
+    return f"{key}=auto ({resolved})" if value is None or value == 0 else f"{key}={value}"
 
 
 @dataclass
@@ -94,6 +121,48 @@ class Task:
     def at_length(self, seq_len: int) -> Task:
         """This task with sequences of length `seq_len` (for length-extrapolation tests)."""
         return type(self)(dataclasses.replace(self.cfg, seq_len=seq_len))
+
+    # ---- reading examples: python -m arena.tasks show ----
+
+    def symbols(self) -> list[Symbols]:
+        """The token table: runs of ids with printable names. The default (no table) prints every id as its number."""
+        return []
+
+    def auto_settings(self) -> dict[str, object]:
+        """Config keys whose 0 (or None) means "derive it", mapped to the value in use (shown as `auto (value)`)."""
+        return {}
+
+    def token_names(self) -> list[str]:
+        """Printable name of every id in [0, vocab_size): the table's names, else the id itself."""
+        names = [str(i) for i in range(self.vocab_size)]
+        for run in self.symbols():
+            for offset, label in enumerate(run.labels()):
+                if 0 <= run.first + offset < len(names):
+                    names[run.first + offset] = label
+        return names
+
+    def decode(self, ids) -> list[str]:
+        """Names of `ids` (a sequence of ints); an id outside the vocabulary prints as its number."""
+        names = self.token_names()
+        return [names[i] if 0 <= i < len(names) else str(i) for i in ids]
+
+    def legend(self) -> str:
+        """One line naming each run of the token table with its ids: `PUSH (1) push | s0..s7 (3-10) stack ids`."""
+        parts, unused = [], np.ones(self.vocab_size, dtype=bool)
+        for run in self.symbols():
+            labels = run.labels()[: max(0, self.vocab_size - run.first)]
+            if not labels:
+                continue
+            unused[run.first: run.first + len(labels)] = False
+            shown = " ".join(labels) if len(labels) <= 5 else f"{labels[0]}..{labels[-1]}"
+            ids = str(run.first) if len(labels) == 1 else f"{run.first}-{run.first + len(labels) - 1}"
+            parts.append(f"{shown} ({ids}) {run.meaning}")
+        if not parts:
+            return f"tokens print as their ids (0-{self.vocab_size - 1})"
+        if unused.any():
+            spare = np.flatnonzero(unused)
+            parts.append(f"({spare[0]}{'' if len(spare) == 1 else f'-{spare[-1]}'}) unused, printed as numbers")
+        return " | ".join(parts)
 
 
 def sample_distinct(rng: np.random.Generator, num_rows: int, low: int, high: int, count: int) -> np.ndarray:

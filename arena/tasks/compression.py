@@ -1,5 +1,5 @@
-"""MAD compression (Poli et al. 2024, athms/mad-lab `generate_compression_instance`; ../shared/docs/tasks.md
-3.2), recast as a next-token probe: reproduce a random sequence from what was kept after reading it.
+"""MAD compression (Poli et al. 2024, athms/mad-lab `generate_compression_instance`; docs/probes.md#compression),
+recast as a next-token probe: reproduce a random sequence from what was kept after reading it.
 
 MAD feeds L - 1 random tokens from [0, V-1) and a compression token (V-1) to an AutoEncoder: the encoder's
 representation at the last token, plus a sin-cos embedding of position i, is decoded by an MLP into token i, for
@@ -28,11 +28,13 @@ import torch
 
 from arena.errors import ConfigError
 from arena.tasks import register_task
-from arena.tasks.base import IGNORE, Batch, Task
+from arena.tasks.base import IGNORE, Batch, Symbols, Task
 
 
 @register_task("compression")
 class Compression(Task):
+    """MAD compression as next-token prediction: L tokens, then L position queries; token i is scored at query i."""
+
     @dataclass
     class Config(Task.Config):
         seq_len: int = 64  # 2 L: L content tokens (compression token last) then L queries; MAD L = 32
@@ -48,6 +50,11 @@ class Compression(Task):
     @property
     def vocab_size(self) -> int:
         return self.cfg.vocab_size + self.cfg.seq_len // 2  # one query id per content position
+
+    def symbols(self) -> list[Symbols]:
+        V, L = self.cfg.vocab_size, self.cfg.seq_len // 2
+        return [Symbols(0, tuple(map(str, range(V - 1))), "content"), Symbols(V - 1, "<c>", "compression token"),
+                Symbols(V, "?", "query for content position i", count=L)]
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         V, L = self.cfg.vocab_size, self.cfg.seq_len // 2

@@ -1,4 +1,5 @@
-"""Bounded Dyck-(k, m): name the bracket that must close next (Hewitt et al. 2020, Yao et al. 2021; tasks.md 7.6).
+"""Bounded Dyck-(k, m): name the bracket that must close next (Hewitt et al. 2020, Yao et al. 2021;
+docs/probes.md#dyck).
 
 A random prefix of a Dyck word over k bracket types with nesting depth at most m: at depth 0 the walk must
 open, at depth m it must close, otherwise it opens with probability p_open (type uniform) and closes the
@@ -33,11 +34,13 @@ import torch
 
 from arena.errors import ConfigError
 from arena.tasks import register_task
-from arena.tasks.base import IGNORE, Batch, Task
+from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task
 
 
 @register_task("dyck")
 class Dyck(Task):
+    """Bounded Dyck-(k, m) brackets: the bracket that must close next is scored wherever one is open."""
+
     @dataclass
     class Config(Task.Config):
         seq_len: int = 64  # L, brackets per sequence (Chomsky protocol: train <= 40, test 41-500 via at_length)
@@ -68,6 +71,14 @@ class Dyck(Task):
             depth += np.where(now, 1, -1)
         self._block_opens = opens.astype(np.uint8).reshape(-1, 256)
         self._block_end = depth.reshape(-1, 256)
+
+    def symbols(self) -> list[Symbols]:
+        k = self.cfg.num_types
+        opens, closes = ("(", "[", "{", "<")[:k], (")", "]", "}", ">")[:k]
+        if k > 4:  # more types than bracket characters: number them
+            opens, closes = tuple(f"({j}" for j in range(k)), tuple(f"){j}" for j in range(k))
+        return [Symbols(PAD, ".", "PAD"), Symbols(1, opens, "opening brackets"),
+                Symbols(1 + k, closes, "closing brackets")]
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c, E = self.cfg, num_examples

@@ -1,4 +1,4 @@
-"""Flip-flop language modelling, FFL(p) (Liu et al., NeurIPS 2023; HF `synthseq/flipflop`; tasks.md 7.3).
+"""Flip-flop language modelling, FFL(p) (Liu et al., NeurIPS 2023; HF `synthseq/flipflop`; docs/probes.md#flip_flop).
 
 A sequence of instruction-bit pairs `w b` (write), `i b` (ignore) and `r b` (read). The bit after a read must
 equal the bit of the most recent write; every other bit is random. Instructions are drawn i.i.d. with
@@ -30,13 +30,15 @@ import torch
 
 from arena.errors import ConfigError
 from arena.tasks import register_task
-from arena.tasks.base import IGNORE, Batch, Task
+from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task
 
 WRITE, READ, SKIP, BIT0 = 1, 2, 3, 4  # BIT0 + b is bit b
 
 
 @register_task("flip_flop")
 class FlipFlop(Task):
+    """Flip-flop language FFL(p): write / ignore / read instructions with bits; the bit after each read is scored."""
+
     chance_accuracy = 0.5  # a read bit is 0 or 1
 
     @dataclass
@@ -56,6 +58,13 @@ class FlipFlop(Task):
             p = getattr(cfg, key)
             if p is not None and not 0 <= p < 1:
                 raise ConfigError(f"task flip_flop: {key}={p} must lie in [0, 1) (reads and writes need mass)")
+
+    def symbols(self) -> list[Symbols]:
+        return [Symbols(PAD, ".", "PAD"), Symbols(WRITE, ("w", "r", "i"), "write, read, ignore"),
+                Symbols(BIT0, ("0", "1"), "bits")]
+
+    def auto_settings(self) -> dict[str, object]:
+        return {"test_p_ignore": self.cfg.p_ignore}  # None: the test split draws from the training FFL(p)
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg

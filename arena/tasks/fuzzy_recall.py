@@ -1,5 +1,5 @@
 """MAD fuzzy in-context recall (Poli et al. 2024, athms/mad-lab `generate_fuzzy_in_context_recall_instance`,
-multi_query; ../shared/docs/tasks.md 3.2): associative recall where keys and values are multi-token motifs.
+multi_query; docs/probes.md#fuzzy_recall): associative recall where keys and values are multi-token motifs.
 
 Isolates recall of keys spread over several tokens (a key's end is only known once a value token arrives, and a
 short key can be the tail of a longer one). Ids: keys [0, n/2), values [n/2, n) with n = V - 1; PAD = V - 1
@@ -38,11 +38,13 @@ import torch
 from arena.errors import ConfigError
 from arena.tasks import register_task
 from arena.tasks._mad import check_positive, distinct_tuples, first_occurrence
-from arena.tasks.base import IGNORE, Batch, Task
+from arena.tasks.base import IGNORE, Batch, Symbols, Task
 
 
 @register_task("fuzzy_recall")
 class FuzzyRecall(Task):
+    """MAD fuzzy in-context recall: keys and values are multi-token motifs; values of repeated keys are scored."""
+
     @dataclass
     class Config(Task.Config):
         seq_len: int = 64  # tokens the model reads (left-padded); MAD baseline 128
@@ -65,6 +67,11 @@ class FuzzyRecall(Task):
                 f"task fuzzy_recall: seq_len={L} cannot fit motifs of k_motif_size={km} and v_motif_size={vm}; "
                 f"needs seq_len >= {3 * (km + vm)}"
             )
+
+    def symbols(self) -> list[Symbols]:
+        n = self.cfg.vocab_size - 1
+        return [Symbols(0, "k", "key tokens", count=n // 2), Symbols(n // 2, "v", "value tokens", count=n - n // 2),
+                Symbols(n, ".", "PAD (left padding)")]
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg

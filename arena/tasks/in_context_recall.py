@@ -1,10 +1,10 @@
 """MAD in-context recall (Poli et al. 2024, athms/mad-lab `generate_in_context_recall_instance`, multi_query;
-../shared/docs/tasks.md 3.2): multi-query associative recall with keys drawn WITH replacement.
+docs/probes.md#in_context_recall): multi-query associative recall with keys drawn WITH replacement.
 
 Isolates in-context key -> value lookup when keys repeat and every pair is also a query. The sequence is
 seq_len/2 key-value pairs; keys lie in [0, V/2), values in [V/2, V); each key's value is drawn once per sequence
-(reshuffled across sequences). The final pair repeats a key that was presented. Scoring follows MAD (tasks.md
-8 item 2): the train split scores every next token (plain LM loss, so keys and first-seen values too); the test
+(reshuffled across sequences). The final pair repeats a key that was presented. Scoring follows MAD (docs/probes.md):
+the train split scores every next token (plain LM loss, so keys and first-seen values too); the test
 split scores only values whose key appeared earlier in the sequence, plus the final value. The model reads MAD's
 seq_len - 1 shifted tokens; the last input is PAD (0) and unscored.
 
@@ -28,12 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from arena.tasks import register_task
-from arena.tasks._mad import check_recall, sample_recall
-from arena.tasks.base import Batch, Task
+from arena.tasks._mad import check_recall, recall_symbols, sample_recall
+from arena.tasks.base import Batch, Symbols, Task
 
 
 @register_task("in_context_recall")
 class InContextRecall(Task):
+    """MAD in-context recall: key-value pairs with repeating keys; values of keys seen before are scored (test)."""
+
     @dataclass
     class Config(Task.Config):
         seq_len: int = 64  # MAD's sequence length (even): seq_len/2 pairs; MAD baseline 128
@@ -42,6 +44,9 @@ class InContextRecall(Task):
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         check_recall("in_context_recall", cfg.seq_len, cfg.vocab_size, 0, 0.0)
+
+    def symbols(self) -> list[Symbols]:
+        return recall_symbols(self.cfg.vocab_size, 0)
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg

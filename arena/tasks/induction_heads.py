@@ -1,4 +1,5 @@
-"""Induction heads with length extrapolation: trigger, then copy (Mamba paper, Gu & Dao 2023; tasks.md 6.2, 7.1).
+"""Induction heads with length extrapolation: trigger, then copy (Mamba paper, Gu & Dao 2023;
+docs/probes.md#induction_heads).
 
 Random symbols from [0, V-1) fill the sequence; the trigger token V-1 appears once at a random position p,
 followed by `copy_len` symbols X; the sequence ends with the trigger again, after which the model must emit X.
@@ -30,11 +31,13 @@ import torch
 
 from arena.errors import ConfigError
 from arena.tasks import register_task
-from arena.tasks.base import IGNORE, Batch, Task
+from arena.tasks.base import IGNORE, Batch, Symbols, Task
 
 
 @register_task("induction_heads")
 class InductionHeads(Task):
+    """Induction heads: a trigger, symbols, and the trigger again at the end; the symbol that followed it is scored."""
+
     @dataclass
     class Config(Task.Config):
         seq_len: int = 64  # L; the Mamba paper trains at 256 and tests at 2^6 ... 2^20 via at_length
@@ -54,6 +57,10 @@ class InductionHeads(Task):
                 "(trigger + copy_len symbols, then trigger + copy_len - 1 teacher-forced symbols)"
             )
         self.chance_accuracy = 1.0 / (V - 1)  # a uniform guess among the symbols
+
+    def symbols(self) -> list[Symbols]:
+        V = self.cfg.vocab_size
+        return [Symbols(0, tuple(map(str, range(V - 1))), "symbols"), Symbols(V - 1, "T", "trigger")]
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         k, L, V = self.cfg.copy_len, self.cfg.seq_len, self.cfg.vocab_size

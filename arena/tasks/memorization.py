@@ -1,5 +1,5 @@
-"""MAD memorization (Poli et al. 2024, athms/mad-lab `generate_memorization_instance`; ../shared/docs/tasks.md
-3.2): recall values from a FIXED global key -> value table, i.e. in-weights (parametric) memory.
+"""MAD memorization (Poli et al. 2024, athms/mad-lab `generate_memorization_instance`; docs/probes.md#memorization):
+recall values from a FIXED global key -> value table, i.e. in-weights (parametric) memory.
 
 The table is built once from `kv_map_seed` (not from the split's random stream), so the train and test splits
 share it and the sequence never shows a value: the model must have stored the map in its weights. Ids: keys
@@ -26,7 +26,7 @@ import torch
 
 from arena.errors import ConfigError
 from arena.tasks import register_task
-from arena.tasks.base import IGNORE, Batch, Task
+from arena.tasks.base import IGNORE, Batch, Symbols, Task
 
 
 def key_value_table(vocab_size: int, seed: int) -> np.ndarray:
@@ -42,6 +42,8 @@ def key_value_table(vocab_size: int, seed: int) -> np.ndarray:
 
 @register_task("memorization")
 class Memorization(Task):
+    """MAD memorization: a fixed key -> value table learned into the weights; each key's value is scored."""
+
     @dataclass
     class Config(Task.Config):
         seq_len: int = 32  # tokens (even): seq_len/2 `key insert` pairs; MAD baseline 32
@@ -57,6 +59,11 @@ class Memorization(Task):
         if cfg.vocab_size < 4:
             raise ConfigError(f"task memorization: vocab_size={cfg.vocab_size} must be >= 4 (key, values, insert)")
         self.table = key_value_table(cfg.vocab_size, cfg.kv_map_seed)
+
+    def symbols(self) -> list[Symbols]:
+        n = self.cfg.vocab_size - 1
+        return [Symbols(0, "k", "keys", count=n // 2), Symbols(n // 2, "v", "values", count=n - n // 2),
+                Symbols(n, "<ins>", "insert (emit the key's value)")]
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg

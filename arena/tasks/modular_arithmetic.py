@@ -1,9 +1,9 @@
-"""Modular arithmetic mod 5, without and with brackets (Grazzi et al. 2025, xLSTM; ../shared/docs/tasks.md 4.2).
+"""Modular arithmetic mod 5, without and with brackets (Grazzi et al. 2025, xLSTM; docs/probes.md#modular_arithmetic).
 
 Isolates state tracking beyond one bit: `modular_arithmetic` is a regular language (a finite automaton over
 Z_5 with `*` taking precedence, so the state is the running sum plus the pending product and its sign);
 `modular_arithmetic_brackets` nests `( l op r )`, a context-free language that needs a stack. Scored at ONE
-position per sequence: the `=` sign, whose target is the value (tasks.md section 8 item 2). Chance = 1/modulus.
+position per sequence: the `=` sign, whose target is the value. Chance = 1/modulus.
 
 Tokens (both names): 0 PAD, 1 `+`, 2 `-`, 3 `*`, 4 `=`, 5 .. 4+m the digits 0 .. m-1 (m = modulus, 5);
 brackets add 5+m `(` and 6+m `)`. So vocab 10 without and 12 with brackets, as Grazzi. The answer slot after
@@ -41,7 +41,7 @@ import torch
 from arena.errors import ConfigError
 from arena.tasks import register_task
 from arena.tasks._lengths import at_length_of, check_lengths, draw_lengths
-from arena.tasks.base import IGNORE, PAD, Batch, Task
+from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task
 
 PLUS, MINUS, TIMES, EQUALS, DIGIT0 = 1, 2, 3, 4, 5
 
@@ -77,9 +77,17 @@ class _ModularArithmetic(Task):
     def at_length(self, seq_len: int) -> Task:
         return at_length_of(self, seq_len)
 
+    def symbols(self) -> list[Symbols]:
+        m = self.cfg.modulus
+        table = [Symbols(PAD, ".", "PAD and the answer slot"), Symbols(PLUS, ("+", "-", "*", "="), "operators"),
+                 Symbols(DIGIT0, tuple(map(str, range(m))), "digits")]
+        return table + ([Symbols(DIGIT0 + m, ("(", ")"), "brackets")] if self.brackets else [])
+
 
 @register_task("modular_arithmetic")
 class ModularArithmetic(_ModularArithmetic):
+    """Modular arithmetic mod 5 without brackets (`*` before `+ -`); the value is scored at `=`."""
+
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg
         E, L, m = num_examples, c.seq_len, c.modulus
@@ -122,6 +130,8 @@ class ModularArithmetic(_ModularArithmetic):
 
 @register_task("modular_arithmetic_brackets")
 class ModularArithmeticBrackets(_ModularArithmetic):
+    """Modular arithmetic mod 5 with nested brackets, a context-free language; the value is scored at `=`."""
+
     brackets = True
 
     @dataclass

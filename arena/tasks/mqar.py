@@ -1,4 +1,4 @@
-"""Multi-query associative recall (MQAR), Zoology's layout (Arora et al. 2023; ../shared/docs/tasks.md 2.1).
+"""Multi-query associative recall (MQAR), Zoology's layout (Arora et al. 2023; docs/probes.md#mqar).
 
 A context of N key-value pairs, then a query region where each key appears once more; after a query key the
 model must emit that key's value. Keys come from [1, V/2), values from [V/2, V), distinct within a sequence.
@@ -23,11 +23,13 @@ import torch
 
 from arena.errors import ConfigError
 from arena.tasks import register_task
-from arena.tasks.base import IGNORE, Batch, Task, sample_distinct, sample_weighted_distinct
+from arena.tasks.base import IGNORE, Batch, Symbols, Task, sample_distinct, sample_weighted_distinct
 
 
 @register_task("mqar")
 class MQAR(Task):
+    """Multi-query associative recall (Zoology): key-value pairs, then each key again; its value is scored there."""
+
     @dataclass
     class Config(Task.Config):
         seq_len: int = 64  # L, total tokens per sequence
@@ -52,6 +54,11 @@ class MQAR(Task):
             raise ConfigError(f"task mqar: vocab_size={V} gives {V // 2 - 1} keys, fewer than num_kv_pairs={n}")
         if not 0 < cfg.power_a <= 1:
             raise ConfigError(f"task mqar: power_a={cfg.power_a} must lie in (0, 1]")
+
+    def symbols(self) -> list[Symbols]:
+        half = self.cfg.vocab_size // 2  # filler between queries: id 0, or random ids (random_non_queries)
+        return [Symbols(0, ".", "filler"), Symbols(1, "k", "keys", count=half - 1),
+                Symbols(half, "v", "values", count=self.cfg.vocab_size - half)]
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg

@@ -1,8 +1,8 @@
-"""MQAR, Kimi Linear's variant: all queries come after a separator (Kimi Linear §5.1; ../shared/docs/tasks.md 1.2).
+"""MQAR, Kimi Linear's variant: all queries come after a separator (Kimi Linear §5.1; docs/probes.md#mqar_kimi).
 
 Isolates associative recall of many pairs at once: N key-value pairs `k1 v1 .. kN vN`, then `<sep>`, then Q keys
 of the context back to back; after each query key the model must emit that key's value. Unlike Zoology's MQAR
-(task `mqar`, tasks.md 2.1) there is no filler and no power-law gap: the queries follow the separator in a
+(task `mqar`) there is no filler and no power-law gap: the queries follow the separator in a
 row, as in the report's `A 1 C 3 B 0 M 8 G 5 E 4 <sep> B G` -> `0 5`. Exactly Q positions are scored.
 
 Token ids: 0 = PAD, 1 = <sep>, keys in [2, 2 + M), values in [2 + M, vocab_size) with M = (vocab_size - 2) // 2.
@@ -32,7 +32,7 @@ import torch
 
 from arena.errors import ConfigError
 from arena.tasks import register_task
-from arena.tasks.base import IGNORE, PAD, Batch, Task, sample_distinct
+from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task, sample_distinct, setting
 
 SEP = 1
 FIRST_KEY = 2
@@ -56,6 +56,8 @@ def distinct_rows(rng: np.random.Generator, num_rows: int, low: int, high: int, 
 
 @register_task("mqar_kimi")
 class MQARKimi(Task):
+    """MQAR, Kimi Linear's variant: key-value pairs, <sep>, then queried keys back to back; their values are scored."""
+
     @dataclass
     class Config(Task.Config):
         seq_len: int = 32  # L, total tokens per sequence
@@ -71,16 +73,17 @@ class MQARKimi(Task):
                 "must be >= 1, or 0 for the default"
             )
         n, q = self.num_kv_pairs, self.num_queries
+        pairs, queries = setting("num_kv_pairs", cfg.num_kv_pairs, n), setting("num_queries", cfg.num_queries, q)
         if n < 1 or 2 * n + 1 + q > cfg.seq_len:
             raise ConfigError(
-                f"task mqar_kimi: seq_len={cfg.seq_len} cannot fit num_kv_pairs={n} with num_queries={q}; "
+                f"task mqar_kimi: seq_len={cfg.seq_len} cannot fit {pairs} with {queries}; "
                 f"needs seq_len >= {2 * max(n, 1) + 1 + max(q, 1)} (context 2N, <sep>, Q queries)"
             )
         if q > n:
-            raise ConfigError(f"task mqar_kimi: num_queries={q} must be <= num_kv_pairs={n} (queries are distinct)")
+            raise ConfigError(f"task mqar_kimi: {queries} must be <= {pairs} (queries are distinct)")
         if self.num_keys < n:
             raise ConfigError(
-                f"task mqar_kimi: vocab_size={cfg.vocab_size} gives {self.num_keys} keys, fewer than num_kv_pairs={n}; "
+                f"task mqar_kimi: vocab_size={cfg.vocab_size} gives {self.num_keys} keys, fewer than {pairs}; "
                 f"needs vocab_size >= {2 * n + 2}"
             )
 
@@ -95,6 +98,14 @@ class MQARKimi(Task):
     @property
     def num_keys(self) -> int:
         return (self.cfg.vocab_size - FIRST_KEY) // 2
+
+    def symbols(self) -> list[Symbols]:
+        m = self.num_keys
+        return [Symbols(PAD, ".", "PAD"), Symbols(SEP, "<sep>", "separator"), Symbols(FIRST_KEY, "k", "keys", count=m),
+                Symbols(FIRST_KEY + m, "v", "values", count=self.cfg.vocab_size - FIRST_KEY - m)]
+
+    def auto_settings(self) -> dict[str, object]:
+        return {"num_kv_pairs": self.num_kv_pairs, "num_queries": self.num_queries}
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         n, q, L, m = self.num_kv_pairs, self.num_queries, self.cfg.seq_len, self.num_keys

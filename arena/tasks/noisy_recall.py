@@ -1,5 +1,5 @@
 """MAD noisy in-context recall (Poli et al. 2024, athms/mad-lab `generate_noisy_in_context_recall_instance`;
-../shared/docs/tasks.md 3.2): in-context recall with noise chunks interleaved between the pairs.
+docs/probes.md#noisy_recall): in-context recall with noise chunks interleaved between the pairs.
 
 Isolates content-selective filtering: each pair slot becomes two random noise tokens with probability
 frac_noise, and the model must skip them while storing the pairs. Vocabulary: n = vocab_size - noise_vocab_size
@@ -28,12 +28,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from arena.tasks import register_task
-from arena.tasks._mad import check_recall, sample_recall
-from arena.tasks.base import Batch, Task
+from arena.tasks._mad import check_recall, recall_symbols, sample_recall
+from arena.tasks.base import Batch, Symbols, Task
 
 
 @register_task("noisy_recall")
 class NoisyRecall(Task):
+    """MAD noisy in-context recall: key-value pairs among noise chunks; values of keys seen before are scored (test)."""
+
     @dataclass
     class Config(Task.Config):
         seq_len: int = 64  # MAD's sequence length (even): seq_len/2 slots; MAD baseline 128
@@ -44,6 +46,9 @@ class NoisyRecall(Task):
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         check_recall("noisy_recall", cfg.seq_len, cfg.vocab_size, cfg.noise_vocab_size, cfg.frac_noise)
+
+    def symbols(self) -> list[Symbols]:
+        return recall_symbols(self.cfg.vocab_size, self.cfg.noise_vocab_size)
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg

@@ -1,9 +1,9 @@
-"""Palindrome: copy a random string back in reverse after a separator (Kimi Linear §5.1; ../shared/docs/tasks.md 1.2).
+"""Palindrome: copy a random string back in reverse after a separator (Kimi Linear §5.1; docs/probes.md#palindrome).
 
 Isolates exact copying of a whole sequence (Jelassi et al.: "copying is hard for linear attention"): the state
 must hold all `copy_len` random tokens until `<sep>`, then give them back last-first. The sequence is
 `x_1 .. x_n <sep> x_n .. x_1`; only the reversed half is scored (the prefix is ϕ). The report's example table is
-off by one slot, so this follows tasks.md: at `<sep>` the model emits x_n, after reading x_k it emits x_(k-1),
+off by one slot, so this follows docs/probes.md: at `<sep>` the model emits x_n, after reading x_k it emits x_(k-1),
 and the final x_1 (the last content token) is unscored, so exactly `copy_len` positions are scored.
 
 Token ids: 0 = PAD, 1 = <sep>, symbols in [2, vocab_size) drawn uniformly with replacement.
@@ -31,7 +31,7 @@ import torch
 
 from arena.errors import ConfigError
 from arena.tasks import register_task
-from arena.tasks.base import IGNORE, PAD, Batch, Task
+from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task, setting
 
 SEP = 1
 FIRST_SYMBOL = 2
@@ -39,6 +39,8 @@ FIRST_SYMBOL = 2
 
 @register_task("palindrome")
 class Palindrome(Task):
+    """Palindrome: random symbols, <sep>, then the same symbols reversed; the reversed half is scored."""
+
     @dataclass
     class Config(Task.Config):
         seq_len: int = 32  # L, total tokens per sequence
@@ -51,7 +53,8 @@ class Palindrome(Task):
             raise ConfigError(f"task palindrome: copy_len={cfg.copy_len} must be >= 1, or 0 for as many as fit")
         if self.copy_len < 1 or 2 * self.copy_len + 1 > cfg.seq_len:
             raise ConfigError(
-                f"task palindrome: seq_len={cfg.seq_len} cannot fit copy_len={self.copy_len}; "
+                f"task palindrome: seq_len={cfg.seq_len} cannot fit "
+                f"{setting('copy_len', cfg.copy_len, self.copy_len)}; "
                 f"needs seq_len >= {2 * max(1, self.copy_len) + 1} (string, <sep>, reversed string)"
             )
         if cfg.vocab_size < FIRST_SYMBOL + 2:
@@ -60,6 +63,13 @@ class Palindrome(Task):
     @property
     def copy_len(self) -> int:
         return self.cfg.copy_len or (self.cfg.seq_len - 1) // 2
+
+    def symbols(self) -> list[Symbols]:
+        return [Symbols(PAD, ".", "PAD"), Symbols(SEP, "<sep>", "separator"),
+                Symbols(FIRST_SYMBOL, "x", "symbols", count=self.cfg.vocab_size - FIRST_SYMBOL)]
+
+    def auto_settings(self) -> dict[str, object]:
+        return {"copy_len": self.copy_len}
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         n, L = self.copy_len, self.cfg.seq_len

@@ -1,8 +1,8 @@
-"""Parity of a bit string, answered once at the end (Grazzi et al. 2025, xLSTM generator; ../shared/docs/tasks.md 4.2).
+"""Parity of a bit string, answered once at the end (Grazzi et al. 2025, xLSTM generator; docs/probes.md#parity).
 
 Isolates the smallest state-tracking problem: one bit of state flipped by every `1`. A linear RNN whose
 transition eigenvalues lie in [0, 1] cannot flip a sign, so this is the unit test of the eigenvalue range
-(tasks.md section 8 item 6). Scored at ONE position per sequence: the last bit (section 8 item 2).
+(docs/probes.md). Scored at ONE position per sequence: the last bit.
 
 Tokens: 0 PAD, 1 = bit 0, 2 = bit 1 (vocab 3, as Grazzi). A sequence of content length n (Grazzi's length,
 n uniform in [min_len, max_len] of the split) holds n - 1 bits and then the answer slot, which stays PAD in
@@ -30,11 +30,13 @@ import torch
 from arena.errors import ConfigError
 from arena.tasks import register_task
 from arena.tasks._lengths import at_length_of, check_lengths, draw_lengths
-from arena.tasks.base import IGNORE, PAD, Batch, Task
+from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task
 
 
 @register_task("parity")
 class Parity(Task):
+    """Parity: a bit string, then its parity (0 even, 1 odd) scored once, at the last bit."""
+
     chance_accuracy = 0.5  # two possible answers
 
     @dataclass
@@ -51,6 +53,9 @@ class Parity(Task):
         if cfg.vocab_size != 3:
             raise ConfigError(f"task parity: vocab_size={cfg.vocab_size} must be 3 (PAD, bit 0, bit 1)")
         check_lengths("parity", cfg, shortest=2)
+
+    def symbols(self) -> list[Symbols]:
+        return [Symbols(PAD, ".", "PAD and the answer slot"), Symbols(1, ("0", "1"), "bits (as a target: the parity)")]
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         L = self.cfg.seq_len

@@ -1,4 +1,4 @@
-"""Position lookup: read the token at a named absolute position (a positional probe; tasks.md 6, 8.7).
+"""Position lookup: read the token at a named absolute position (a positional probe; docs/probes.md#position_lookup).
 
 A context of `num_items` random symbols, a separator, then `num_queries` queries. A query is a dedicated
 position-id token P_j naming position j of the context; after it the model must emit the symbol at j, which is
@@ -34,13 +34,15 @@ import torch
 
 from arena.errors import ConfigError
 from arena.tasks import register_task
-from arena.tasks.base import IGNORE, Batch, Task, sample_distinct
+from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task, sample_distinct
 
 SEP, FIRST_POSITION = 1, 2
 
 
 @register_task("position_lookup")
 class PositionLookup(Task):
+    """Position lookup: symbols, <sep>, then position ids @j; the symbol at position j is scored after each @j."""
+
     @dataclass
     class Config(Task.Config):
         seq_len: int = 32  # L >= num_items + 1 + 2 * num_queries
@@ -71,6 +73,12 @@ class PositionLookup(Task):
     @property
     def num_symbols(self) -> int:
         return self.cfg.vocab_size - FIRST_POSITION - self.cfg.num_positions
+
+    def symbols(self) -> list[Symbols]:
+        p = self.cfg.num_positions
+        return [Symbols(PAD, ".", "PAD"), Symbols(SEP, "<sep>", "separator"),
+                Symbols(FIRST_POSITION, "@", "position ids (@j names position j)", count=p),
+                Symbols(FIRST_POSITION + p, "x", "symbols", count=self.num_symbols)]
 
     def at_length(self, seq_len: int) -> Task:
         """Same vocabulary and query range; the context grows to fill `seq_len`."""

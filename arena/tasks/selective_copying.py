@@ -1,5 +1,5 @@
 """MAD selective copying (Poli et al. 2024, athms/mad-lab `generate_selective_copying_instance`;
-../shared/docs/tasks.md 3.2 and 7.2): copy the data tokens scattered among blanks, in order, after a copy token.
+docs/probes.md#selective_copying): copy the data tokens scattered among blanks, in order, after a copy token.
 
 Isolates content-selective memory: num_tokens_to_copy data tokens from [0, V-2) are interleaved with blanks
 (id V-2); then the copy token (V-1) and num_tokens_to_copy more blanks follow. The targets are the data tokens
@@ -27,11 +27,13 @@ import torch
 from arena.errors import ConfigError
 from arena.tasks import register_task
 from arena.tasks._mad import check_positive
-from arena.tasks.base import IGNORE, Batch, Task
+from arena.tasks.base import IGNORE, Batch, Symbols, Task
 
 
 @register_task("selective_copying")
 class SelectiveCopying(Task):
+    """MAD selective copying: data tokens among blanks, then a copy token; the data tokens are scored, in order."""
+
     @dataclass
     class Config(Task.Config):
         seq_len: int = 64  # total tokens; MAD baseline 256
@@ -49,6 +51,11 @@ class SelectiveCopying(Task):
             )
         if cfg.vocab_size < 3:
             raise ConfigError(f"task selective_copying: vocab_size={cfg.vocab_size} must be >= 3 (data, blank, copy)")
+
+    def symbols(self) -> list[Symbols]:
+        V = self.cfg.vocab_size
+        return [Symbols(0, "x", "data tokens", count=V - 2), Symbols(V - 2, "_", "blank"),
+                Symbols(V - 1, "<copy>", "copy token")]
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg

@@ -1,4 +1,4 @@
-"""Stack: many independent LIFO stacks under push/pop ops (Kimi Linear §5.1; ../shared/docs/tasks.md 1.2 and 4.5).
+"""Stack: many independent LIFO stacks under push/pop ops (Kimi Linear §5.1; docs/probes.md#stack).
 
 Isolates state tracking with overwrites: the model must keep, for each of `num_stacks` stacks, the whole pile
 of pushed elements and give back the most recent one on a pop, after which the one below it is on top again.
@@ -35,7 +35,7 @@ import torch
 
 from arena.errors import ConfigError
 from arena.tasks import register_task
-from arena.tasks.base import IGNORE, PAD, Batch, Task
+from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task, setting
 
 PUSH, POP = 1, 2
 FIRST_ID = 3
@@ -43,6 +43,8 @@ FIRST_ID = 3
 
 @register_task("stack")
 class Stack(Task):
+    """Stack: push/pop ops on independent LIFO stacks; the element each pop gives back is scored."""
+
     @dataclass
     class Config(Task.Config):
         seq_len: int = 48  # L, total tokens per sequence
@@ -59,7 +61,7 @@ class Stack(Task):
             raise ConfigError(f"task stack: num_ops={cfg.num_ops} must be >= 2, or 0 for as many as fit")
         if self.num_ops < 2 or 3 * self.num_ops > cfg.seq_len:
             raise ConfigError(
-                f"task stack: seq_len={cfg.seq_len} cannot fit num_ops={self.num_ops}; "
+                f"task stack: seq_len={cfg.seq_len} cannot fit {setting('num_ops', cfg.num_ops, self.num_ops)}; "
                 f"needs seq_len >= {3 * max(2, self.num_ops)} (3 tokens per op, at least a push and a pop)"
             )
         if self.num_elements < 2:
@@ -77,6 +79,15 @@ class Stack(Task):
     @property
     def num_elements(self) -> int:
         return self.cfg.vocab_size - FIRST_ID - self.cfg.num_stacks
+
+    def symbols(self) -> list[Symbols]:
+        S = self.cfg.num_stacks
+        return [Symbols(PAD, ".", "PAD"), Symbols(PUSH, "PUSH", "push"), Symbols(POP, "POP", "pop"),
+                Symbols(FIRST_ID, "s", "stack ids", count=S),
+                Symbols(FIRST_ID + S, "x", "elements", count=self.num_elements)]
+
+    def auto_settings(self) -> dict[str, object]:
+        return {"num_ops": self.num_ops}
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         E, P, S, L = num_examples, self.num_ops, self.cfg.num_stacks, self.cfg.seq_len

@@ -1,4 +1,5 @@
-"""Variable tracking: follow a chain of assignments to its value (RULER `vt`, Hsieh et al. 2024; tasks.md 7.4).
+"""Variable tracking: follow a chain of assignments to its value (RULER `vt`, Hsieh et al. 2024;
+docs/probes.md#variable_tracking).
 
 Each chain assigns a value to a variable and copies it along `num_hops` more variables
 (`a 7`, `b a`, `c b` reads a=7, b=a, c=b). The target chain and `num_distractors` other chains (distinct
@@ -35,13 +36,15 @@ import torch
 
 from arena.errors import ConfigError
 from arena.tasks import register_task
-from arena.tasks.base import IGNORE, Batch, Task, sample_distinct
+from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task, sample_distinct
 
 QUERY, NOISE, FIRST_VAR = 1, 2, 3
 
 
 @register_task("variable_tracking")
 class VariableTracking(Task):
+    """Variable tracking: chains of assignments among distractors; the value of the queried variable is scored."""
+
     @dataclass
     class Config(Task.Config):
         seq_len: int = 32  # L: statement slots are the (L - 2) // 2 two-token slots before the query
@@ -77,6 +80,12 @@ class VariableTracking(Task):
     @property
     def num_values(self) -> int:
         return self.cfg.vocab_size - FIRST_VAR - self.cfg.num_vars
+
+    def symbols(self) -> list[Symbols]:
+        first_value = FIRST_VAR + self.cfg.num_vars
+        return [Symbols(PAD, ".", "PAD"), Symbols(QUERY, "?", "query"), Symbols(NOISE, "_", "noise filler"),
+                Symbols(FIRST_VAR, "v", "variables", count=self.cfg.num_vars),
+                Symbols(first_value, "#", "values", count=self.num_values)]
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c, E = self.cfg, num_examples

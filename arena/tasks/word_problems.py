@@ -1,7 +1,7 @@
-"""Group word problems S3, S5, A5 as token tagging (Merrill et al. 2024; DeltaProduct; ../shared/docs/tasks.md 4.1/4.3).
+"""Group word problems S3, S5, A5 as token tagging (Merrill et al. 2024; DeltaProduct; docs/probes.md#s3-s5-a5).
 
 Isolates non-abelian state tracking: the model reads group elements g_1 .. g_n and must emit the running
-product after EVERY token (all content positions scored; tasks.md section 8 item 2). S3 is solvable (DeltaProduct
+product after EVERY token (all content positions scored). S3 is solvable (DeltaProduct
 needs 2 Householder steps in one layer), A5 and S5 are non-solvable (NC1-complete word problems: fixed-depth
 TC0 models such as Transformers and diagonal SSMs cannot solve them for all n; S5 needs 4 steps in one layer).
 
@@ -33,7 +33,7 @@ import torch
 from arena.errors import ConfigError, choice_error
 from arena.tasks import register_task
 from arena.tasks._lengths import at_length_of, check_lengths, draw_lengths
-from arena.tasks.base import IGNORE, PAD, Batch, Task
+from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task
 
 SUBSETS = ("all", "swaps", "swaps_3cycles")
 
@@ -79,11 +79,16 @@ class _WordProblem(Task):
         allowed = {"all": moved >= 0, "swaps": moved <= 2, "swaps_3cycles": moved <= 3}[cfg.elements]
         if self.even_only and cfg.elements != "all":
             raise ConfigError(f"task {name}: elements={cfg.elements!r} needs transpositions, which are odd; use all")
+        self.perms = perms
         self.letters = np.flatnonzero(allowed)  # element numbers the inputs may use
         # mul[a, b] = element number of "a, then b": (b o a)[i] = b[a[i]]
         index = {tuple(p): j for j, p in enumerate(perms.tolist())}
         self.mul = np.array([[index[tuple(b[a])] for b in perms] for a in perms], dtype=np.int64)
         self.chance_accuracy = 1.0 / order
+
+    def symbols(self) -> list[Symbols]:
+        names = tuple("".join(map(str, p)) for p in self.perms.tolist())  # image tuples, "012.." = identity
+        return [Symbols(PAD, ".", "PAD"), Symbols(1, names, f"permutations as image tuples, {names[0]} = identity")]
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         L = self.cfg.seq_len
@@ -103,12 +108,16 @@ class _WordProblem(Task):
 
 @register_task("s3")
 class S3(_WordProblem):
+    """Word problem of S3 (order 6, solvable): the running product of permutations, scored at every token."""
+
     degree, even_only = 3, False
     chance_accuracy = 1 / 6
 
 
 @register_task("s5")
 class S5(_WordProblem):
+    """Word problem of S5 (order 120, non-solvable): the running product of permutations, scored at every token."""
+
     degree, even_only = 5, False
     chance_accuracy = 1 / 120
 
@@ -119,6 +128,8 @@ class S5(_WordProblem):
 
 @register_task("a5")
 class A5(_WordProblem):
+    """Word problem of A5 (order 60, non-solvable): the running product of even permutations, scored at every token."""
+
     degree, even_only = 5, True
     chance_accuracy = 1 / 60
 

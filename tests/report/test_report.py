@@ -12,6 +12,7 @@ disagree: lr 1e-3 wins on validation (0.90 vs 0.80) but loses on test (0.50 vs 0
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -39,6 +40,7 @@ LRS = (1e-3, 3e-3)
 SEEDS = (0, 1)
 # (mixer, task) -> base test accuracy at length 64; longer sequences lose 0.2 (kda) or 0.3 (gdn)
 BASE = {("kda", "mqar"): 0.95, ("gdn", "mqar"): 0.85, ("kda", "parity"): 0.6, ("gdn", "parity"): 0.9}
+HASHES = itertools.count()  # every written run is its own config (runs sharing a config_hash are duplicates)
 
 
 def write_run(root: Path, name: str, config: dict, summary: dict, metrics: list[dict] | None = None) -> Path:
@@ -74,7 +76,8 @@ def summary_for(mixer: str, task: str, length: int, valid: float | None, test: f
     layers = ["kda", "kda", "kda", "mla_nope"] if model == "hybrid_3to1" else [mixer, mixer]
     summary = {
         "name": f"{model}-{mixer}-{task}", "status": status, "message": "ran all train.steps", "steps": 200,
-        "mixer": mixer, "model": model, "task": task, "experiment": "fixture", "config_hash": f"h-{mixer}-{task}",
+        "mixer": mixer, "model": model, "task": task, "experiment": "fixture",
+        "config_hash": f"h-{mixer}-{task}-{next(HASHES)}",
         "valid_accuracy": valid, "best_accuracy": valid, "best_step": 200, "test_accuracy": test,
         "test_sequence_accuracy": None if test is None else test / 2, "train_accuracy": 1.0,
         "parameters": {"embedding": 4096, "lm_head": 4096, f"mixer/{mixer}": 50000 if mixer == "kda" else 40000,
@@ -151,7 +154,8 @@ def test_runs_table_has_one_row_per_run_and_the_expected_columns(results_grid):
     assert (kda["mixer"], kda["task"], kda["train_len"], kda["lr"], kda["seed"]) == ("kda", "mqar", 64, 1e-3, 0)
     assert (kda["valid_accuracy"], kda["test_accuracy"], kda["train_accuracy"]) == (0.90, 0.50, 1.0)
     assert (kda["params_total"], kda["params_mixer"], kda["state_size"]) == (58384, 50000, 5000)
-    assert kda["experiment"] == "fixture" and kda["config_hash"] == "h-kda-mqar"
+    assert kda["experiment"] == "fixture" and kda["config_hash"].startswith("h-kda-mqar-")
+    assert set(runs["duplicate_of"]) == {""} and set(runs["metric"]) == {"accuracy", "scaled_accuracy"}
     failed = runs[runs["status"] == "failed"].iloc[0]  # summary lacks mixer/task: taken from config.yaml
     assert (failed["mixer"], failed["task"], failed["seed"]) == ("gdn", "parity", 2)
     assert math.isnan(failed["valid_accuracy"]) and math.isnan(failed["params_total"])
@@ -161,7 +165,7 @@ def test_runs_table_has_one_row_per_run_and_the_expected_columns(results_grid):
 def test_curves_and_lengths_tables(results_grid):
     runs = load_runs(results_grid)
     curves = load_curves(results_grid, runs)
-    assert list(curves.columns) == ["run_dir", "step", "split", "accuracy", "loss"]
+    assert list(curves.columns) == ["run_dir", "step", "split", "accuracy", "train_loss", "valid_loss"]
     assert len(curves) == 32 * 4 + 2 and set(curves["split"]) == {"valid"}  # length records are not curves
     lengths = load_lengths(results_grid, runs)
     assert {"run_dir", "length", "train_len", "accuracy"} <= set(lengths.columns)
@@ -307,7 +311,7 @@ def test_markdown_shows_protocol_tables_images_and_problem_runs(report):
     problems = md.split("## Runs that diverged or failed")[1]
     assert "sweep/kda-mqar-64-0.01-s0" in problems and "diverged" in problems and "loss became nan" in problems
     assert "sweep/gdn-parity-64-0.003-s2" in problems and "RuntimeError: boom" in problems
-    assert "| kda | mqar | 64 | 0.001 | 0.900 | 0.500 ± 0.000 | 2 | 4/1/0 |" in md  # chosen on validation
+    assert "| kda | mqar | 64 | 0.001 | accuracy | 0.900 | 0.500 ± 0.000 | 2 | 4/1/0 |" in md  # chosen on validation
     assert md.count("| --- |") >= 8  # results, five plot tables, the lr sweep, the problem runs
 
 

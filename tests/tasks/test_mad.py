@@ -222,5 +222,5 @@ def test_bad_knobs_fail_in_one_line(name, knobs, message):
 
 def test_gdn_loss_falls_on_in_context_recall(smoke_train):
     task = {"name": "in_context_recall", "seq_len": 16, "vocab_size": 16, "num_train": 2000, "num_test": 200}
-    losses = [record["loss"] for record in smoke_train(task, warmup_steps=5)]
+    losses = [record["train_loss"] for record in smoke_train(task, warmup_steps=5)]
     assert len(losses) == 3 and losses[-1] < losses[0] - 0.2, losses

@@ -177,4 +177,4 @@ def test_gdn_learns_flip_flop_short_run(smoke_train):
     task = {"name": "flip_flop", "seq_len": 16, "p_ignore": 0.5, "num_train": 1000, "num_test": 100}
     records = smoke_train(task, steps=40, eval_every=20, batch_size=16, warmup_steps=5)
     assert len(records) == 2
-    assert records[-1]["loss"] < 0.6 * records[0]["loss"], records
+    assert records[-1]["train_loss"] < 0.6 * records[0]["train_loss"], records

@@ -205,5 +205,5 @@ def test_gdn_with_negative_eigenvalues_learns_parity(smoke_train):
     task = {"name": "parity", "seq_len": 12, "train_min_len": 2, "train_max_len": 8, "test_min_len": 8,
             "test_max_len": 12, "num_train": 2000, "num_test": 200}
     windows = smoke_train(task, steps=90, eval_every=30, mixer={"name": "gdn", "allow_neg_eigval": True})
-    first, last = windows[0]["loss"], windows[-1]["loss"]
+    first, last = windows[0]["train_loss"], windows[-1]["train_loss"]
     assert last < 0.5 * first, f"training loss {first:.3f} -> {last:.3f} did not fall"

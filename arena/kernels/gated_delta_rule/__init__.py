@@ -1,7 +1,7 @@
 """Gated DeltaNet (one decay per head): chunked training op, token-loop oracle and decode step.
 
     from arena.kernels.gated_delta_rule import chunk_gated_delta_rule, naive_recurrent_gated_delta_rule
-See arena/kernels/__init__.py for the shapes and docs mixers.md 2 for the math.
+See arena/kernels/__init__.py for the shapes and docs/mixers.md §1.1 for the math.
 """
 
 from arena.kernels.gated_delta_rule.chunk import chunk_gated_delta_rule

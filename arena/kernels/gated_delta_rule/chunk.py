@@ -1,4 +1,4 @@
-"""Chunked Gated DeltaNet (the WY/UT form of docs mixers.md 1.6 / 2) in plain PyTorch; what training uses.
+"""Chunked Gated DeltaNet (the WY/UT form of docs/mixers.md §1.4) in plain PyTorch; what training uses.
 
     from arena.kernels.gated_delta_rule import chunk_gated_delta_rule
     o, S = chunk_gated_delta_rule(q, k, v, g, beta, output_final_state=True)   # backward by autograd

@@ -1,4 +1,4 @@
-"""Gated DeltaNet references: the fp32 token-loop oracle and the single-token decode step (mixers.md 2).
+"""Gated DeltaNet references: the fp32 token-loop oracle and the single-token decode step (docs/mixers.md §1.1).
 
     from arena.kernels.gated_delta_rule.naive import naive_recurrent_gated_delta_rule
     o, S = naive_recurrent_gated_delta_rule(q, k, v, g, beta, output_final_state=True)

@@ -1,4 +1,4 @@
-"""Chunked KDA (the WY/UT form of docs mixers.md 1.6) in plain PyTorch; what training uses.
+"""Chunked KDA (the WY/UT form of docs/mixers.md §1.4) in plain PyTorch; what training uses.
 
     from arena.kernels.kda import chunk_kda
     o, S = chunk_kda(q, k, v, g, beta, output_final_state=True)   # backward by autograd

@@ -1,4 +1,4 @@
-"""KDA references: the fp32 token-loop oracle and the single-token decode step (docs mixers.md 1.1).
+"""KDA references: the fp32 token-loop oracle and the single-token decode step (docs/mixers.md §1.1).
 
     from arena.kernels.kda.naive import naive_recurrent_kda, kda_decode_step
     o, S = naive_recurrent_kda(q, k, v, g, beta, output_final_state=True)

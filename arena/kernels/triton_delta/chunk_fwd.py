@@ -1,8 +1,8 @@
 """Forward Triton kernels of the chunkwise delta rule (KDA and Gated DeltaNet), chunk C = 64, sub-blocks of 16.
 
-Called by `arena.kernels.triton_delta.chunk` (the autograd.Function); not a public API. The algebra is docs
-mixers.md 1.6. Sequences are packed along T ([1, T_total, H, *], offsets `cu_seqlens`), and every chunk lies in one
-sequence, so nothing leaks between sequences. Two launches for GDN, four for KDA:
+Called by `arena.kernels.triton_delta.chunk` (the autograd.Function); not a public API. The algebra is
+docs/mixers.md §1.4. Sequences are packed along T ([1, T_total, H, *], offsets `cu_seqlens`), and every chunk lies in
+one sequence, so nothing leaks between sequences. Two launches for GDN, four for KDA:
 
 `chunk_cumsum_kernel` (KDA only): G = chunk-local cumsum of g, fp32, stored (the backward and the state pass reuse
   it); for KDA, chunk_kda_intra.kda_akk_fwd_kernel then builds Akk and Aqk per 16-row block.

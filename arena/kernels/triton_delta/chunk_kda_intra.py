@@ -1,7 +1,7 @@
 """KDA's in-chunk decay products in Triton: Akk and Aqk (forward) and their gradient terms (backward).
 
 Called by `arena.kernels.triton_delta.chunk` for a per-channel gate only; Gated DeltaNet's single decay per head
-needs none of this (a [C, C] mask does). The algebra is docs mixers.md 1.6, the shapes chunk_fwd.py's: packed
+needs none of this (a [C, C] mask does). The algebra is docs/mixers.md §1.4, the shapes chunk_fwd.py's: packed
 [1, T, H, *], chunk C = 64, sub-blocks of NB = 16 rows, G = the chunk-local cumulative log-decay (fp32).
 
 One program per (chunk, 16-row block a, head). It walks the chunk's other 16-row blocks b one at a time and K in
