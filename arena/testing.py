@@ -34,7 +34,7 @@ def reference_losses(run, steps: int) -> list[float]:
     The oracle for `trainer_losses` (same seed and config: the same curve up to rounding)."""
     import torch.nn.functional as F
 
-    from arena.tasks import IGNORE
+    from arena.evaluate import scored_logits
     from arena.tasks.base import split_seed
     from arena.train import lr_at, make_optimizer
 
@@ -59,10 +59,8 @@ def reference_losses(run, steps: int) -> list[float]:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            hidden, _ = model.hidden_states(batch.inputs)
-            scored = batch.targets != IGNORE
-            logits = model.lm_head(hidden[scored]).float()
-        loss = F.cross_entropy(logits, batch.targets[scored])
+            logits, targets = scored_logits(model, batch)  # the boolean-mask scoring the old loop used
+        loss = F.cross_entropy(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

@@ -47,6 +47,7 @@ from arena.tasks.base import split_seed
 
 STEADY_AFTER = 10  # steps left out of tokens/s: Triton compiles and the allocator warms up in the first ones
 DIVERGENCE_PEEK = 25  # steps between non-blocking looks at the device's non-finite-loss flag
+NO_BAD_STEP = 1 << 62  # Trainer.bad_step while every loss has been finite
 
 
 @dataclass
@@ -232,15 +233,15 @@ class StepBatch:
 class _FreshBatches(torch.utils.data.Dataset):
     """Batch `step` of a fresh-sample run: task.generate(B, [seed, 3, step]), the same in any worker process."""
 
-    def __init__(self, task: Task, batch_size: int, seed: int, start_step: int, pin: bool):
-        self.task, self.batch_size, self.seed, self.start, self.pin = task, batch_size, seed, start_step, pin
+    def __init__(self, task: Task, batch_size: int, seed: int, start_step: int):
+        self.task, self.batch_size, self.seed, self.start = task, batch_size, seed, start_step
 
     def __len__(self) -> int:
         return 1 << 40  # unbounded: the loop decides when to stop
 
     def __getitem__(self, index: int) -> StepBatch:
         batch = self.task.generate(self.batch_size, [self.seed, 3, self.start + index])
-        return StepBatch.from_batch(batch, pin=False)
+        return StepBatch.from_batch(batch)  # the DataLoader pins it (pin_memory=True on CUDA)
 
 
 def _workers(cfg: TrainConfig, device: torch.device) -> int:
@@ -270,7 +271,7 @@ def batch_stream(run: Run, start_step: int = 0) -> Iterator[StepBatch]:
             yield StepBatch.from_batch(fixed[order[cursor: cursor + cfg.batch_size]], pin).to(device)
             cursor += cfg.batch_size
     workers = _workers(cfg, device)
-    data = _FreshBatches(task, cfg.batch_size, seed, start_step, pin)
+    data = _FreshBatches(task, cfg.batch_size, seed, start_step)
     if workers == 0:
         for index in range(len(data)):
             yield data[index].to(device)
@@ -296,7 +297,7 @@ class Trainer:
         self.count = 0  # scored positions in the window: known on the host from the index shapes
         self.steps_in_window = 0
         # first step whose loss was not finite (a large sentinel while none was), kept on the device
-        self.bad_step = torch.full((), 1 << 62, dtype=torch.int64, device=self.device)
+        self.bad_step = torch.full((), NO_BAD_STEP, dtype=torch.int64, device=self.device)
         self._peek = None  # (pinned host copy of bad_step, CUDA event) of the last non-blocking peek
 
     def step(self, batch: StepBatch, step: int) -> None:
@@ -323,12 +324,10 @@ class Trainer:
         """The first step with a non-finite loss, or None. Without `wait` it answers from the last non-blocking
         peek that has landed (so it may lag by up to DIVERGENCE_PEEK steps) and starts a new peek: no stall."""
         if wait or self.device.type != "cuda":
-            value = int(self.bad_step)
-            return None if value == 1 << 62 else value
+            return _step_or_none(int(self.bad_step))
         answer = None
         if self._peek is not None and self._peek[1].query():
-            value = int(self._peek[0])
-            answer = None if value == 1 << 62 else value
+            answer = _step_or_none(int(self._peek[0]))
             self._peek = None
         if self._peek is None:
             host = torch.empty((), dtype=torch.int64, pin_memory=True)
@@ -346,6 +345,10 @@ class Trainer:
         self.right.zero_()
         self.count, self.steps_in_window = 0, 0
         return loss, right
+
+
+def _step_or_none(bad_step: int) -> int | None:
+    return None if bad_step == NO_BAD_STEP else bad_step
 
 
 def _sync(device: torch.device) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The training-speed evidence in one GPU call: fused-op validation, the training-step benchmark after and
-# BEFORE this work (the package of a baseline commit, side by side on the same card), the fast-loop equality
-# check and a per-mixer profile. Results go to $OUT (or results/gpu).
+# BEFORE this work (its two files run inside the package of a baseline commit, side by side on the same card),
+# the fast-loop equality check and a per-mixer profile. Results go to $OUT (or results/gpu).
 #
 #   git archive <base> arena conf pyproject.toml | tar -x -C .baseline     # here, once (.baseline is ignored)
 #   bash scripts/gpu_train_speed.sh [validate] [bench] [check] [profile] [share]   # on the GPU machine; default:
@@ -29,7 +29,7 @@ bench)  # the same benchmark file against this tree and against the baseline pac
   timeout 170 python3 -m arena.bench train out="$out/bench_after" > "$out/bench_after.log" 2>&1
   echo "bench after exit $?"
   if [ -d .baseline/arena ]; then
-    cp arena/bench/train.py .baseline/arena/bench/train.py
+    cp arena/bench/train.py arena/bench/train_kernels.py .baseline/arena/bench/  # the benchmark, not its package
     (cd .baseline && PYTHONPATH=/tmp/site:$PWD timeout 170 python3 -m arena.bench.train out="$out/bench_before" \
       > "$out/bench_before.log" 2>&1; echo "bench before exit $?")
   fi ;;

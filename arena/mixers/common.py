@@ -75,7 +75,7 @@ class GatedRMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5, activation: str = "sigmoid"):
         super().__init__()
         self.norm = nn.RMSNorm(dim, eps=eps)
-        self.eps, self.activation = eps, activation
+        self.activation = activation
         self.act = {"sigmoid": torch.sigmoid, "swish": F.silu}[activation]
 
     def forward(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
@@ -85,7 +85,7 @@ class GatedRMSNorm(nn.Module):
         """The same as `forward` in one Triton pass; the result has o's dtype."""
         from arena.kernels.fused.gated_norm import gated_rmsnorm
 
-        return gated_rmsnorm(o, gate, self.norm.weight, eps=self.eps, activation=self.activation)
+        return gated_rmsnorm(o, gate, self.norm.weight, eps=self.norm.eps, activation=self.activation)
 
 
 def decay_rate_init(shape, low: float = 1.0, high: float = 16.0) -> torch.Tensor:

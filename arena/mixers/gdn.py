@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.kernels.fused import use_fused
+from arena.kernels.fused import check_fused, use_fused
 from arena.kernels.gated_delta_rule import (
     chunk_gated_delta_rule,
     gated_delta_rule_decode_step,
@@ -37,7 +37,6 @@ from arena.mixers.common import GatedRMSNorm, decay_rate_init, dt_bias_init
 from arena.mixers.kda import (
     DELTA_RULE_IMPLS,
     QKVConv,
-    check_fused,
     delta_rule_flops,
     delta_rule_kernels,
     no_weight_decay,

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.errors import ConfigError, choice_error
-from arena.kernels.fused import FUSED_MODES, use_fused
+from arena.errors import ConfigError
+from arena.kernels.fused import check_fused, use_fused
 from arena.kernels.kda import chunk_kda, kda_decode_step, naive_recurrent_kda
 from arena.kernels.kda.chunk import DEFAULT_CHUNK_SIZE
 from arena.mixers import register_mixer
@@ -44,11 +44,6 @@ def value_dim(mixer: str, head_dim: int, expand_v: float) -> int:
             "choose expand_v so that expand_v * head_dim is a positive integer"
         )
     return int(V)
-
-
-def check_fused(mixer: str, mode: str) -> None:
-    if mode not in FUSED_MODES:
-        raise choice_error(f"mixer {mixer}: fused", mode, FUSED_MODES)
 
 
 def no_weight_decay(p: nn.Parameter) -> nn.Parameter:

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.errors import ConfigError, choice_error
-from arena.kernels.fused import FUSED_MODES, use_fused
+from arena.errors import ConfigError
+from arena.kernels.fused import check_fused, use_fused
 from arena.kernels.ssd import chunk_ssd, naive_recurrent_ssd, ssd_decode_step
 from arena.mixers import Mixer, State, register_mixer
 from arena.mixers.common import ShortConv, decay_rate_init, dt_bias_init
@@ -64,8 +64,7 @@ class Mamba2(Mixer):
         lo, hi = cfg.A_init_range
         if not 0 < lo <= hi:
             raise ConfigError(f"{where}: A_init_range={tuple(cfg.A_init_range)} must satisfy 0 < lo <= hi")
-        if cfg.fused not in FUSED_MODES:
-            raise choice_error(f"{where}: fused", cfg.fused, FUSED_MODES)
+        check_fused(self.registry_name, cfg.fused)
         if cfg.chunk_size < 1 or cfg.d_conv < 1:
             raise ConfigError(f"{where}: chunk_size={cfg.chunk_size} and d_conv={cfg.d_conv} must be >= 1")
 
@@ -131,14 +130,9 @@ class Mamba2(Mixer):
         return self.out_proj(y.to(x.dtype)), {"conv": conv_cache, "ssm": ssm}
 
     def _triton_ssd(self, x: torch.Tensor) -> bool:
-        """impl triton: wherever Triton runs (the CPU interpreter included); auto: on CUDA only."""
-        from arena.kernels.triton_delta import triton_status
-
-        if self.cfg.impl == "torch" or x.dtype == torch.float64:
-            return False
-        if self.cfg.impl == "auto" and x.device.type != "cuda":
-            return False
-        return triton_status(x.device)[0]
+        """impl triton: wherever Triton runs (the CPU interpreter included); auto: on CUDA only; never for fp64.
+        The same rule as the fused ops' `fused=on|auto` (use_fused)."""
+        return self.cfg.impl != "torch" and use_fused("on" if self.cfg.impl == "triton" else "auto", x)
 
     def state_size(self, seq_len: int) -> int:
         """SSM state [H, N, P] plus the conv cache [d_conv - 1, conv_dim]; constant in seq_len."""

@@ -289,6 +289,19 @@ def _errorbar(ax, x, y, ci, style: dict, label: str, low: float = 0.0) -> None:
     ax.errorbar(x, y, yerr=clipped_yerr(y, ci, low), capsize=3, markersize=5, linewidth=1.5, label=label, **style)
 
 
+
+def _series_errorbars(ax, part, x: str, styles: dict) -> str:
+    """One error-bar line per series of `part` against column `x`, dodged so coinciding series stay visible;
+    returns the panel's metric."""
+    metric = _panel_metric(part)
+    names = sorted(part["series"].unique())
+    for index, series in enumerate(names):
+        line = part[part["series"] == series].sort_values(x)
+        low = lowest_score(metric, line["chance_accuracy"].iloc[0])
+        _errorbar(ax, dodge(line[x], index, len(names)), line["test_metric_mean"], line["test_metric_ci95"],
+                  styles[series], series, low)
+    return metric
+
 def _length_text(value) -> str:
     return "?" if pd.isna(value) else str(int(value))
 
@@ -305,13 +318,7 @@ def plot_accuracy_vs_length(table: pd.DataFrame, path) -> Path | None:
     fig, axes = _panels(len(tasks))
     for ax, task in zip(axes, tasks):
         part = table[table["task"] == task]
-        metric = _panel_metric(part)
-        names = sorted(part["series"].unique())
-        for index, series in enumerate(names):
-            line = part[part["series"] == series].sort_values("train_len")
-            low = lowest_score(metric, line["chance_accuracy"].iloc[0])
-            _errorbar(ax, dodge(line["train_len"], index, len(names)), line["test_metric_mean"],
-                      line["test_metric_ci95"], styles[series], series, low)
+        metric = _series_errorbars(ax, part, "train_len", styles)
         _chance_line(ax, part)
         _log2_axis(ax, part["train_len"])
         _accuracy_axis(ax, metric, lowest=_lowest(part, "test_metric_mean", "test_metric_ci95"))
@@ -400,13 +407,7 @@ def plot_length_extrapolation(table: pd.DataFrame, path) -> Path | None:
     fig, axes = _panels(len(tasks))
     for ax, task in zip(axes, tasks):
         part = table[table["task"] == task]
-        metric = _panel_metric(part)
-        names = sorted(part["series"].unique())
-        for index, series in enumerate(names):
-            line = part[part["series"] == series].sort_values("length")
-            low = lowest_score(metric, line["chance_accuracy"].iloc[0])
-            _errorbar(ax, dodge(line["length"], index, len(names)), line["test_metric_mean"],
-                      line["test_metric_ci95"], styles[series], series, low)
+        metric = _series_errorbars(ax, part, "length", styles)
         ranges = part[["train_min_len", "train_max_len", "train_len"]].drop_duplicates()
         edges = []
         for lo, hi, seq_len in ranges.itertuples(index=False):  # in the legend, not as text: text hid data

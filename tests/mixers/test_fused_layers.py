@@ -106,3 +106,18 @@ def test_bad_fused_mode_is_one_line_config_error(mixer):
 
     with pytest.raises(ConfigError, match="fused"):
         build_mixer(mixer, D_MODEL, fused="sometimes")
+
+
+def test_mamba2_auto_on_cpu_takes_the_torch_ssd(monkeypatch):
+    """impl=auto means the Triton SSD on CUDA only; impl=triton takes it wherever Triton runs (the interpreter)."""
+    import arena.kernels.ssd.triton_ssd as triton_ssd
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the Triton SSD ran")
+
+    monkeypatch.setattr(triton_ssd, "chunk_ssd_triton", boom)
+    cfg = CASES["mamba2"]
+    for impl in ("auto", "torch"):
+        build_mixer("mamba2", D_MODEL, impl=impl, **cfg)(torch.randn(1, 5, D_MODEL))
+    with pytest.raises(AssertionError, match="Triton SSD ran"):
+        build_mixer("mamba2", D_MODEL, impl="triton", **cfg).to(DEVICE)(torch.randn(1, 5, D_MODEL, device=DEVICE))

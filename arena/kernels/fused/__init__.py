@@ -16,6 +16,14 @@ from __future__ import annotations
 FUSED_MODES = ("auto", "on", "off")
 
 
+def check_fused(mixer: str, mode: str) -> None:
+    """One-line ConfigError unless `mode` is one of FUSED_MODES (a mixer's `fused` setting)."""
+    from arena.errors import choice_error
+
+    if mode not in FUSED_MODES:
+        raise choice_error(f"mixer {mixer}: fused", mode, FUSED_MODES)
+
+
 def use_fused(mode: str, x) -> bool:
     """Whether a mixer with `fused=mode` takes the fused ops for input `x`.
 
