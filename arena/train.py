@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from arena.config_utils import make_config
@@ -72,6 +73,9 @@ class TrainConfig:
     cpu_threads: int = 1
     # background processes generating fresh-sample batches ahead of the step; -1 = 1 on CUDA, 0 (inline) on CPU
     data_workers: int = -1
+    # replay the model's forward and backward as CUDA graphs (one launch each instead of hundreds): auto = on CUDA,
+    # falling back to eager with a warning if capture fails | on (capture must work) | off
+    cuda_graphs: str = "auto"
 
     def __post_init__(self):
         # checked when the config is built, before any run dir content or training: a value outside its range
@@ -82,6 +86,11 @@ class TrainConfig:
             number = isinstance(value, kind) and not isinstance(value, bool)
             if not number or not ok(value):
                 raise ConfigError(f"train.{key}={value!r} must be {allowed}")
+        if self.cuda_graphs not in GRAPH_CHOICES:
+            raise choice_error("train.cuda_graphs", self.cuda_graphs, GRAPH_CHOICES)
+
+
+GRAPH_CHOICES = ("auto", "on", "off")
 
 
 # key -> (accepted types, test, what is allowed) for TrainConfig's numbers
@@ -167,6 +176,7 @@ class Run:
         model_cfg = make_config(ModelConfig, "model", **config["model"], vocab_size=self.task.vocab_size)
         self.device = resolve_device(self.train_cfg.device)
         self.amp = autocast_dtype(self.train_cfg.precision, self.device)
+        graphs_wanted(self.train_cfg, self.device)  # train.cuda_graphs=on without CUDA fails here, before a run dir
         if self.device.type == "cpu" and self.train_cfg.cpu_threads > 0:
             torch.set_num_threads(self.train_cfg.cpu_threads)
         torch.manual_seed(self.train_cfg.seed)
@@ -285,11 +295,43 @@ def batch_stream(run: Run, start_step: int = 0) -> Iterator[StepBatch]:
         yield batch.to(device)
 
 
+class _Body(nn.Module):
+    """The model up to its final norm, tokens [B, T] -> hidden [B, T, D], as one module for CUDA-graph capture.
+    Autocast sits inside, with its weight-cast cache off: a captured graph replays the casts it recorded, and a
+    cached cast made during capture would be a stale copy of the weights after the first optimizer step."""
+
+    def __init__(self, model: LanguageModel, amp: torch.dtype | None):
+        super().__init__()
+        self.model, self.amp = model, amp
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=self.amp, enabled=self.amp is not None, cache_enabled=False):
+            return self.model.hidden_states(tokens)[0]
+
+
+def graphs_wanted(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether `train.cuda_graphs` asks for capture on `device` (auto: on CUDA); `on` without CUDA is an error."""
+    if cfg.cuda_graphs == "on" and device.type != "cuda":
+        raise ConfigError(f"train.cuda_graphs=on needs a CUDA device (train.device resolves to {device.type}); "
+                          "use auto or off")
+    return cfg.cuda_graphs != "off" and device.type == "cuda"
+
+
 class Trainer:
-    """The optimizer step of one run, with no host sync: metrics accumulate on the device until `read_window`."""
+    """The optimizer step of one run, with no host sync: metrics accumulate on the device until `read_window`.
+
+    With CUDA graphs (train.cuda_graphs), the model's forward and backward up to the final norm are captured on the
+    first step (torch.cuda.make_graphed_callables: three eager warm-up passes on a side stream, which also run the
+    Triton autotuning, then one capture each) and replayed on every batch of the same shape: one launch instead of
+    the few hundred small kernels of the mixer layers, so a small model stops being bound by the host's launch
+    rate. The head, the loss, clipping and the fused optimizer stay eager (a few launches; the number of scored
+    positions varies per batch). Parameters are updated in place, so the graphs always read the current weights.
+    """
 
     def __init__(self, run: Run):
         self.cfg, self.model, self.device, self.amp = run.train_cfg, run.model, run.device, run.amp
+        self.graphs = graphs_wanted(self.cfg, self.device)
+        self._graphed, self._graph_shape = None, None  # the captured body and the input shape it was captured at
         self.optimizer = make_optimizer(self.model, self.cfg)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         zero = torch.zeros((), device=self.device)
@@ -305,7 +347,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(step, self.cfg)
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            hidden, _ = self.model.hidden_states(batch.inputs)  # [B, T, D]
+            hidden = self._hidden(batch.inputs)  # [B, T, D]
             logits = self.model.lm_head(hidden.flatten(0, 1).index_select(0, batch.scored_index)).float()
         loss = F.cross_entropy(logits, batch.scored_targets)
         self.optimizer.zero_grad(set_to_none=True)
@@ -319,6 +361,30 @@ class Trainer:
         self.count += batch.scored_targets.numel()
         self.steps_in_window += 1
         torch.minimum(self.bad_step, torch.where(torch.isfinite(loss), self.bad_step, step), out=self.bad_step)
+
+    def _hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.graphs and self._graphed is None:
+            self._capture(tokens)
+        if self._graphed is not None and tokens.shape == self._graph_shape:
+            return self._graphed(tokens)
+        return self.model.hidden_states(tokens)[0]  # eager: no graphs, or a batch of another shape
+
+    def _capture(self, tokens: torch.Tensor) -> None:
+        torch.cuda.synchronize(self.device)
+        try:
+            # outside the step's autocast, whose weight-cast cache capture refuses; _Body turns its own on
+            with torch.autocast(self.device.type, enabled=False):
+                self._graphed = torch.cuda.make_graphed_callables(_Body(self.model, self.amp), (tokens,),
+                                                                  num_warmup_iters=3, allow_unused_input=True)
+            self._graph_shape = tokens.shape
+        except Exception as err:
+            if self.cfg.cuda_graphs == "on":
+                raise RuntimeError(f"train.cuda_graphs=on: capturing the model failed ({type(err).__name__}: "
+                                   f"{err}); use train.cuda_graphs=off") from err
+            print(f"arena: warning: CUDA-graph capture failed ({type(err).__name__}: {err}); training eagerly "
+                  "(train.cuda_graphs=off silences this)", file=sys.stderr)
+            self.graphs = False
+        torch.cuda.synchronize(self.device)
 
     def diverged_step(self, wait: bool = False) -> int | None:
         """The first step with a non-finite loss, or None. Without `wait` it answers from the last non-blocking
