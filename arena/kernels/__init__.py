@@ -11,5 +11,7 @@ is the oracle), a chunked form (`chunk_*`, what training uses) and a single-toke
     arena.kernels.kda               Kimi Delta Attention (per-channel gate)
     arena.kernels.gated_delta_rule  Gated DeltaNet (per-head gate)
     arena.kernels.ssd               Mamba2's state-space duality (gated linear attention, no delta rule)
-Every function returns `(o, final_state)`; `final_state` is None unless `output_final_state=True`.
+Every function returns `(o, final_state)`; `final_state` is None unless `output_final_state=True`. The tensors
+(and a decode step's state) go by position, everything else by keyword (`scale=`, `initial_state=`, ...).
+`arena.kernels.norm.rms_norm` is the RMSNorm every layer's torch path uses.
 """

@@ -180,7 +180,7 @@ class _UnitLowerInverse(torch.autograd.Function):
         return -(Mt @ dM @ Mt).tril(-1)
 
 
-def chunk_delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, allow_neg_eigval, chunk_size):
+def chunk_delta_rule(q, k, v, g, beta, *, scale, initial_state, output_final_state, allow_neg_eigval, chunk_size):
     """Chunked delta rule; g [B, T, H, K] (per channel) or [B, T, H] (per head). Inputs already checked."""
     B, T, H, K = q.shape
     V = v.shape[-1]

@@ -5,7 +5,8 @@
     mixer = build_mixer("kda", d_model=64, num_heads=2, impl="naive")
 
 A mixer registers itself with `@register_mixer("name")` in its own module in this package; modules are
-imported on the first lookup, so adding a mixer is one file here plus `conf/mixer/<name>.yaml`.
+imported on the first lookup, so adding a mixer is one file here plus `conf/mixer/<name>.yaml`. The modules
+that hold shared pieces rather than a mixer (base, common, delta_rule) are listed in the registry's `skip`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from arena.config_utils import make_config
 from arena.mixers.base import Mixer, State
 from arena.registry import Registry
 
-MIXERS: Registry[Mixer] = Registry("mixer", __name__, skip=("base", "common"))
+MIXERS: Registry[Mixer] = Registry("mixer", __name__, skip=("base", "common", "delta_rule"))
 register_mixer = MIXERS.register
 
 
@@ -30,7 +31,7 @@ def get_mixer(name: str) -> type[Mixer]:
 def build_mixer(name: str, d_model: int, **overrides) -> Mixer:
     """Build mixer `name` with its `Config` defaults, overridden by keyword; bad keys fail in one line."""
     cls = MIXERS.get(name)
-    return cls(d_model, make_config(cls.Config, f"mixer {name}", **overrides))
+    return cls(d_model, make_config(cls.Config, "mixer", **overrides))
 
 
 __all__ = ["Mixer", "State", "build_mixer", "get_mixer", "list_mixers", "register_mixer"]

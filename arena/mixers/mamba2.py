@@ -13,6 +13,13 @@
     y1, state = mixer(x_next, state)                      # T == 1 decodes with ssd_decode_step
 
 Defaults are the published layer's, except chunk_size (64, not 256). The SSD kernels are in arena/kernels/ssd.
+
+init (A_log [H], dt_bias [H] at construction; dt ~ exp U(log dt_min, log dt_max) floored at dt_init_floor):
+    mamba     (default) mamba_ssm's: A_log = log U(A_init_range), dt_bias = softplus^-1(dt). The layer this one
+              follows, and the init it always had.
+    fla       fla 0.6.0's Mamba2 layer: the same as mamba (fla copies mamba_ssm's init).
+    zero_dt   A_log as mamba, dt_bias = 0 (softplus(0) = log 2: every head starts with dt ~ 0.69), for comparison
+              with the delta-rule layers' zero_dt.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ from torch import nn
 
 from arena.errors import ConfigError
 from arena.kernels.fused import check_fused, use_fused
+from arena.kernels.norm import rms_norm
 from arena.kernels.ssd import chunk_ssd, naive_recurrent_ssd, ssd_decode_step
+from arena.kernels.ssd.chunk import TRITON_CHUNK_SIZE
 from arena.mixers import Mixer, State, register_mixer
-from arena.mixers.common import ShortConv, decay_rate_init, dt_bias_init
+from arena.mixers.common import ShortConv, check_decay_init, decay_params, no_weight_decay
 
 
 @register_mixer("mamba2")
@@ -51,6 +60,7 @@ class Mamba2(Mixer):
         norm_eps: float = 1e-5  # eps of the gated RMSNorm
         chunk_size: int = 64  # chunk length of chunk_ssd (mamba uses 256 on GPU; 64 suits short CPU runs)
         fused: str = "auto"  # Triton ops for the conv and the gated norm: auto (on CUDA) | on | off, kernels/fused
+        init: str = "mamba"  # A_log / dt_bias scheme: mamba (mamba_ssm) | fla (the same) | zero_dt, module docstring
 
     def __init__(self, d_model: int, cfg: Config):
         super().__init__(d_model, cfg)
@@ -65,6 +75,7 @@ class Mamba2(Mixer):
         if not 0 < lo <= hi:
             raise ConfigError(f"{where}: A_init_range={tuple(cfg.A_init_range)} must satisfy 0 < lo <= hi")
         check_fused(self.registry_name, cfg.fused)
+        check_decay_init(where, cfg.init)
         if cfg.chunk_size < 1 or cfg.d_conv < 1:
             raise ConfigError(f"{where}: chunk_size={cfg.chunk_size} and d_conv={cfg.d_conv} must be >= 1")
 
@@ -72,20 +83,18 @@ class Mamba2(Mixer):
         self.conv_dim = self.d_inner + 2 * G * N
         self.in_proj = nn.Linear(d_model, self.d_inner + self.conv_dim + H, bias=cfg.bias)
         self.conv = ShortConv(self.conv_dim, cfg.d_conv, bias=cfg.conv_bias, activation=True)
-        self.A_log = nn.Parameter(decay_rate_init(H, lo, hi))
-        self.dt_bias = nn.Parameter(dt_bias_init(H, cfg.dt_min, cfg.dt_max, cfg.dt_init_floor))
-        self.D = nn.Parameter(torch.ones(H))
-        for p in (self.A_log, self.dt_bias, self.D):
-            p._no_weight_decay = True  # as in mamba: decay rates, step sizes and the skip are not shrunk
+        # as in mamba, decay rates, step sizes and the skip D are not weight-decayed
+        self.A_log, self.dt_bias = decay_params(where, cfg.init, H, H, (lo, hi), mamba_A_range=(lo, hi),
+                                                dt_min=cfg.dt_min, dt_max=cfg.dt_max, dt_floor=cfg.dt_init_floor)
+        self.D = no_weight_decay(nn.Parameter(torch.ones(H)))
         self.norm_weight = nn.Parameter(torch.ones(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=cfg.bias)
 
     def _gated_norm(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """RMSNorm(y * silu(z)) * w over groups of d_inner / G channels (norm_before_gate=False in mamba)."""
         y = y * F.silu(z)
-        y = y.unflatten(-1, (self.cfg.ngroups, -1))  # [B, T, G, d_inner / G]
-        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.cfg.norm_eps)
-        return y.flatten(-2) * self.norm_weight.to(y.dtype)
+        y = rms_norm(y.unflatten(-1, (self.cfg.ngroups, -1)), eps=self.cfg.norm_eps)  # [B, T, G, d_inner / G]
+        return y.flatten(-2) * self.norm_weight.to(y.dtype)  # the weight spans all groups, so it comes after
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         Bsz, T, _ = x.shape
@@ -139,8 +148,19 @@ class Mamba2(Mixer):
         return self.nheads * self.cfg.d_state * self.cfg.headdim + self.conv.cache_size()
 
     def mixing_flops_per_token(self, seq_len: int) -> float:
-        """Recurrent-form count per head: decay (N P) + outer product and add (2 N P) + readout (2 N P), plus the conv.
+        """Forward FLOPs per token of the SSD that runs, 2 per multiply-add, summed over heads, plus the conv.
 
-        The chunked form used in training spends ~2 C (N + P) more per head for its C x C diagonal blocks.
+        Chunked (impl auto / torch / triton), at the chunk length of the backend that runs for these parameters
+        (Triton SSD: 64, torch: chunk_size), C = min(that, seq_len), per head: the diagonal block's scores q k^T and
+        weighted sum (2 C N + 2 C P), the chunk state k v^T (2 N P) and the read of the entering state q S (2 N P).
+        impl naive, the token loop, per head: decay (N P) + outer product and add (2 N P) + readout (2 N P).
+        Element-wise work and the passing of states between chunks are left out.
         """
-        return float(5 * self.nheads * self.cfg.d_state * self.cfg.headdim + 2 * self.cfg.d_conv * self.conv_dim)
+        N, P = self.cfg.d_state, self.cfg.headdim
+        if self.cfg.impl == "naive":
+            per_head = 5 * N * P
+        else:
+            p = self.out_proj.weight
+            C = min(TRITON_CHUNK_SIZE if self._triton_ssd(p) else self.cfg.chunk_size, seq_len)
+            per_head = 2 * C * (N + P) + 4 * N * P
+        return float(self.nheads * per_head) + self.conv.flops_per_token()

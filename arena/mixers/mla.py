@@ -21,11 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from arena.errors import ConfigError
 from arena.kernels.attention import naive_attention, rotary, sdpa_attention
+from arena.kernels.norm import rms_norm
 from arena.mixers import register_mixer
 from arena.mixers.base import Mixer, State
 
@@ -74,7 +74,7 @@ class MLA(Mixer):
 
     def _norm(self, x: torch.Tensor, norm: nn.RMSNorm, dtype: torch.dtype) -> torch.Tensor:
         # in the compute dtype: a bf16 RMSNorm loses the latent's small entries
-        return F.rms_norm(x.to(dtype), norm.normalized_shape, norm.weight.to(dtype), norm.eps)
+        return rms_norm(x, norm.weight, norm.eps, dtype=dtype)
 
     def _cache_length(self, x: torch.Tensor, state: State | None) -> int:
         if x.dim() != 3 or x.shape[-1] != self.d_model:

@@ -73,8 +73,12 @@ def assert_matches_naive(op: str, T: int, use_h0: bool, neg: bool, ratio: float 
     assert_close("o", o_ref, o, ratio)
     assert_close("final state", S_ref, S, ratio)
     assert set(grads) == set(g_ref)
+    # KDA at T=1 without h0: the output never sees the decay (it multiplies the zero state), so dg is zero in
+    # exact arithmetic; the token loop gives exact zeros and the chunked form rounding noise of ~1e-9 of the
+    # largest gradient in fp32. The floor (10 eps of that scale) covers such a gradient; any larger one meets ratio.
+    floor = 10 * torch.finfo(dtype).eps * max(t.abs().max().item() for t in g_ref.values()) if T == 1 else 0.0
     for name in g_ref:
-        assert_close(f"d{name}", g_ref[name], grads[name], ratio)
+        assert_close(f"d{name}", g_ref[name], grads[name], ratio, atol=floor)
 
 
 CASES = [(op, T, use_h0, neg) for op in OPS for T in (1, 63, 64, 100, 200)
@@ -208,3 +212,36 @@ def test_low_precision_inputs(op, dtype):
     q, k, v, g, beta = (x[:, 0] for x in inputs)
     o_t, S_t = OPS[op].step(q, k, v, g, beta, h0)
     assert o_t.dtype == dtype and S_t.dtype == torch.float32
+
+
+def test_public_ops_take_their_options_by_keyword():
+    """After the tensors (and a decode step's state), every argument is keyword-only: no call can pass 14 positions
+    and silently shift one. The same for the fused Triton ops and their twins."""
+    import inspect
+
+    from arena.kernels.ssd import chunk_ssd, naive_recurrent_ssd, ssd_decode_step
+
+    qkvgb, qkvg = ["q", "k", "v", "g", "beta"], ["q", "k", "v", "g"]
+    ops = {chunk_kda: qkvgb, naive_recurrent_kda: qkvgb, kda_decode_step: qkvgb + ["state"],
+           chunk_gated_delta_rule: qkvgb, naive_recurrent_gated_delta_rule: qkvgb,
+           gated_delta_rule_decode_step: qkvgb + ["state"],
+           chunk_ssd: qkvg, naive_recurrent_ssd: qkvg, ssd_decode_step: qkvg + ["state"]}
+    try:
+        from arena.kernels.fused.gated_norm import gated_rmsnorm, gated_rmsnorm_reference
+        from arena.kernels.fused.short_conv import causal_conv1d, causal_conv1d_reference
+        from arena.kernels.ssd.triton_ssd import chunk_ssd_triton
+        from arena.kernels.triton_delta.chunk import chunk_delta_rule_triton
+        from arena.kernels.triton_delta.recurrent import fused_recurrent_decode_step, fused_recurrent_delta_rule
+        ops |= {chunk_delta_rule_triton: qkvgb, fused_recurrent_delta_rule: qkvgb,
+                fused_recurrent_decode_step: qkvgb + ["state"], chunk_ssd_triton: qkvg,
+                gated_rmsnorm: ["o", "gate", "weight"], gated_rmsnorm_reference: ["o", "gate", "weight"],
+                causal_conv1d: ["x", "weight", "bias"], causal_conv1d_reference: ["x", "weight", "bias"]}
+    except ImportError:  # no Triton here: its entry points cannot be imported, nor called
+        pass
+    for op, tensors in ops.items():
+        params = inspect.signature(op).parameters.values()
+        positional = [p.name for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+        assert positional == tensors, (op.__name__, positional)
+    (q, k, v, g, beta), h0 = make_inputs("kda", 3)
+    with pytest.raises(TypeError):
+        chunk_kda(q, k, v, g, beta, None, h0)

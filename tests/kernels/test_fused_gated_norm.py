@@ -69,9 +69,10 @@ def grads_of(out: torch.Tensor, inputs, dy: torch.Tensor, retain: bool = False):
 
 
 def check_norm(o, gate, weight, activation, norm_before_gate, tol, out_dtype=None, eps=1e-5):
-    y = gated_rmsnorm(o, gate, weight, eps, activation, norm_before_gate, out_dtype)
+    y = gated_rmsnorm(o, gate, weight, eps=eps, activation=activation, norm_before_gate=norm_before_gate,
+                      out_dtype=out_dtype)
     ins64 = [x.detach().double().requires_grad_() for x in (o, gate, weight)]
-    ref = gated_rmsnorm_reference(*ins64, eps, activation, norm_before_gate)
+    ref = gated_rmsnorm_reference(*ins64, eps=eps, activation=activation, norm_before_gate=norm_before_gate)
     assert y.dtype == (out_dtype or o.dtype) and y.shape == o.shape
     assert_close("y", ref, y, tol)
     dy = torch.randn(y.shape, device=y.device).to(y.dtype)
@@ -170,7 +171,7 @@ def test_norm_twin_matches_independent_forms(activation, norm_before_gate):
     gate = wide_gates((3, 7, G, D)).double().requires_grad_()
     weight = (1 + torch.randn(G, D) / 2).double().requires_grad_()
     act = torch.sigmoid if activation == "sigmoid" else F.silu
-    twin = gated_rmsnorm_reference(o, gate, weight, eps, activation, norm_before_gate)
+    twin = gated_rmsnorm_reference(o, gate, weight, eps=eps, activation=activation, norm_before_gate=norm_before_gate)
     form = (F.rms_norm(o, (D,), eps=eps) * weight * act(gate) if norm_before_gate else
             F.rms_norm(o * act(gate), (D,), eps=eps) * weight)
     same_with_grads("F.rms_norm", form, twin, (o, gate, weight))
@@ -179,8 +180,8 @@ def test_norm_twin_matches_independent_forms(activation, norm_before_gate):
         w_shared = layer.norm.weight
         with torch.no_grad():
             w_shared.copy_(weight[0])
-        same_with_grads("GatedRMSNorm", layer(o, gate), gated_rmsnorm_reference(o, gate, w_shared, eps, activation),
-                        (o, gate, w_shared))
+        twin_shared = gated_rmsnorm_reference(o, gate, w_shared, eps=eps, activation=activation)
+        same_with_grads("GatedRMSNorm", layer(o, gate), twin_shared, (o, gate, w_shared))
     elif activation == "swish":
         mamba = SimpleNamespace(cfg=SimpleNamespace(ngroups=G, norm_eps=eps), norm_weight=weight.flatten())
         layer_y = Mamba2._gated_norm(mamba, o.flatten(-2), gate.flatten(-2)).unflatten(-1, (G, D))

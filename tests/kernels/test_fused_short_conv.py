@@ -169,7 +169,7 @@ def test_reference_matches_conv1d(W, K, bias, act, cache):
     b = torch.randn(C, dtype=torch.float64, requires_grad=True) if bias else None
     c = torch.randn(B, W - 1, C, dtype=torch.float64, requires_grad=True) if cache else None
     inputs = [t for t in (x, w, b, c) if t is not None]
-    y_ref = causal_conv1d_reference(x, w, b, act, K, eps, c)
+    y_ref = causal_conv1d_reference(x, w, b, activation=act, norm_head_dim=K, eps=eps, initial_cache=c)
     y_ind = conv1d_formulation(x, w, b, act, K, eps, c)
     torch.testing.assert_close(y_ref, y_ind, rtol=1e-12, atol=1e-12)
     dy = torch.randn(B, T, C, dtype=torch.float64)

@@ -108,9 +108,10 @@ def test_loss_on_the_final_state_only(device):
     q, k, v, g, h0 = make(1, 70, 2, 16, 16, torch.float32, device)
     dS = torch.randn(1, 2, 16, 16, device=device)
     leaves = [q, k, v, g, h0]
-    want = torch.autograd.grad((naive_recurrent_ssd(q, k, v, g, 0.5, h0, True)[1] * dS).sum(), leaves,
+    args = dict(scale=0.5, initial_state=h0, output_final_state=True)
+    want = torch.autograd.grad((naive_recurrent_ssd(q, k, v, g, **args)[1] * dS).sum(), leaves,
                                allow_unused=True, materialize_grads=True)  # q does not reach the state
-    got = torch.autograd.grad((chunk_ssd_triton(q, k, v, g, 0.5, h0, True)[1] * dS).sum(), leaves)
+    got = torch.autograd.grad((chunk_ssd_triton(q, k, v, g, **args)[1] * dS).sum(), leaves)
     assert not got[0].any()
     for name, a, b in zip(["dk", "dv", "dg", "dh0"], want[1:], got[1:]):
         assert_close(name, a, b, 1e-4)

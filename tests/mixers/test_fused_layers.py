@@ -67,9 +67,12 @@ def test_fused_layer_equals_plain_layer(name, T, monkeypatch):
     (y_f * dy).sum().backward()
     (y_p * dy).sum().backward()
     assert_close(f"{name} dx", x_p.grad, x_f.grad, TOL)
+    # At T=1 with no initial state the output does not depend on the decay (it multiplies the zero state), so the
+    # decay parameters' gradients are zero in exact arithmetic and rounding noise in practice (~1e-7 of the layer's
+    # largest gradient in fp32): a floor at 1e-5 of that scale covers them; any gradient above it meets GRAD_TOL.
+    floor = 1e-5 * max(p.grad.abs().max().item() for p in plain.parameters()) if T == 1 else 0.0
     for (pname, p_p), p_f in zip(plain.named_parameters(), fused.parameters()):
-        # atol: at T=1 with no initial state the decay rates get exactly-zero gradients, met as fp32 noise
-        assert_close(f"{name} d{pname}", p_p.grad, p_f.grad, GRAD_TOL, atol=2e-5)
+        assert_close(f"{name} d{pname}", p_p.grad, p_f.grad, GRAD_TOL, atol=floor)
 
 
 @pytest.mark.parametrize("name", list(CASES))

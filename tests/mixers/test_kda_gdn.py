@@ -128,3 +128,19 @@ def test_decay_params_skip_weight_decay(name):
     mixer = build_mixer(name, D_MODEL)
     flagged = {n for n, p in mixer.named_parameters() if getattr(p, "_no_weight_decay", False)}
     assert flagged == {"A_log", "dt_bias"}
+
+
+STATE_DICT_KEYS = {
+    "kda": ["A_log", "dt_bias", "qkv.q_proj.weight", "qkv.k_proj.weight", "qkv.v_proj.weight", "qkv.q_conv.conv.weight",
+            "qkv.k_conv.conv.weight", "qkv.v_conv.conv.weight", "f_a.weight", "f_b.weight", "b_proj.weight",
+            "g_a.weight", "g_b.weight", "o_norm.norm.weight", "o_proj.weight"],
+    "gdn": ["A_log", "dt_bias", "qkv.q_proj.weight", "qkv.k_proj.weight", "qkv.v_proj.weight", "qkv.q_conv.conv.weight",
+            "qkv.k_conv.conv.weight", "qkv.v_conv.conv.weight", "a_proj.weight", "b_proj.weight", "g_proj.weight",
+            "o_norm.norm.weight", "o_proj.weight"],
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameter_names_are_stable(name):
+    """Saved checkpoints load by these names (and tests read parameters by them): a rename breaks both."""
+    assert list(build_mixer(name, D_MODEL).state_dict()) == STATE_DICT_KEYS[name]

@@ -31,6 +31,7 @@ import triton
 import triton.language as tl
 
 from arena.errors import choice_error
+from arena.kernels.norm import rms_norm
 from arena.kernels.triton_delta import output_buffer, triton_status
 
 ACTIVATIONS = ("sigmoid", "swish")
@@ -286,7 +287,7 @@ class _GatedRMSNormFn(torch.autograd.Function):
         return do, dgate, dweight, None, None, None, None
 
 
-def gated_rmsnorm(o: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5,
+def gated_rmsnorm(o: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, *, eps: float = 1e-5,
                   activation: str = "sigmoid", norm_before_gate: bool = True,
                   out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """RMSNorm(o) * weight * act(gate) (norm_before_gate) or RMSNorm(o * act(gate)) * weight, over the last dim.
@@ -307,7 +308,7 @@ def gated_rmsnorm(o: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps
                                  out_dtype or o.dtype)
 
 
-def gated_rmsnorm_reference(o: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5,
+def gated_rmsnorm_reference(o: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, *, eps: float = 1e-5,
                             activation: str = "sigmoid", norm_before_gate: bool = True,
                             out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """The twin of `gated_rmsnorm` in plain PyTorch: fp32 math (fp64 for fp64 inputs), any device."""
@@ -317,7 +318,7 @@ def gated_rmsnorm_reference(o: torch.Tensor, gate: torch.Tensor, weight: torch.T
     o32, gate32, w32 = o.to(ct), gate.to(ct), weight.to(ct)
     act = torch.sigmoid(gate32) if activation == "sigmoid" else F.silu(gate32)
     x = o32 if norm_before_gate else o32 * act
-    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w32
+    y = rms_norm(x, eps=eps) * w32  # the weight may be per group ([G, D]), so it is applied here
     if norm_before_gate:
         y = y * act
     return y.to(out_dtype or o.dtype)

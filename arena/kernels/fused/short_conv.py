@@ -267,7 +267,7 @@ class _CausalConv1d(torch.autograd.Function):
         return dx, dw, db, None, None, None, None
 
 
-def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, activation: bool = True,
+def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, activation: bool = True,
                   norm_head_dim: int | None = None, eps: float = 1e-6,
                   initial_cache: torch.Tensor | None = None) -> torch.Tensor:
     """y [B, T, C] in x's dtype (fp32 math): causal depthwise conv of x [B, T, C] with weight [C, W] (+ bias [C]),
@@ -280,7 +280,8 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     if norm_head_dim is not None and norm_head_dim > MAX_NORM_HEAD_DIM:
         raise ValueError(f"norm_head_dim={norm_head_dim} exceeds {MAX_NORM_HEAD_DIM}, the widest head tile")
     if initial_cache is not None and initial_cache.requires_grad and torch.is_grad_enabled():
-        return causal_conv1d_reference(x, weight, bias, activation, norm_head_dim, eps, initial_cache)
+        return causal_conv1d_reference(x, weight, bias, activation=activation, norm_head_dim=norm_head_dim, eps=eps,
+                                       initial_cache=initial_cache)
     if x.numel() == 0:
         return x.new_zeros(x.shape) + 0 * weight.sum()  # keeps the graph for an empty batch
     cache = initial_cache.detach().contiguous() if initial_cache is not None and weight.shape[1] > 1 else None
@@ -291,7 +292,7 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 # ---------------------------------------------------------------------------------------------------- the twin
 
 
-def causal_conv1d_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+def causal_conv1d_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                             activation: bool = True, norm_head_dim: int | None = None, eps: float = 1e-6,
                             initial_cache: torch.Tensor | None = None) -> torch.Tensor:
     """The plain PyTorch twin of `causal_conv1d` (same arguments and result), in fp32 (fp64 for fp64 inputs);

@@ -11,12 +11,10 @@ head, so the exact pairwise decay is a [C, C] mask on plain k k^T and q k^T prod
 
 from __future__ import annotations
 
-from arena.kernels._dispatch import TORCH_CHUNK_SIZE, checked_chunked
-
-DEFAULT_CHUNK_SIZE = TORCH_CHUNK_SIZE  # the torch path's; the Triton kernels use 64
+from arena.kernels._dispatch import checked_chunked
 
 
-def chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
+def chunk_gated_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=None, output_final_state=False,
                            allow_neg_eigval=False, chunk_size=None, backend=None, cu_seqlens=None):
     """Chunkwise Gated DeltaNet for any T (the last chunk is zero-padded internally), differentiable.
 
@@ -33,5 +31,7 @@ def chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, out
     cu_seqlens: int [N+1] offsets of N sequences packed along T (B must be 1); no state passes between them, and
     initial_state / the final state are [N, H, K, V].
     """
-    return checked_chunked("chunk_gated_delta_rule", False, q, k, v, g, beta, scale, initial_state, output_final_state,
-                           allow_neg_eigval, chunk_size, backend, cu_seqlens)
+    return checked_chunked("chunk_gated_delta_rule", q, k, v, g, beta, per_channel=False, scale=scale,
+                           initial_state=initial_state, output_final_state=output_final_state,
+                           allow_neg_eigval=allow_neg_eigval, chunk_size=chunk_size, backend=backend,
+                           cu_seqlens=cu_seqlens)

@@ -17,7 +17,7 @@ from arena.kernels._delta_rule import check_inputs
 from arena.kernels.kda.naive import kda_decode_step, naive_recurrent_kda
 
 
-def naive_recurrent_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
+def naive_recurrent_gated_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=None, output_final_state=False,
                                      allow_neg_eigval=False):
     """Token-by-token Gated DeltaNet in fp32 (fp64 for fp64 inputs); the oracle for the chunked form.
 
@@ -28,11 +28,12 @@ def naive_recurrent_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state
     q or k. Returns (o [B, T, H, V] in v's dtype, final state [B, H, K, V] fp32 or None).
     """
     check_inputs("naive_recurrent_gated_delta_rule", q, k, v, g, beta, initial_state, per_channel=False)
-    return naive_recurrent_kda(q, k, v, g.unsqueeze(-1).expand(q.shape), beta, scale, initial_state,
-                               output_final_state, allow_neg_eigval)
+    return naive_recurrent_kda(q, k, v, g.unsqueeze(-1).expand(q.shape), beta, scale=scale,
+                               initial_state=initial_state, output_final_state=output_final_state,
+                               allow_neg_eigval=allow_neg_eigval)
 
 
-def gated_delta_rule_decode_step(q, k, v, g, beta, state, scale=None, allow_neg_eigval=False):
+def gated_delta_rule_decode_step(q, k, v, g, beta, state, *, scale=None, allow_neg_eigval=False):
     """One Gated DeltaNet token for token-by-token decoding; the input state is not modified.
 
     q, k: [B, H, K]; v: [B, H, V]; g: [B, H] log-decay; beta: [B, H] in (0, 1) (doubled to (0, 2) with
@@ -40,4 +41,5 @@ def gated_delta_rule_decode_step(q, k, v, g, beta, state, scale=None, allow_neg_
     Returns (o [B, H, V] in v's dtype, new state [B, H, K, V] fp32, or fp64 for fp64 inputs).
     """
     check_inputs("gated_delta_rule_decode_step", q, k, v, g, beta, state, per_channel=False, step=True)
-    return kda_decode_step(q, k, v, g.unsqueeze(-1).expand(q.shape), beta, state, scale, allow_neg_eigval)
+    return kda_decode_step(q, k, v, g.unsqueeze(-1).expand(q.shape), beta, state, scale=scale,
+                           allow_neg_eigval=allow_neg_eigval)

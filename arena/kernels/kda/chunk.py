@@ -11,12 +11,10 @@ per channel, so the in-chunk scores use the exact binary-tree form in `_PerChann
 
 from __future__ import annotations
 
-from arena.kernels._dispatch import TORCH_CHUNK_SIZE, checked_chunked
-
-DEFAULT_CHUNK_SIZE = TORCH_CHUNK_SIZE  # the torch path's; the Triton kernels use 64
+from arena.kernels._dispatch import checked_chunked
 
 
-def chunk_kda(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
+def chunk_kda(q, k, v, g, beta, *, scale=None, initial_state=None, output_final_state=False,
               allow_neg_eigval=False, chunk_size=None, backend=None, cu_seqlens=None):
     """Chunkwise KDA for any T (the last chunk is zero-padded internally), differentiable by autograd.
 
@@ -33,5 +31,6 @@ def chunk_kda(q, k, v, g, beta, scale=None, initial_state=None, output_final_sta
     cu_seqlens: int [N+1] offsets of N sequences packed along T (B must be 1); no state passes between them, and
     initial_state / the final state are [N, H, K, V].
     """
-    return checked_chunked("chunk_kda", True, q, k, v, g, beta, scale, initial_state, output_final_state,
-                           allow_neg_eigval, chunk_size, backend, cu_seqlens)
+    return checked_chunked("chunk_kda", q, k, v, g, beta, per_channel=True, scale=scale, initial_state=initial_state,
+                           output_final_state=output_final_state, allow_neg_eigval=allow_neg_eigval,
+                           chunk_size=chunk_size, backend=backend, cu_seqlens=cu_seqlens)

@@ -17,7 +17,7 @@ import torch
 from arena.kernels._delta_rule import check_inputs, compute_dtype
 
 
-def naive_recurrent_kda(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
+def naive_recurrent_kda(q, k, v, g, beta, *, scale=None, initial_state=None, output_final_state=False,
                         allow_neg_eigval=False):
     """Token-by-token KDA in fp32 (fp64 for fp64 inputs); the oracle the chunked form is tested against.
 
@@ -47,7 +47,7 @@ def naive_recurrent_kda(q, k, v, g, beta, scale=None, initial_state=None, output
     return o.to(out_dtype), (S if output_final_state else None)
 
 
-def kda_decode_step(q, k, v, g, beta, state, scale=None, allow_neg_eigval=False):
+def kda_decode_step(q, k, v, g, beta, state, *, scale=None, allow_neg_eigval=False):
     """One KDA token for token-by-token decoding; the input state is not modified.
 
     q, k: [B, H, K]; v: [B, H, V]; g: [B, H, K] log-decay; beta: [B, H] in (0, 1) (doubled to (0, 2) with

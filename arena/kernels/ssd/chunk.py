@@ -25,6 +25,7 @@ from arena.errors import choice_error
 from arena.kernels.ssd.naive import check_inputs, compute_dtype
 
 BACKENDS = ("torch", "triton")  # triton: arena.kernels.ssd.triton_ssd (CUDA, or the interpreter), chunk 64
+TRITON_CHUNK_SIZE = 64  # the Triton SSD's only chunk (triton_ssd.CHUNK is this)
 
 
 def segsum(x: torch.Tensor) -> torch.Tensor:
@@ -51,6 +52,7 @@ def chunk_ssd(
     k: torch.Tensor,
     v: torch.Tensor,
     g: torch.Tensor,
+    *,
     scale: float = 1.0,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
@@ -68,7 +70,8 @@ def chunk_ssd(
     if backend == "triton":  # its own chunk of 64: the chunk size changes rounding only, not the result
         from arena.kernels.ssd.triton_ssd import chunk_ssd_triton
 
-        return chunk_ssd_triton(q, k, v, g, scale, initial_state, output_final_state)
+        return chunk_ssd_triton(q, k, v, g, scale=scale, initial_state=initial_state,
+                                output_final_state=output_final_state)
     check_inputs(q, k, v, g, initial_state)
     out_dtype, dtype = v.dtype, compute_dtype(q, k, v, g, initial_state)
     B, T, H, K = q.shape

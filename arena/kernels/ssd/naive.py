@@ -47,6 +47,7 @@ def naive_recurrent_ssd(
     k: torch.Tensor,
     v: torch.Tensor,
     g: torch.Tensor,
+    *,
     scale: float = 1.0,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
@@ -74,6 +75,7 @@ def ssd_decode_step(
     v: torch.Tensor,
     g: torch.Tensor,
     state: torch.Tensor | None,
+    *,
     scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token. q, k: [B, H, K]; v: [B, H, V]; g: [B, H]; state: [B, H, K, V] or None (zeros).

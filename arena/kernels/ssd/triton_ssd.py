@@ -33,10 +33,11 @@ import torch
 import triton
 import triton.language as tl
 
+from arena.kernels.ssd.chunk import TRITON_CHUNK_SIZE
 from arena.kernels.ssd.naive import check_inputs
 from arena.kernels.triton_delta import output_buffer, triton_status
 
-CHUNK = 64
+CHUNK = TRITON_CHUNK_SIZE  # 64, defined with chunk_ssd, which names it in its docs and FLOP counts
 MAX_HEAD_DIM = 256
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -309,6 +310,7 @@ def chunk_ssd_triton(
     k: torch.Tensor,
     v: torch.Tensor,
     g: torch.Tensor,
+    *,
     scale: float = 1.0,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,

@@ -1,7 +1,7 @@
 """Host side of the chunkwise Triton delta rule: layout, launches and the autograd.Function.
 
     from arena.kernels.triton_delta.chunk import chunk_delta_rule_triton
-    o, S = chunk_delta_rule_triton(q, k, v, g, beta, scale, initial_state, True, False, cu_seqlens=None)
+    o, S = chunk_delta_rule_triton(q, k, v, g, beta, scale=K ** -0.5, initial_state=S0, output_final_state=True)
 
 Use it through `arena.kernels.kda.chunk_kda(..., backend="triton")` or the Gated DeltaNet op, which check the
 arguments. Batches are packed into one sequence axis ([1, B*T, H, *], offsets B+1), so fixed-length batches and
@@ -198,7 +198,7 @@ class ChunkDeltaRuleTriton(torch.autograd.Function):
         return (dq.to(q.dtype), dk.to(k.dtype), dv, dg, dbeta.to(beta_dtype), dh0, None, None, None, None)
 
 
-def chunk_delta_rule_triton(q, k, v, g, beta, scale, initial_state=None, output_final_state=False,
+def chunk_delta_rule_triton(q, k, v, g, beta, *, scale, initial_state=None, output_final_state=False,
                             allow_neg_eigval=False, cu_seqlens=None):
     """The chunked delta rule on Triton; shapes as `arena.kernels.kda.chunk_kda` (g [B,T,H,K] or [B,T,H]).
 

@@ -86,7 +86,7 @@ def _no_grad_check(op: str, *tensors) -> None:
                            "(chunk_kda / chunk_gated_delta_rule), or call this under torch.no_grad()")
 
 
-def fused_recurrent_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=True,
+def fused_recurrent_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=None, output_final_state=True,
                                allow_neg_eigval=False):
     """Token-by-token delta rule in one Triton launch; KDA when g is [B, T, H, K], Gated DeltaNet when [B, T, H].
 
@@ -134,7 +134,7 @@ def fused_recurrent_delta_rule(q, k, v, g, beta, scale=None, initial_state=None,
     return o, ht
 
 
-def fused_recurrent_decode_step(q, k, v, g, beta, state, scale=None, allow_neg_eigval=False):
+def fused_recurrent_decode_step(q, k, v, g, beta, state, *, scale=None, allow_neg_eigval=False):
     """One token against a state: the contract of arena.kernels.kda.naive.kda_decode_step, on the Triton kernel.
 
     q, k: [B, H, K]; v: [B, H, V]; g: [B, H, K] (KDA) or [B, H] (GDN) log-decay; beta: [B, H];
