@@ -1,16 +1,35 @@
 """Optional experiment trackers. Local files (metrics.jsonl, summary.json) are always written by the trainer;
 a logger only mirrors them elsewhere. `logger=none` (default) does nothing; `logger=wandb` mirrors to
 Weights & Biases in `mode` offline | online | disabled, imported lazily so wandb is never needed to run or test.
+Each kind's settings and their defaults are a dataclass in `LOGGERS` (the schema of conf/logger/<kind>.yaml).
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+from arena.config_utils import make_config
 from arena.errors import choice_error
 
 WANDB_MODES = ("offline", "online", "disabled")
+
+
+@dataclass
+class NoLoggerConfig:
+    kind: str = "none"  # none | wandb
+
+
+@dataclass
+class WandbConfig:
+    kind: str = "wandb"
+    mode: str = "offline"  # offline | online | disabled (an explicit mode wins over WANDB_MODE)
+    project: str = "arena"
+    entity: str | None = None  # the W&B team or user; None: the account's default
+
+
+LOGGERS = {"none": NoLoggerConfig, "wandb": WandbConfig}  # logger.kind -> its settings
 
 
 class NullLogger:
@@ -53,7 +72,7 @@ def make_logger(cfg: dict, run_dir: Path, config: dict, name: str) -> NullLogger
     check_logger_config(cfg)
     if cfg.get("kind", "none") == "none":
         return NullLogger()
-    mode = cfg.get("mode", "offline")
+    settings = make_config(WandbConfig, "logger", **cfg)  # keys the caller left out keep WandbConfig's defaults
     try:
         import wandb
     except ImportError:
@@ -62,8 +81,8 @@ def make_logger(cfg: dict, run_dir: Path, config: dict, name: str) -> NullLogger
         return NullLogger()
     try:
         # the mode is passed explicitly: an argument overrides WANDB_MODE, so the config decides
-        run = wandb.init(project=cfg.get("project", "arena"), entity=cfg.get("entity"), name=name,
-                         dir=str(run_dir), config=config, mode=mode)
+        run = wandb.init(project=settings.project, entity=settings.entity, name=name, dir=str(run_dir), config=config,
+                         mode=settings.mode)
     except Exception as err:  # offline init can still time out on locked-down machines
         warnings.warn(f"wandb.init failed ({err}); logging locally only", stacklevel=2)
         return NullLogger()

@@ -30,7 +30,9 @@ class ModelConfig:
     d_model: int = 64
     n_layers: int = 2
     layout: list[str] | None = None  # mixer spec names, repeated to n_layers; None = the run's one mixer
-    mlp_ratio: float = 2.0  # SwiGLU hidden width / d_model; 0 disables the MLP
+    # SwiGLU hidden width / d_model; 0 (the default: every conf/model option and so every run so far) disables the
+    # MLP, as in Zoology's recall models, where the mixer alone must do the recall
+    mlp_ratio: float = 0.0
     norm_eps: float = 1e-5
     init_std: float = 0.02
 

@@ -15,15 +15,19 @@ A skip prints one line with the earlier run's path and test accuracy. A skipped 
 skipped sweep point whose run lies elsewhere keeps its folder with skipped.json naming that run, so a sweep
 folder accounts for every point of its grid (`python -m arena.report` follows the record; see skip_point).
 
-Config groups live in conf/ (mixer, task, model, train, logger). Each run writes results/runs/<date>/<time>_<...>/
-(see arena/train.py). Bad input (unknown names, impossible shapes) exits with status 2 and a one-line error.
+Config groups live in conf/ (mixer, task, model, train, logger); each option extends a schema derived from the
+dataclasses (arena/config_schema.py: keys, types and defaults live there), so Hydra rejects unknown keys and
+mistyped values while composing. Each run writes results/runs/<date>/<time>_<...>/ (see arena/train.py). Bad input
+(unknown names or keys, wrong types, impossible shapes) exits with status 2 and a one-line error, before any run
+directory exists: `main` lets Hydra raise its composition errors and `arena.config_utils.one_line` shortens them.
 
 Layout entries name YAML files in conf/mixer/; the entry equal to the `mixer=` choice uses the composed
-`mixer` node (so `mixer.*` overrides reach it), the others use their YAML as written.
+`mixer` node (so `mixer.*` overrides reach it), the others their option as composed alone (its YAML on its schema).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,75 +36,40 @@ import sys
 from pathlib import Path
 
 import hydra
-import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from arena.config_schema import CONF, compose_option, schema_for
+from arena.config_utils import CONFIG_ERRORS, SweepDirNote, one_line
 from arena.errors import ConfigError, choice_error
+from arena.provenance import write_atomic, write_json_atomic
+from arena.train import Run, train
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("mixer", "task", "model", "train", "logger", "experiment")
 HYDRA_FILES = {".hydra", "run.log"}  # what Hydra writes into a run dir (run.log: older configs' job logging)
 SKIP_RECORD = "skipped.json"  # a sweep point skipped for a finished twin elsewhere: the pointer to it (skip_point)
-# the group options conf/config.yaml picks when the command line names none
-ROOT = yaml.safe_load((CONF / "config.yaml").read_text())
-DEFAULTS = {k: v for d in ROOT["defaults"] if isinstance(d, dict) for k, v in d.items()}
 
 
 def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def check_group_choices(argv: list[str]) -> None:
-    """Fail fast, in one line, on `mixer=foo`-style overrides that name no YAML and on `train.lrr=1`-style
-    overrides of keys that do not exist (Hydra's own messages span several lines). Sweep values (`a,b`) are
-    checked one by one; sweep functions like glob(*) and `+key=` additions are left to Hydra and the configs."""
-    chosen = {group: DEFAULTS.get(group) for group in GROUPS}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key.lstrip("+~") not in GROUPS or "(" in value:
-            continue
-        key = key.lstrip("+~")
-        allowed = group_options(key)
-        for choice in value.split(","):
-            if choice not in allowed:
-                raise choice_error(key, choice, allowed)
-        chosen[key] = value.split(",")[0]
-    for arg in argv:
-        key, sep, _ = arg.partition("=")
-        group, dot, field = key.partition(".")
-        if not sep or not dot or key.startswith(("+", "~")) or group == "hydra":  # hydra.*: Hydra's own schema
-            continue
-        if isinstance(ROOT.get(group), dict):  # a plain node of conf/config.yaml, such as eval
-            where, known = "conf/config.yaml", set(ROOT[group])
-        elif group in GROUPS and chosen.get(group) is not None:
-            path = CONF / group / f"{chosen[group]}.yaml"
-            where, known = f"conf/{group}/{chosen[group]}.yaml", set(yaml.safe_load(path.read_text()) or {})
-        else:
-            continue
-        name = field.split(".")[0]
-        if known and name not in known:
-            raise ConfigError(f"{group}.{name} is not a key of {where}; valid keys: "
-                              f"{', '.join(sorted(known))} (add a new key with +{group}.{name}=...)")
-
-
 def mixer_specs(cfg: DictConfig, chosen: str) -> dict[str, dict]:
-    """Mixer spec per layout name: the composed `mixer` node for the chosen one, the YAML for the others."""
+    """Mixer spec per layout name: the composed `mixer` node for the chosen one, for the others their conf/mixer
+    option composed alone (its YAML on its schema: every key, defaults included)."""
     specs = {chosen: OmegaConf.to_container(cfg.mixer, resolve=True)}
     for name in cfg.model.get("layout") or []:
         if name not in specs:
-            path = CONF / "mixer" / f"{name}.yaml"
-            if not path.exists():
+            if name not in group_options("mixer"):
                 raise choice_error("model.layout entry", name, group_options("mixer"))
-            specs[name] = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+            specs[name] = compose_option("mixer", name)
     return specs
 
 
-def _discard_run_dir(run_dir: Path, results_dir: Path | None = None) -> None:
+def _discard_run_dir(run_dir: Path, results_dir: Path | None = None, hydra_files: set[str] = HYDRA_FILES) -> None:
     """Remove a run dir that holds only what Hydra wrote before the config was found bad (or the run not needed);
     with results_dir, also the folders between the two that this leaves empty (a date folder made for this run)."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_FILES:
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_files:
         for p in run_dir.iterdir():
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         run_dir.rmdir()
@@ -114,12 +83,39 @@ def _discard_run_dir(run_dir: Path, results_dir: Path | None = None) -> None:
 # Keys that say where a run goes or how it is logged, not what it computes: left out of the config hash, so
 # a sweep rerun elsewhere or with wandb on still finds its finished twins.
 NOT_HASHED = ("results_dir", "logger", "resume")
+# Keys added to a dataclass after runs were recorded whose default does what those runs did before the key existed:
+# left out of the hash while at that default (the schema's). A composed config holds every field of its schema
+# (arena/config_schema.py), so an added field would otherwise change every hash and resume would no longer find
+# the earlier runs. A key whose default changes what a run computes does not belong here.
+HASH_NEUTRAL = {
+    "mixer": ("init", "gate", "gate_lower_bound"),  # KDA/GDN/Mamba2 init and KDA's gate: defaults = the old layers
+    "train": ("cuda_graphs",),  # replays the same kernels; runs recorded before it trained eagerly
+}
 FINISHED = ("completed", "diverged")  # a rerun of these gives the same answer; "failed" (or interrupted) is rerun
 
 
+def _neutral_defaults(group: str, node: dict) -> dict:
+    """HASH_NEUTRAL keys of `node` (the config's `group` node) -> their schema default; {} for a node no schema
+    knows (a config recorded by an older arena)."""
+    try:
+        schema = schema_for(group, node.get("name")) if group == "mixer" else schema_for(group)
+    except KeyError:
+        return {}
+    fields = {f.name: f.default for f in dataclasses.fields(schema)}
+    return {key: fields[key] for key in HASH_NEUTRAL.get(group, ()) if key in fields}
+
+
 def config_hash(config: dict) -> str:
-    """Identity of a run's resolved config: sha256 of its canonical JSON, minus NOT_HASHED, first 16 hex digits."""
-    kept = {k: v for k, v in config.items() if k not in NOT_HASHED}
+    """Identity of a run's resolved config: sha256 of its canonical JSON, minus NOT_HASHED and the HASH_NEUTRAL keys
+    at their defaults, first 16 hex digits."""
+    kept = {}
+    for key, node in config.items():
+        if key in NOT_HASHED:
+            continue
+        if key in HASH_NEUTRAL and isinstance(node, dict):
+            neutral = _neutral_defaults(key, node)
+            node = {k: v for k, v in node.items() if k not in neutral or json.dumps(v) != json.dumps(neutral[k])}
+        kept[key] = node
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -173,8 +169,6 @@ def skip_point(run_dir: Path, twin: Path, name: str, digest: str, results_dir: P
     lies elsewhere keeps its run dir with SKIP_RECORD naming the twin, so the sweep folder accounts for every
     point of its grid (`arena.report <sweep folder>` follows the record and reads the twin's run). A point rerun
     in its own folder (the twin is run_dir) is left as it is."""
-    from arena.provenance import write_json_atomic  # deferred like the other torch-importing modules
-
     try:
         summary = json.loads((twin / "summary.json").read_text())
     except (OSError, ValueError):
@@ -200,10 +194,6 @@ def skip_point(run_dir: Path, twin: Path, name: str, digest: str, results_dir: P
 
 @hydra.main(config_path=str(CONF), config_name="config", version_base="1.3")  # absolute: also when imported
 def hydra_main(cfg: DictConfig) -> None:
-    # deferred: `--help` and bad group or key names need no torch import (arena.provenance imports torch too)
-    from arena.provenance import write_atomic
-    from arena.train import Run, train
-
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     choices = hydra_cfg.runtime.choices
@@ -221,9 +211,9 @@ def hydra_main(cfg: DictConfig) -> None:
         if multirun and config["train"].get("device") == "auto":
             config["train"]["device"] = _sweep_device(hydra_cfg.job.num)
         run = Run(config, mixer_specs(cfg, chosen), chosen)
-    except ConfigError as err:
+    except (ConfigError, *CONFIG_ERRORS) as err:  # CONFIG_ERRORS: e.g. an interpolation that does not resolve
         _discard_run_dir(run_dir, Path(cfg.results_dir))  # with a date folder made for this run alone
-        print(f"arena: error: {err}", file=sys.stderr)
+        print(f"arena: error: {err if isinstance(err, ConfigError) else one_line(err)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         _discard_run_dir(run_dir, Path(cfg.results_dir))
@@ -262,16 +252,31 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    try:
-        check_group_choices(sys.argv[1:])
-    except ConfigError as err:
-        print(f"arena: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    # Hydra checks names, keys and types while composing (before it makes a run dir) and would print its error in
+    # several lines and exit 1; HYDRA_FULL_ERROR=1 makes it raise the error to us instead, to be said in one line
+    full_error = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    SweepDirNote.sweep_dir = None
     try:
         hydra_main()
+    except CONFIG_ERRORS as err:
+        note = SweepDirNote  # a sweep makes its folder before composing its grid: one with no job yet goes
+        if note.sweep_dir is not None:
+            _discard_run_dir(note.sweep_dir, note.results_dir, {"multirun.yaml"})
+        print(f"arena: error: {one_line(err, overrides=sys.argv[1:])}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:  # e.g. a joblib sweep's parent: its workers already recorded their runs
         print("arena: interrupted; rerun the same command to go on (finished points are skipped)", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as stop:  # a sweep's first job found bad input (hydra_main said so): its folder goes too
+        if stop.code == 2 and SweepDirNote.sweep_dir is not None:
+            _discard_run_dir(SweepDirNote.sweep_dir, SweepDirNote.results_dir, {"multirun.yaml"})
+        raise
+    finally:
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
 
 
 if __name__ == "__main__":

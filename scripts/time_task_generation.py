@@ -27,26 +27,24 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
+from arena.config_schema import compose_options  # noqa: E402
 from arena.errors import ConfigError  # noqa: E402
 from arena.tasks import build_task, list_tasks  # noqa: E402
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
 # settings from the YAML comments for knobs that neither seq_len=L nor at_length(L) can fit
 FALLBACKS = {"mqar_kimi": {"vocab_size": 8192}}  # N = (L - 1) // 3 keys need vocab_size >= 2 N + 2
 
 
 def configs() -> list[tuple[str, dict]]:
-    """(config name, YAML settings) for every conf/task file, plus bare defaults for a task without one."""
+    """(config name, settings) for every conf/task file (its YAML on its schema, as a run composes it), plus bare
+    defaults for a task without one."""
     out, seen = [], set()
-    for path in sorted(CONF.glob("*.yaml")):
-        spec = yaml.safe_load(path.read_text())
+    for stem, spec in compose_options("task").items():
         seen.add(spec["name"])
-        out.append((path.stem, spec))
+        out.append((stem, spec))
     out += [(name, {"name": name}) for name in list_tasks() if name not in seen]
     return out
 

@@ -76,16 +76,20 @@ BAD = {
     "unknown-layout": (("model.layout=[kda,nope]",), "layout entry='nope'"),
     "heads-not-dividing": (("mixer.num_heads=3",), "d_model=64 is not divisible by num_heads=3"),
     "task-cannot-fit": (("task.seq_len=12",), "seq_len=12 cannot fit"),
-    "unknown-train-key": (("train.lrr=1",), "train.lrr is not a key of conf/train/default.yaml"),
-    "added-train-key": (("+train.lrr=1",), "unknown key(s) lrr"),
-    "unknown-mixer-key": (("mixer=mla", "mixer.rop=false"), "mixer.rop is not a key of conf/mixer/mla.yaml"),
-    "unknown-eval-key": (("eval.length=[64]",), "eval.length is not a key of conf/config.yaml"),
+    # keys and types: Hydra checks them against the schemas (arena/config_schema.py) while composing
+    "unknown-train-key": (("train.lrr=1",), "train.lrr is not a key of TrainConfig (arena/train.py); valid keys: "),
+    "added-train-key": (("+train.lrr=1",), "train.lrr is not a key of TrainConfig"),  # Hydra adds it; Run refuses
+    "unknown-mixer-key": (("mixer=mla", "mixer.rop=false"), "mixer.rop is not a key of MLA.Config"),
+    "unknown-eval-key": (("eval.length=[64]",), "eval.length is not a key of EvalConfig"),
+    "mistyped-train-value": (("train.steps=abc",), "train.steps='abc' must be an integer"),
+    "mistyped-mixer-value": (("mixer.num_heads=two",), "mixer.num_heads='two' must be an integer"),
     # numbers out of range, caught before the first step (issue 12, item 1; more cases in test_bad_input.py)
     "zero-steps": (("train.steps=0",), "train.steps=0 must be an integer >= 1"),
     "zero-lr": (("train.lr=0",), "train.lr=0.0 must be a finite number > 0"),
     "zero-eval-every": (("train.eval_every=0",), "train.eval_every=0 must be an integer >= 1"),
     # eval.lengths, checked before training (item 2)
-    "length-not-a-number": (("eval.lengths=[abc]",), "eval.lengths=['abc'] must be a list of integers >= 2"),
+    "length-not-a-number": (("eval.lengths=[abc]",), "eval.lengths[0]='abc' must be an integer"),
+    "length-too-short": (("eval.lengths=[64,1]",), "eval.lengths=[64, 1] must be a list of integers >= 2"),
     "length-task-cannot-fit": (("task=stack", "eval.lengths=[64,4]"), "eval.lengths=[64, 4]: length 4 is not"),
     # the logger is checked with the rest of the config, before config.yaml is written
     "unknown-logger-kind": (("logger.kind=tensorboard",), "logger.kind='tensorboard'"),
@@ -101,6 +105,18 @@ def test_bad_input_is_one_line_nonzero_and_leaves_no_results(tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("arena: error:"), proc.stderr
     assert expected in lines[0]
     assert not list(tmp_path.rglob("summary.json")) and not list(tmp_path.rglob("metrics.jsonl"))
+    assert not list(tmp_path.iterdir()), f"left behind: {sorted(tmp_path.rglob('*'))}"
+
+
+def test_bad_sweep_value_is_one_line_and_leaves_no_sweep_folder(tmp_path):
+    """In a sweep Hydra makes the sweep folder before composing the grid's points; a bad one is still one line,
+    exit 2, and the folder goes again (arena.config_utils.SweepDirNote)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0"}
+    cmd = [sys.executable, "-m", "arena.run", "-m", f"results_dir={tmp_path}", "mixer=kda,foo"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["arena: error: mixer='foo' is not valid; choose one of: gdn, kda, mamba2, mla, mla_nope"]
     assert not list(tmp_path.iterdir()), f"left behind: {sorted(tmp_path.rglob('*'))}"
 
 

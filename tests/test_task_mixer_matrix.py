@@ -3,23 +3,27 @@ settings, tiny data), so `python -m arena.run task=<probe> mixer=<mixer>` works 
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
 
 import pytest
-import yaml
 
+from arena.config_schema import CONF, compose_options
 from arena.tasks import list_tasks
 from arena.train import Run, train
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 MIXERS = sorted(p.stem for p in (CONF / "mixer").glob("*.yaml"))
+
+
+@functools.cache
+def options(group: str) -> dict[str, dict]:
+    """Every conf/<group> option on its schema, as a run has it (composed once for the whole matrix)."""
+    return compose_options(group)
 
 
 @pytest.mark.parametrize("mixer", MIXERS)
 @pytest.mark.parametrize("task", list_tasks())
 def test_probe_trains_with_mixer(task, mixer, tmp_path):
-    task_spec = yaml.safe_load((CONF / "task" / f"{task}.yaml").read_text())
-    task_spec.update(num_train=32, num_test=8)
+    task_spec = {**options("task")[task], "num_train": 32, "num_test": 8}
     config = {
         "task": task_spec,
         "model": {"d_model": 32, "n_layers": 2, "mlp_ratio": 1.0},
@@ -27,7 +31,7 @@ def test_probe_trains_with_mixer(task, mixer, tmp_path):
         "logger": {"kind": "none"},
         "eval": {"lengths": []},
     }
-    spec = yaml.safe_load((CONF / "mixer" / f"{mixer}.yaml").read_text())
+    spec = dict(options("mixer")[mixer])
     summary = train(Run(config, {mixer: spec}, mixer), tmp_path, f"{task}-{mixer}")
     assert summary["status"] == "completed" and summary["steps"] == 2
     assert 0.0 <= summary["final_accuracy"] <= 1.0

@@ -2,7 +2,7 @@
 
     python -m arena.bench train                                     # kda gdn mamba2 mla mla_nope hybrid_3to1,
                                                                     # T = 256 1024 2048, B = 64 (CUDA)
-    python -m arena.bench train mixers=[kda,gdn] seq_lens=[1024] steps=50 train.compile=true
+    python -m arena.bench train mixers=[kda,gdn] seq_lens=[1024] steps=50 train.cuda_graphs=off
     python -m arena.bench train loop=plain                          # the old per-step-sync loop, for comparison
     python -m arena.bench.train ...                                 # the same, without the subcommand table
 
@@ -16,7 +16,7 @@ Options (key=value, Hydra style; an unknown key is a one-line error, exit code 2
                                                                                 compile)
     loop        auto (trainer when arena.train has Trainer and batch_stream, else plain) | trainer | plain
     out         results/bench (the CSV and PNG go there)
-    model.* mixer.* train.* task.*    passed to the composed run config (e.g. train.compile=true); on CPU,
+    model.* mixer.* train.* task.*    passed to the composed run config (e.g. train.cuda_graphs=off); on CPU,
                 model.d_model defaults to 64 so the whole command takes seconds
 Without CUDA (or with train.device=cpu) the defaults shrink to B=4, T=64, d_model 64, 3 + 10 steps.
 
@@ -208,18 +208,18 @@ def compose_rows(s: Settings) -> list[dict]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from arena.run import CONF, check_group_choices, mixer_specs
+    from arena.config_utils import one_line
+    from arena.run import CONF, mixer_specs  # arena.run registers the config schemas (arena.config_schema)
 
     rows = []
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="bench_train"):
         for mixer in s.mixers:
             for T in s.seq_lens:
                 model, chosen, overrides = row_overrides(s, mixer, T)
-                check_group_choices(overrides)
-                try:
+                try:  # Hydra checks group choices, keys and types against the schemas
                     cfg = compose(config_name="config", overrides=overrides)
-                except Exception as exc:  # Hydra's messages span lines; the first names the key
-                    raise ValueError(_first_line(exc)) from None
+                except Exception as exc:  # its messages span lines: one_line keeps the substance in one
+                    raise ValueError(one_line(exc, overrides=overrides)) from None
                 config = OmegaConf.to_container(cfg, resolve=True)
                 rows.append({"mixer": mixer, "T": T, "model": model, "config": config,
                              "specs": mixer_specs(cfg, chosen), "chosen": chosen})

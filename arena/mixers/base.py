@@ -9,7 +9,8 @@ A mixer maps `x: [B, T, D]` to `y: [B, T, D]` causally and can continue from a s
 tensors; `None` means "start of sequence". `state_size(seq_len)` counts the elements held per sequence
 for decoding after `seq_len` tokens, so reports can plot accuracy against memory.
 
-Each mixer class owns a nested `@dataclass Config` (commented defaults, YAML only sets values) and lists
+Each mixer class owns a nested `@dataclass Config` (commented defaults: the one place they live; it is the schema
+of conf/mixer/<name>.yaml, which sets only what differs, see arena/config_schema.py) and lists
 the implementations it offers in `impls`; `impl="torch"` (chunked, the default) and `impl="naive"` (the
 token-loop oracle) always exist. See docs/adding_a_mixer.md.
 """

@@ -30,7 +30,7 @@ def get_task(name: str) -> type[Task]:
 def build_task(name: str, **overrides) -> Task:
     """Build task `name` with its `Config` defaults, overridden by keyword; bad keys fail in one line."""
     cls = TASKS.get(name)
-    return cls(make_config(cls.Config, f"task {name}", **overrides))
+    return cls(make_config(cls.Config, "task", **overrides))
 
 
 __all__ = ["IGNORE", "PAD", "Batch", "Task", "build_task", "get_task", "list_tasks", "register_task"]

@@ -5,27 +5,32 @@
     python -m arena.tasks show task=stack_kimi --n 1             # a config that reuses another task's class
     python -m arena.tasks show task=parity seq_len=64 --n 2 --split test --raw   # token ids instead of symbols
 
-`show` composes conf/config.yaml with `task=<name>` and the `key=value` overrides (a `task.` prefix is optional)
-through Hydra's compose API, as `python -m arena.run` does, builds the task and prints inputs and targets column by
-column in the task's symbols (a one-line legend above them; `.` in a target row = unscored, in an input row the
-task's PAD), with settings whose 0 means "derive it" shown as `auto (value in use)`. Bad input exits 2 in one line.
+`list` and `show` compose conf/config.yaml with `task=<name>` through Hydra's compose API on the schemas
+(arena/config_schema.py), as `python -m arena.run` does, so a task config's values are its YAML over its task
+class's Config defaults. `show` adds the `key=value` overrides (a `task.` prefix is optional; Hydra parses and
+type-checks them), builds the task and prints inputs and targets column by column in the task's symbols (a one-line
+legend above them; `.` in a target row = unscored, in an input row the task's PAD), with settings whose 0 means
+"derive it" shown as `auto (value in use)`. Bad input exits 2 in one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
 import textwrap
-from pathlib import Path
 
-import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
-from arena.errors import ConfigError, choice_error
+from arena.config_schema import CONF
+from arena.config_utils import CONFIG_ERRORS, one_line
+from arena.errors import ConfigError
 from arena.tasks import IGNORE, build_task, get_task, list_tasks
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 TASK_CONF = CONF / "task"
 LINE = 112  # characters per printed row of tokens, label included
 LABEL = "  target "  # the widest row label; every row label is padded to it
@@ -47,11 +52,8 @@ def description(cls) -> str:
 
 def list_line(name: str, width: int) -> str:
     """`name  description`; a config that reuses another task's class says which, and what it changes."""
-    spec = yaml.safe_load((TASK_CONF / f"{name}.yaml").read_text()) or {}
-    if "name" not in spec or "defaults" in spec:  # the YAML does not stand alone: let Hydra compose it (slower)
-        spec = compose_task(name, [])
+    spec = compose_task(name, [])
     task = spec.pop("name", name)
-    spec.pop("defaults", None)
     if task not in list_tasks():
         return f"{name:<{width}}  (conf/task/{name}.yaml names no registered task: name={task!r})"
     cls = get_task(task)
@@ -64,45 +66,31 @@ def list_line(name: str, width: int) -> str:
 
 
 def hydra_override(item: str) -> str:
-    """`seq_len=64` or `task.seq_len=64` -> `task.seq_len=64` (also with Hydra's +, ++ and ~ prefixes)."""
+    """`seq_len=64` -> `task.seq_len=64` (also after Hydra's +, ++ and ~ prefixes); Hydra parses the rest."""
     prefix = next((p for p in ("++", "+", "~") if item.startswith(p)), "")
-    key, sep, value = item[len(prefix):].partition("=")
-    if not sep and prefix != "~":
-        raise ConfigError(f"override {item!r} must look like key=value (e.g. seq_len=64)")
-    return f"{prefix}task.{key.removeprefix('task.')}{sep}{value}"
+    return f"{prefix}task.{item[len(prefix):].removeprefix('task.')}"
+
+
+@contextlib.contextmanager
+def hydra_conf():
+    """Hydra's compose API on conf/ (the schemas are registered: arena.config_schema), for one or many compositions
+    (each initialisation costs ~0.1 s, so `list` opens one for all its configs)."""
+    if GlobalHydra.instance().is_initialized():  # e.g. left behind by a Hydra app run earlier in this process
+        GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="arena.tasks"):
+        yield
 
 
 def compose_task(name: str, overrides: list[str]) -> dict:
     """The `task` node of conf/config.yaml composed by Hydra with `task=<name>` and `overrides` (task.* keys)."""
-    # deferred: `list` needs Hydra only for a YAML that does not stand alone, and importing it takes ~0.2 s
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    if name not in config_names():
-        raise choice_error("task", name, config_names())
-    if GlobalHydra.instance().is_initialized():  # e.g. left behind by a Hydra app run earlier in this process
-        GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="arena.tasks"):
-        try:
-            cfg = compose(config_name="config", overrides=[f"task={name}", *overrides])
-            return OmegaConf.to_container(cfg.task, resolve=True)
-        except (HydraException, OmegaConfBaseException) as err:
-            cause = err.__cause__
-            full_key = getattr(cause, "full_key", None)
-            if full_key and "not in struct" in str(cause):  # an override of a key the config lacks
-                known = OmegaConf.to_container(compose(config_name="config", overrides=[f"task={name}"]).task)
-                raise ConfigError(
-                    f"{full_key} is not a key of conf/task/{name}.yaml; valid keys: {', '.join(known)} "
-                    f"(add a new key with +{full_key}=...)"
-                ) from None
-            # Hydra's messages span several lines and end with a link to its grammar: keep the substance, one line
-            text = "; ".join(line.strip() for line in str(err).splitlines() if line.strip() and "hydra.cc" not in line)
-            culprit = getattr(err, "override", None) or next((o for o in overrides if o in str(err)), None)
-            message = f"override {culprit!r} is not valid: {text}" if culprit else f"task {name}: {text}"
-            raise ConfigError(message) from None
+    if not GlobalHydra.instance().is_initialized():
+        with hydra_conf():
+            return compose_task(name, overrides)
+    try:
+        cfg = compose(config_name="config", overrides=[f"task={name}", *overrides])
+        return OmegaConf.to_container(cfg.task, resolve=True)
+    except CONFIG_ERRORS as err:  # Hydra's messages span several lines: keep the substance, in one
+        raise ConfigError(one_line(err, overrides=overrides)) from None
 
 
 def settings_text(task) -> str:
@@ -182,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             names = config_names()
             width = max(map(len, names))
-            for name in names:
-                print(list_line(name, width))
+            with hydra_conf():
+                lines = [list_line(name, width) for name in names]
+            print("\n".join(lines))
             return 0
         show(args)
         return 0

@@ -2,8 +2,9 @@
 
 A task is a next-token problem: `targets[i, t]` is what the model must predict after reading
 `inputs[i, : t + 1]`, or `IGNORE` (-100) where position t is not scored. Every task owns a nested
-`@dataclass Config` (difficulty knobs with commented defaults); its constructor validates the config and
-raises `ConfigError` when the knobs cannot fit (e.g. too many items for the sequence length).
+`@dataclass Config` (difficulty knobs with commented defaults: the schema of conf/task/<name>.yaml, which sets only
+what differs, see arena/config_schema.py); its constructor validates the config and raises `ConfigError` when the
+knobs cannot fit (e.g. too many items for the sequence length).
 
 Data protocol: `generate(n, seed, split)` is deterministic in `seed`; the trainer draws the training set and
 the held-out test set from disjoint seed streams (`split_seed`) and passes `split` ("train" or "test") so a

@@ -100,8 +100,8 @@ def test_show_names_auto_settings(capsys):
     ("argv", "message"),
     [
         (["task=no_such_probe"], "task='no_such_probe' is not valid; choose one of: a5, "),
-        (["task=stack", "seq_lenn=3"], "task.seq_lenn is not a key of conf/task/stack.yaml; valid keys: "),
-        (["task=stack", "seq_len"], "override 'seq_len' must look like key=value"),
+        (["task=stack", "seq_lenn=3"], "task.seq_lenn is not a key of Stack.Config (arena/tasks/stack.py); valid keys"),
+        (["task=stack", "seq_len"], "override 'task.seq_len' is not valid: "),  # Hydra's parser says why
         (["task=stack", "seq_len=["], "override 'task.seq_len=[' is not valid: "),
         (["task=stack", "seq_len=1,2"], "override 'task.seq_len=1,2' is not valid: "),
         (["task=mqar", "seq_len=4"], "task mqar: seq_len=4 cannot fit"),

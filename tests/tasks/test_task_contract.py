@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
+from arena.config_schema import compose_option
 from arena.tasks import IGNORE, build_task, get_task, list_tasks
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "task"
@@ -43,7 +43,7 @@ def test_shapes_vocabulary_and_scored_positions(name):
 def test_every_task_has_its_yaml_and_a_docstring_example(name):
     path = CONF / f"{name}.yaml"
     assert path.exists(), f"conf/task/{name}.yaml is missing"
-    spec = yaml.safe_load(path.read_text())
+    spec = compose_option("task", name)  # the YAML on its schema (arena/config_schema.py), as a run has it
     assert spec.pop("name") == name
     build_task(name, **spec)
     doc = __import__(get_task(name).__module__, fromlist=["_"]).__doc__ or ""
