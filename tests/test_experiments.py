@@ -84,7 +84,7 @@ def check_point_matches(config: dict, point: list[str]) -> None:
 
 
 def test_every_preset_file_is_global_and_has_a_mini_twin():
-    assert set(FULL) == {"kimi_synthetic", "zoology_mqar", "state_tracking", "nope_vs_rope", "reasoning"}
+    assert set(FULL) == {"kimi_synthetic", "zoology_mqar", "state_tracking", "nope_vs_rope", "reasoning", "kda_vs_gdn"}
     assert set(MINI) == {f"{name}_mini" for name in FULL}
     for name in PRESETS:
         text = (CONF / "experiment" / f"{name}.yaml").read_text()
