@@ -283,7 +283,7 @@ def test_a_field_added_to_a_dataclass_reaches_every_composed_config(monkeypatch)
     (["eval.lengths=[64,x]"], "eval.lengths[1]='x' must be an integer (eval.lengths: list[int])"),
     (["mixer.num_heads=null"], "mixer.num_heads=null is not allowed (KDA.Config.num_heads: int)"),
     (["logger.mode=online"], "logger.mode is not a key of NoLoggerConfig (arena/loggers.py); valid keys: kind"),
-    (["+experiment=nope"], "experiment='nope' is not valid; choose one of: kimi_synthetic, kimi_synthetic_mini, "),
+    (["+experiment=nope"], "experiment='nope' is not valid; choose one of: kda_vs_gdn, kda_vs_gdn_mini, kimi_synthetic, "),
     (["nope=1"], "nope is not a key of the config (conf/config.yaml and the chosen options); valid keys: mixer, "),
     (["task.seq_len=1,2"], "override 'task.seq_len=1,2' is not valid: Ambiguous value for argument"),
 ])
