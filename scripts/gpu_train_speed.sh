@@ -4,7 +4,7 @@
 # the fast-loop equality check and a per-mixer profile. Results go to $OUT (or results/gpu).
 #
 #   git archive <base> arena conf pyproject.toml | tar -x -C .baseline     # here, once (.baseline is ignored)
-#   bash scripts/gpu_train_speed.sh [validate] [bench] [check] [profile] [share] [graphtest] [bench_eager] ...
+#   bash scripts/gpu_train_speed.sh [validate] [bench] [check] [profile] [share] [graphtest] [bench_graphs] ...
 #                                                                   # on the GPU machine; default:
 #                                                                   # validate bench check profile
 #
@@ -38,9 +38,9 @@ graphtest)  # CUDA-graph replay against eager steps per mixer, and the short con
   timeout 120 python3 -m pytest -q -p no:cacheprovider -n 6 tests/test_train_loop.py \
     tests/kernels/test_fused_short_conv.py > "$out/graphtest.log" 2>&1
   echo "graphtest exit $?"; tail -4 "$out/graphtest.log" ;;
-bench_eager)  # this tree with train.cuda_graphs=off: the graphs' gain, side by side with `bench`
-  timeout 170 python3 -m arena.bench train train.cuda_graphs=off out="$out/bench_eager" > "$out/bench_eager.log" 2>&1
-  echo "bench eager exit $?" ;;
+bench_graphs)  # this tree with train.cuda_graphs=on: the graphs' gain, side by side with `bench` (eager)
+  timeout 170 python3 -m arena.bench train train.cuda_graphs=on out="$out/bench_graphs" > "$out/bench_graphs.log" 2>&1
+  echo "bench graphs exit $?" ;;
 check)
   timeout 240 python3 scripts/check_fast_loop.py --steps 200 --out "$out" > "$out/check.log" 2>&1
   echo "check exit $?" ;;
@@ -66,6 +66,6 @@ revalidate)  # only the fused-layer tests and the softplus precision test
     tests/kernels/test_fused_gated_norm.py > "$out/validate.log" 2>&1
   echo "revalidate exit $?"; tail -3 "$out/validate.log" ;;
 esac; done
-for f in hostprof variants share profile check bench_before bench_eager bench_after; do
+for f in hostprof variants share profile check bench_before bench_after bench_graphs; do
   [ -f "$out/$f.log" ] && { echo "===== $f"; tail -n 40 "$out/$f.log"; }
 done

@@ -113,6 +113,7 @@ def test_cuda_graphs_choice_is_checked_before_training():
     with pytest.raises(ConfigError, match="train.cuda_graphs='sometimes' is not valid"):
         make_run(MIXERS["kda"], TASKS["fresh"], cuda_graphs="sometimes")
     assert make_run(MIXERS["kda"], TASKS["fresh"], cuda_graphs="auto").train_cfg.cuda_graphs == "auto"
+    assert make_run(MIXERS["kda"], TASKS["fresh"]).train_cfg.cuda_graphs == "off"  # until validated on a GPU
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (scripts/check_fast_loop.py)")

@@ -2,7 +2,7 @@
 
     python -m arena.bench train                                     # kda gdn mamba2 mla mla_nope hybrid_3to1,
                                                                     # T = 256 1024 2048, B = 64 (CUDA)
-    python -m arena.bench train mixers=[kda,gdn] seq_lens=[1024] steps=50 train.cuda_graphs=off
+    python -m arena.bench train mixers=[kda,gdn] seq_lens=[1024] steps=50 train.cuda_graphs=on
     python -m arena.bench train loop=plain                          # the old per-step-sync loop, for comparison
     python -m arena.bench.train ...                                 # the same, without the subcommand table
 
@@ -16,7 +16,7 @@ Options (key=value, Hydra style; an unknown key is a one-line error, exit code 2
                                                                                 compile)
     loop        auto (trainer when arena.train has Trainer and batch_stream, else plain) | trainer | plain
     out         results/bench (the CSV and PNG go there)
-    model.* mixer.* train.* task.*    passed to the composed run config (e.g. train.cuda_graphs=off); on CPU,
+    model.* mixer.* train.* task.*    passed to the composed run config (e.g. train.cuda_graphs=on); on CPU,
                 model.d_model defaults to 64 so the whole command takes seconds
 Without CUDA (or with train.device=cpu) the defaults shrink to B=4, T=64, d_model 64, 3 + 10 steps.
 
