@@ -61,6 +61,10 @@ sweep)  # a time-boxed sample of the reduced Figure 4 grid: its sweep throughput
   STEPS=2000 LENGTHS=256,512,1024 LRS=1e-3 N_JOBS=4 TIME_LIMIT=${SWEEP_S:-130} EXTRA="train.eval_every=500" \
     OUT="$out" bash scripts/gpu_kimi_synthetic.sh > "$out/sweep_call.log" 2>&1
   echo "sweep exit $?"; tail -n 20 "$out/sweep_call.log" ;;
+parity)  # arena's KDA, GDN and Mamba2 layers against fla 0.6's (docs/parity.md; .whl must hold fla-core and
+         # flash-linear-attention 0.6.0)
+  TRITON_F32_DEFAULT=ieee timeout 240 python3 scripts/fla_layer_parity.py > "$out/parity.log" 2>&1
+  echo "parity exit $?"; tail -n 30 "$out/parity.log" ;;
 revalidate)  # only the fused-layer tests and the softplus precision test
   timeout 100 python3 -m pytest -q -p no:cacheprovider -n 4 tests/mixers/test_fused_layers.py \
     tests/kernels/test_fused_gated_norm.py > "$out/validate.log" 2>&1

@@ -62,3 +62,13 @@ def test_sweep_throughput_counts_finished_and_interrupted_points(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "500 training steps over 3 points (1 finished) in 50 s = 10.0 steps/s" in proc.stdout
     assert "kda L256: 300 steps" in proc.stdout and "gdn L512: 200 steps" in proc.stdout
+
+
+def test_gpu_sweep_refuses_an_unknown_preset_before_any_work(tmp_path):
+    import os
+
+    env = {**os.environ, "EXPERIMENT": "no_such_preset", "OUT": str(tmp_path / "out")}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_sweep.sh")], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "no conf/experiment/no_such_preset.yaml" in proc.stderr
+    assert not (tmp_path / "out").exists()

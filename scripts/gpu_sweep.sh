@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Any experiment preset (conf/experiment/<name>.yaml) on a GPU machine, resumable across device calls: each call
+# runs until TIME_LIMIT, then packs every run directory of the preset into $OUT/<name>_runs.tgz. Carry
+# `results/runs/<name>` (unpacked here from that archive) into the next call and the same command skips every
+# finished point (config_hash) and goes on.
+#   EXPERIMENT=kda_vs_gdn bash scripts/gpu_sweep.sh                     # the whole preset grid
+#   EXPERIMENT=kda_vs_gdn EXTRA="mixer=kda mixer.gate=bounded" bash scripts/gpu_sweep.sh   # a narrowed grid
+# Afterwards, here: python -m arena.report results/runs/<name> --out results/<date>_<name>
+set -uo pipefail
+EXPERIMENT=${EXPERIMENT:?set EXPERIMENT to a conf/experiment name}
+N_JOBS=${N_JOBS:-4}                # sweep points sharing the GPU as processes (small runs are launch-bound)
+EXTRA=${EXTRA:-}                   # more overrides (narrow the grid, train.cuda_graphs=on, ...)
+TIME_LIMIT=${TIME_LIMIT:-540}      # seconds, inside the device tool's 600 s per call
+[ -f "conf/experiment/$EXPERIMENT.yaml" ] || { echo "gpu_sweep: no conf/experiment/$EXPERIMENT.yaml" >&2; exit 2; }
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+out=${OUT:-results/gpu}; mkdir -p "$out"
+runs=results/runs/$EXPERIMENT
+before=$(find "$runs" -name summary.json 2>/dev/null | wc -l)
+start=$(date +%s)
+# shellcheck disable=SC2086
+timeout "$TIME_LIMIT" python3 -m arena.run -m +experiment="$EXPERIMENT" hydra/launcher=joblib \
+  hydra.launcher.n_jobs="$N_JOBS" $EXTRA > "$out/${EXPERIMENT}_sweep.log" 2>&1
+echo "sweep exit $? (124 = stopped at TIME_LIMIT; rerun with the archive carried to go on)"
+python3 scripts/sweep_throughput.py "$runs" --wall $(( $(date +%s) - start ))
+echo "finished runs: $before before this call, $(find "$runs" -name summary.json | wc -l) now"
+tar czf "$out/${EXPERIMENT}_runs.tgz" "$runs"
+grep -h "arena: \(completed\|diverged\|error\)" "$out/${EXPERIMENT}_sweep.log" | tail -20
