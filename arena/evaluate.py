@@ -1,4 +1,5 @@
-"""Held-out evaluation: token and sequence accuracy over scored positions, scaled accuracy, length extrapolation.
+"""Held-out evaluation: token and sequence accuracy over scored positions, scaled accuracy, length extrapolation;
+for language modelling (a batch with `target_bytes`, arena/tasks/text.py) also perplexity and bits per byte.
 
     result = evaluate(model, test_batch, batch_size=500, amp=None, chance=task.chance_accuracy)
     by_length = evaluate_lengths(model, task, EvalConfig(lengths=[64, 128, 1024]), seed=0, amp=None)
@@ -10,6 +11,7 @@ stays bounded by the piece length; attention keeps its KV cache, which grows wit
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -78,8 +80,9 @@ def evaluate(model: LanguageModel, data: Batch, batch_size: int, amp: torch.dtyp
     """Held-out token accuracy over scored positions and sequence accuracy (all scored positions right)."""
     was_training = model.training
     model.eval()
-    correct = total = seq_right = 0
+    correct = total = seq_right = num_bytes = 0
     loss_sum = 0.0
+    per_byte = getattr(data, "target_bytes", None) is not None  # text: UTF-8 bytes each target token covers
     device = next(model.parameters()).device
     for start in range(0, len(data), batch_size):
         batch = data[start: start + batch_size].to(device)
@@ -90,10 +93,22 @@ def evaluate(model: LanguageModel, data: Batch, batch_size: int, amp: torch.dtyp
         correct += right.sum().item()
         total += scored.sum().item()
         seq_right += (right.sum(1) == scored.sum(1)).sum().item()
+        if per_byte:
+            num_bytes += batch.target_bytes[scored].sum().item()
     model.train(was_training)
     accuracy = correct / total
-    return {"accuracy": accuracy, "scaled_accuracy": scaled(accuracy, chance),
-            "sequence_accuracy": seq_right / len(data), "test_loss": loss_sum / total}
+    result = {"accuracy": accuracy, "scaled_accuracy": scaled(accuracy, chance),
+              "sequence_accuracy": seq_right / len(data), "test_loss": loss_sum / total}
+    if per_byte:
+        result.update(language_model_metrics(loss_sum, total, num_bytes))
+    return result
+
+
+def language_model_metrics(loss_sum: float, tokens: int, num_bytes: int) -> dict:
+    """Perplexity exp(nats per token) and bits per byte: the summed nats over the tokens, in bits, spread over the
+    UTF-8 bytes those tokens cover (tokenizer-independent; for the byte tokenizer it is nats per token / ln 2)."""
+    return {"perplexity": math.exp(min(loss_sum / tokens, 700.0)),  # capped: exp overflows past ~709
+            "bits_per_byte": loss_sum / (math.log(2) * num_bytes)}
 
 
 def evaluate_lengths(model: LanguageModel, task: Task, cfg: EvalConfig, seed: int, amp) -> dict[int, dict]:

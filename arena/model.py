@@ -9,6 +9,13 @@
     model = LanguageModel(ModelConfig(vocab_size=256, d_model=64, n_layers=2), {"kda": {"name": "kda"}})
     logits, states = model(tokens)                 # tokens: [B, T] -> logits [B, T, vocab]
     logits, states = model(next_tokens, states)    # continue from the returned per-layer states
+    tokens = model.generate(prompt, max_new_tokens=16)                       # greedy: [B, T0] -> [B, T0 + 16]
+    tokens = model.generate(prompt, 16, temperature=0.8, top_k=20, generator=torch.Generator().manual_seed(0))
+
+Decoding (`generate`): one parallel prefill over the prompt from each mixer's `empty_state` (MLA preallocates its
+latent cache for prompt + new tokens there), then one T = 1 call per new token that feeds only that token with
+the per-layer states: KDA/GDN take their recurrent decode step (the fused Triton kernel on CUDA), Mamba2 its SSD
+step, MLA the absorbed step over its in-place cache. Tests: tests/test_generate.py; docs/mixers.md §4.1.
 """
 
 from __future__ import annotations
@@ -117,6 +124,74 @@ class LanguageModel(nn.Module):
         h, states = self.hidden_states(tokens, states)
         return self.lm_head(h), states
 
+    def empty_states(self, batch_size: int, capacity: int, device=None) -> list[State | None]:
+        """Every layer's state to start decoding `capacity` tokens (prompt included) from; see Mixer.empty_state."""
+        return [block.mixer.empty_state(batch_size, capacity, device) for block in self.blocks]
+
+    @torch.inference_mode()
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None,
+                 return_logits: bool = False):
+        """Continue `prompt` [B, T0] (int64) by `max_new_tokens` tokens -> [B, T0 + max_new_tokens].
+
+        Greedy (argmax) at temperature 0; otherwise samples softmax(logits / temperature), restricted to the
+        `top_k` most likely tokens if given, with torch.multinomial and `generator`. Runs in eval mode (restored
+        after). return_logits=True also returns the fp32 logits each new token was picked from, [B, new, vocab].
+        """
+        self._check_generate_args(prompt, max_new_tokens, temperature, top_k, generator)
+        was_training = self.training
+        self.eval()
+        try:
+            B, T0 = prompt.shape
+            states = self.empty_states(B, T0 + max_new_tokens, prompt.device)
+            logits, states = self(prompt, states)  # one parallel prefill; states now hold the prompt
+            tokens, picked_from = [prompt], []
+            for step in range(max_new_tokens):
+                last = logits[:, -1].float()  # [B, vocab]
+                picked_from.append(last)
+                token = self._pick(last, temperature, top_k, generator)  # [B, 1]
+                tokens.append(token)
+                if step + 1 < max_new_tokens:  # the last token needs no forward of its own
+                    logits, states = self(token, states)
+        finally:
+            self.train(was_training)
+        out = torch.cat(tokens, dim=1)
+        if not return_logits:
+            return out
+        vocab = self.cfg.vocab_size
+        return out, torch.stack(picked_from, dim=1) if picked_from else prompt.new_zeros(B, 0, vocab).float()
+
+    @staticmethod
+    def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:
+        """Next token [B, 1] from logits [B, vocab]: argmax at temperature 0, else a (top-k) sample."""
+        if temperature == 0:
+            return logits.argmax(dim=-1, keepdim=True)
+        logits = logits / temperature
+        if top_k is not None and top_k < logits.shape[-1]:
+            kth = logits.topk(top_k, dim=-1).values[:, -1:]  # [B, 1], the k-th largest
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+
+    def _check_generate_args(self, prompt, max_new_tokens, temperature, top_k, generator) -> None:
+        vocab = self.cfg.vocab_size
+        if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.dtype != torch.int64 \
+                or prompt.shape[0] < 1 or prompt.shape[1] < 1:
+            shown = tuple(prompt.shape) if isinstance(prompt, torch.Tensor) else type(prompt).__name__
+            dtype = f" {prompt.dtype}" if isinstance(prompt, torch.Tensor) else ""
+            raise ConfigError(f"generate: prompt must be an int64 tensor [B, T0] with B, T0 >= 1, got {shown}{dtype}")
+        if prompt.numel() and (prompt.min() < 0 or prompt.max() >= vocab):
+            raise ConfigError(f"generate: prompt token ids must lie in [0, {vocab}) (vocab_size), got "
+                              f"[{int(prompt.min())}, {int(prompt.max())}]")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ConfigError(f"generate: max_new_tokens={max_new_tokens!r} must be an integer >= 0")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0 \
+                or temperature == float("inf"):
+            raise ConfigError(f"generate: temperature={temperature!r} must be a finite number >= 0 (0 = greedy)")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= vocab):
+            raise ConfigError(f"generate: top_k={top_k!r} must be None or an integer in [1, {vocab}] (vocab_size)")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ConfigError(f"generate: generator must be a torch.Generator or None, got {type(generator).__name__}")
+
     def parameter_counts(self) -> dict[str, int]:
         """Parameters per component: embedding, mixers (per layer kind), mlp, norms, lm_head, total."""
         def count(module) -> int:
@@ -139,3 +214,12 @@ class LanguageModel(nn.Module):
         mixers = sum(b.mixer.flops_per_token(seq_len) for b in self.blocks)
         mlps = sum(2.0 * sum(p.numel() for p in b.mlp.parameters()) for b in self.blocks if b.mlp is not None)
         return mixers + mlps + 2.0 * self.lm_head.weight.numel()
+
+
+def load(run_dir, device="cpu") -> LanguageModel:
+    """The model of a run dir's checkpoint (`<run_dir>/checkpoint/`, written by arena.train), rebuilt from its
+    recorded config and mixer specs with its safetensors weights, in eval mode on `device`; a run dir without a
+    checkpoint is a one-line ConfigError. See arena/checkpoint.py."""
+    from arena.checkpoint import load as load_checkpoint  # here: arena.checkpoint builds LanguageModel
+
+    return load_checkpoint(run_dir, device)

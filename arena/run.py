@@ -9,8 +9,11 @@
     python -m arena.run -m ... hydra/launcher=joblib hydra.launcher.n_jobs=2   # runs in parallel processes
 
 Resuming: a run whose resolved config (paths and logger aside) matches a run under `results_dir` that completed
-or diverged is skipped, so rerunning an interrupted sweep picks up where it stopped; failed or interrupted runs
-run again. `resume=false` reruns everything. In a sweep, a failed run is recorded and the sweep goes on.
+or diverged is skipped, so rerunning an interrupted sweep picks up where it stopped. A matching run that was
+interrupted (Ctrl-C, SIGTERM), failed or killed (no summary.json) and has a checkpoint (train.checkpoint_every,
+arena/checkpoint.py) continues from it in its own run dir: a single run finds it anywhere under `results_dir`, a
+sweep point in its own folder (a fixed hydra.sweep.dir); without a checkpoint it runs again from the start.
+`resume=false` reruns everything from the start. In a sweep, a failed run is recorded and the sweep goes on.
 A skip prints one line with the earlier run's path and test accuracy. A skipped single run leaves nothing; a
 skipped sweep point whose run lies elsewhere keeps its folder with skipped.json naming that run, so a sweep
 folder accounts for every point of its grid (`python -m arena.report` follows the record; see skip_point).
@@ -40,6 +43,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from arena.checkpoint import CHECKPOINT, read_meta, resumable_run
 from arena.config_schema import CONF, compose_option, schema_for
 from arena.config_utils import CONFIG_ERRORS, SweepDirNote, one_line
 from arena.errors import ConfigError, choice_error
@@ -89,7 +93,9 @@ NOT_HASHED = ("results_dir", "logger", "resume")
 # the earlier runs. A key whose default changes what a run computes does not belong here.
 HASH_NEUTRAL = {
     "mixer": ("init", "gate", "gate_lower_bound"),  # KDA/GDN/Mamba2 init and KDA's gate: defaults = the old layers
-    "train": ("cuda_graphs",),  # replays the same kernels; runs recorded before it trained eagerly
+    # cuda_graphs replays the same kernels (runs recorded before it trained eagerly); checkpoint_every only adds
+    # checkpoint files
+    "train": ("cuda_graphs", "checkpoint_every"),
 }
 FINISHED = ("completed", "diverged")  # a rerun of these gives the same answer; "failed" (or interrupted) is rerun
 
@@ -150,14 +156,15 @@ def _sweep_device(job_num: int) -> str:
 def set_aside_earlier_attempt(run_dir: Path) -> None:
     """A fixed sweep dir reruns a failed point in the same run dir: move the old attempt's files into
     run_dir/attempt_<n>/ first, so its record stays (and metrics.jsonl, append-only, does not mix two runs).
-    A skip record left by an earlier run of the sweep goes: the point now has its own run here."""
+    A skip record left by an earlier run of the sweep goes: the point now has its own run here. A killed attempt
+    (metrics but no summary.json) and its checkpoint go too, so a later resume never mixes two attempts."""
     (run_dir / SKIP_RECORD).unlink(missing_ok=True)
-    if not (run_dir / "summary.json").exists():
+    if not any((run_dir / name).exists() for name in ("summary.json", "metrics.jsonl", CHECKPOINT)):
         return
     n = 1 + sum(1 for p in run_dir.glob("attempt_*") if p.is_dir())
     dest = run_dir / f"attempt_{n}"
     dest.mkdir()
-    for name in RUN_FILES:
+    for name in (*RUN_FILES, CHECKPOINT):
         if (run_dir / name).exists():
             (run_dir / name).replace(dest / name)
 
@@ -219,12 +226,22 @@ def hydra_main(cfg: DictConfig) -> None:
         _discard_run_dir(run_dir, Path(cfg.results_dir))
         print("arena: interrupted before training started; nothing was written", file=sys.stderr)
         sys.exit(130)  # SystemExit passes through Hydra's launcher: a sweep stops here too
-    set_aside_earlier_attempt(run_dir)
-    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    # a killed or interrupted attempt with a checkpoint goes on where it stopped, in its own run dir
+    earlier = resumable_run(Path(cfg.results_dir), digest, prefer=run_dir) if cfg.get("resume", True) else None
+    if earlier is not None and multirun and earlier.resolve() != run_dir.resolve():
+        earlier = None  # a sweep point resumes only in its own folder, so the sweep folder holds its runs
+    if earlier is not None:
+        if earlier.resolve() != run_dir.resolve():
+            _discard_run_dir(run_dir, Path(cfg.results_dir))  # the fresh dir Hydra made is not needed
+            run_dir = earlier
+        print(f"arena: resuming {name} from step {read_meta(run_dir)['step']} in {run_dir}", file=sys.stderr)
+    else:
+        set_aside_earlier_attempt(run_dir)
+        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     extra = {"mixer": chosen, "model": choices["model"], "task": choices["task"],
              "experiment": cfg.get("experiment"), "config_hash": digest}
     try:
-        summary = train(run, run_dir, name, extra)
+        summary = train(run, run_dir, name, extra, resume=earlier is not None)
     except KeyboardInterrupt:
         # train wrote summary.json (status "interrupted", not FINISHED, so a rerun runs this point again); exit
         # 130 as a shell does for Ctrl-C, and in a sweep stop rather than go on with the next point
@@ -232,8 +249,11 @@ def hydra_main(cfg: DictConfig) -> None:
             steps = json.loads((run_dir / "summary.json").read_text())["steps"]
         except (OSError, ValueError, KeyError):
             steps = 0  # interrupted before the loop began
-        print(f"arena: interrupted after {steps} step{'' if steps == 1 else 's'}; rerun the same command to start "
-              f"this run again (progress so far in {run_dir}/summary.json)", file=sys.stderr)
+        meta = read_meta(run_dir)
+        again = (f"resume it from step {meta['step']}" if meta and not meta.get("final")
+                 else "start this run again")
+        print(f"arena: interrupted after {steps} step{'' if steps == 1 else 's'}; rerun the same command to {again} "
+              f"(progress so far in {run_dir}/summary.json)", file=sys.stderr)
         sys.exit(130)
     except Exception as err:
         if not multirun:

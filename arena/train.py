@@ -4,9 +4,12 @@ Called by `python -m arena.run` (which composes the Hydra config); usable direct
 `train(Run(config_dict, mixer_specs, default_spec), run_dir, name)`. The run directory receives:
     config.yaml     the resolved config          env.json      git sha, versions, device
     metrics.jsonl   one JSON line per evaluation summary.json  written atomically at the end
-Status is `completed`, `diverged` (a NaN/inf loss; not an exception), `interrupted` (KeyboardInterrupt, re-raised)
-or `failed` (an exception, re-raised); the last two keep the steps done and the validation accuracies so far. A
-length of `eval.lengths` that fails after training is recorded as `length_eval_error`; the run stays completed.
+    checkpoint/     weights + trainer state, at the end, every `train.checkpoint_every` steps and on SIGTERM
+                    (arena/checkpoint.py); `train(..., resume=True)` goes on from it
+Status is `completed`, `diverged` (a NaN/inf loss; not an exception), `interrupted` (KeyboardInterrupt or SIGTERM,
+re-raised as KeyboardInterrupt) or `failed` (an exception, re-raised); the last two keep the steps done and the
+validation accuracies so far. A length of `eval.lengths` that fails after training is recorded as
+`length_eval_error`; the run stays completed.
 
 The step (`Trainer.step`) never reads the GPU from the host: loss and accuracy accumulate on the device and are
 read at each evaluation; the divergence check peeks at a device flag every `DIVERGENCE_PEEK` steps through a
@@ -26,7 +29,9 @@ import json
 import math
 import multiprocessing
 import resource
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from arena import checkpoint
 from arena.config_utils import make_config
 from arena.errors import ConfigError, choice_error
 from arena.evaluate import EvalConfig, evaluate, evaluate_length
@@ -78,6 +84,11 @@ class TrainConfig:
     # replay is validated on a GPU (tests/test_train_loop.py::test_cuda_graph_replay_equals_eager_steps,
     # scripts/check_fast_loop.py): the one GPU run so far found the capture refused under the step's autocast
     cuda_graphs: str = "off"
+    # steps between checkpoints (<run_dir>/checkpoint/, arena/checkpoint.py) that a killed run resumes from;
+    # 0 = only at the end of the run (and when SIGTERM stops it). 0 by default: the default runs are minutes
+    # long on a CPU, where a restart costs little; long GPU runs set it (a tiny model's checkpoint takes
+    # milliseconds, so every few hundred steps costs nothing measurable)
+    checkpoint_every: int = 0
 
     def __post_init__(self):
         # checked when the config is built, before any run dir content or training: a value outside its range
@@ -112,6 +123,7 @@ TRAIN_RANGES = {
     "seed": (int, lambda v: v >= 0, "an integer >= 0"),
     "cpu_threads": (int, lambda v: v >= 0, "an integer >= 0 (0 = torch's default)"),
     "data_workers": (int, lambda v: v >= -1, "an integer >= 0, or -1 for auto"),
+    "checkpoint_every": (int, lambda v: v >= 0, "an integer >= 0 (0 = a checkpoint only at the end)"),
 }
 
 
@@ -182,12 +194,38 @@ class Run:
         if self.device.type == "cpu" and self.train_cfg.cpu_threads > 0:
             torch.set_num_threads(self.train_cfg.cpu_threads)
         torch.manual_seed(self.train_cfg.seed)
+        self.mixer_specs, self.default_spec = mixer_specs, default_spec  # recorded in checkpoints, for load()
         self.model = LanguageModel(model_cfg, mixer_specs, default_spec).to(self.device)
 
 
-def train(run: Run, run_dir: Path, name: str, extra: dict | None = None) -> dict:
-    """Train, evaluate and write summary.json (always, also on failure); `extra` adds fields such as config_hash."""
+class _Stop:
+    """SIGTERM (`kill`, a scheduler's preemption) handled like Ctrl-C, but cleanly: inside the step loop the handler
+    only sets `requested`, and the loop writes a checkpoint at the next step boundary (a consistent state: the
+    step in flight has finished) and then raises KeyboardInterrupt. Outside the loop, or on a second SIGTERM, it
+    raises at once. Ctrl-C keeps raising at once wherever it lands (mid-step: no checkpoint is trusted then)."""
+
+    def __init__(self):
+        self.requested, self.deferring = False, False
+
+    def __call__(self, signum, frame) -> None:
+        if self.deferring and not self.requested:
+            self.requested = True
+            return
+        raise KeyboardInterrupt
+
+
+def train(run: Run, run_dir: Path, name: str, extra: dict | None = None, resume: bool = False) -> dict:
+    """Train, evaluate and write summary.json (always, also on failure); `extra` adds fields such as config_hash.
+
+    With `resume`, the run goes on from `<run_dir>/checkpoint/` (arena/checkpoint.py): weights, optimizer, the
+    window accumulators, best accuracy and RNG states are restored, metrics.jsonl rows after the checkpoint's
+    step are dropped, and the batches continue at that step; on a CPU the result equals, bitwise, a run that
+    was never stopped."""
     task, model, device = run.task, run.model, run.device
+    resume_state = None
+    if resume:
+        resume_state = checkpoint.load_into(run_dir, run)
+        checkpoint.truncate_metrics(run_dir / "metrics.jsonl", resume_state["step"])
     write_json_atomic(run_dir / "env.json", environment(device))
     logger = make_logger(dict(run.config.get("logger") or {}), run_dir, run.config, name)
     params = model.parameter_counts()
@@ -199,19 +237,28 @@ def train(run: Run, run_dir: Path, name: str, extra: dict | None = None) -> dict
         "state_size": model.state_size(task.seq_len), "flops_per_token": model.flops_per_token(task.seq_len),
         "layers": model.layer_names, "device": str(device), "seq_len": task.seq_len,
     }
+    if resume_state is not None:
+        summary.update(resume_state["progress"], steps=resume_state["step"], resumed_from_step=resume_state["step"])
     start = time.perf_counter()
+    stop = _Stop()
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    old_handler = signal.signal(signal.SIGTERM, stop) if main_thread else None
     try:
         # the loop keeps summary's steps and validation accuracies current, so an interrupted or failed run
         # still records how far it got
-        summary.update(_loop(run, run_dir, logger, summary, start))
+        summary.update(_loop(run, run_dir, logger, summary, start, stop, resume_state, (extra or {}).get(
+            "config_hash")))
     except KeyboardInterrupt:
-        summary["status"] = "interrupted"  # not FINISHED (arena/run.py): rerunning the command runs it again
-        summary["message"] = f"interrupted after {summary['steps']} step{'' if summary['steps'] == 1 else 's'}"
+        summary["status"] = "interrupted"  # not FINISHED (arena/run.py): rerunning the command resumes it
+        summary["message"] = (f"interrupted after {summary['steps']} step{'' if summary['steps'] == 1 else 's'}"
+                              + (" (SIGTERM)" if stop.requested else ""))
         raise
     except BaseException as err:
         summary["message"] = f"{type(err).__name__}: {err}"
         raise
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, old_handler)
         summary["wall_time_s"] = round(time.perf_counter() - start, 3)
         summary.update(peak_memory(device))
         write_json_atomic(run_dir / "summary.json", summary)
@@ -405,6 +452,17 @@ class Trainer:
             self._peek = (host, event)
         return answer
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to go on exactly: optimizer state and the open metrics window."""
+        return {"optimizer": self.optimizer.state_dict(), "loss_sum": self.loss_sum, "right": self.right,
+                "count": self.count, "steps_in_window": self.steps_in_window, "bad_step": self.bad_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        for key in ("loss_sum", "right", "bad_step"):
+            getattr(self, key).copy_(state[key])
+        self.count, self.steps_in_window = state["count"], state["steps_in_window"]
+
     def read_window(self) -> tuple[float, float]:
         """(mean loss, token accuracy) over the steps since the last read; syncs once, then resets the window."""
         steps, count = max(1, self.steps_in_window), max(1, self.count)
@@ -424,30 +482,58 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float) -> dict:
+# summary fields the loop keeps current; saved in checkpoints so a resumed run reports the same best and last
+PROGRESS = ("valid_accuracy", "best_accuracy", "best_step", "final_accuracy", "final_sequence_accuracy",
+            "train_accuracy")
+
+
+def _checkpoint(run: Run, run_dir: Path, trainer: Trainer, step: int, progress: dict, digest: str | None,
+                final: bool = False) -> None:
+    """Write the checkpoint of the state after `step` steps (arena/checkpoint.py); `final` marks a finished run,
+    which a rerun never resumes."""
+    state = {"step": step, "trainer": trainer.state_dict(), "progress": {k: progress.get(k) for k in PROGRESS}}
+    checkpoint.save(run_dir, run, state, {"step": step, "config_hash": digest, "final": final})
+
+
+def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float, stop: _Stop | None = None,
+          resume_state: dict | None = None, digest: str | None = None) -> dict:
     task, seed = run.task, run.train_cfg.seed
     # Two held-out splits: validation steers early stopping and learning-rate choice; test is scored once, at the
     # end, and is the number to report (choosing on the test set would overstate it).
-    valid = task.generate(task.cfg.num_test, split_seed(seed, "valid"), split="test")
+    # Probes draw validation like test (split="test", its own seed stream); a task with data set aside for
+    # validation (text: its validation documents) names that split in its `valid_split` attribute.
+    valid = task.generate(task.cfg.num_test, split_seed(seed, "valid"), split=getattr(task, "valid_split", "test"))
     test = task.generate(task.cfg.num_test, split_seed(seed, "test"), split="test")
     trainer = Trainer(run)
-    batches = batch_stream(run)
-    bar = tqdm(range(run.train_cfg.steps), desc=summary["name"], dynamic_ncols=True, file=sys.stderr)
+    first = 0
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state["trainer"])
+        first = resume_state["step"]
+    batches = batch_stream(run, first)  # replays the shuffles of a fixed training set up to `first`
+    bar = tqdm(range(first, run.train_cfg.steps), initial=first, total=run.train_cfg.steps, desc=summary["name"],
+               dynamic_ncols=True, file=sys.stderr)
+    stop = stop or _Stop()
+    stop.deferring = True
     try:
-        return _steps(run, run_dir, logger, summary, start, trainer, batches, valid, test, bar)
+        return _steps(run, run_dir, logger, summary, start, trainer, batches, valid, test, bar, stop, first, digest)
     finally:
+        stop.deferring = False
         bar.close()  # also on Ctrl-C: what is printed next starts on a line of its own
         batches.close()  # stops the background workers, also after an early stop or an exception
 
 
 def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, trainer: Trainer, batches, valid: Batch,
-           test: Batch, bar) -> dict:
-    """The steps, evaluations and final scoring; `progress` (train's summary) keeps the steps done and the
-    validation accuracies so far, for a run that is interrupted or fails."""
+           test: Batch, bar, stop: _Stop, first: int, digest: str | None) -> dict:
+    """The steps from `first` (0, or a resumed checkpoint's step), evaluations and final scoring; `progress`
+    (train's summary) keeps the steps done and the validation accuracies so far, for a run that is interrupted or
+    fails. Checkpoints are written at step boundaries: every train.checkpoint_every steps, on SIGTERM, and at
+    the end."""
     cfg, task, model, device, amp = run.train_cfg, run.task, run.model, run.device, run.amp
     chance = getattr(task, "chance_accuracy", 0.0)
     metrics_path = run_dir / "metrics.jsonl"
     best, best_step, result = -1.0, None, {}
+    if progress.get("best_accuracy") is not None:  # a resumed run: the best so far counts
+        best, best_step = progress["best_accuracy"], progress["best_step"]
     # steady-state throughput: tokens and training time after the first STEADY_AFTER steps (evaluations excluded)
     steady_tokens, steady_time, clock = 0, 0.0, None
     all_tokens, all_time, t_window = 0, 0.0, time.perf_counter()
@@ -459,12 +545,17 @@ def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, traine
         return {"status": "diverged", "message": message, "steps": step_bad}
 
     for step in bar:
+        # at the top of a step, `step` steps are done: the state a checkpoint holds and a resume starts from
+        if step > first and (stop.requested or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):
+            _checkpoint(run, run_dir, trainer, step, progress, digest)
+        if stop.requested:
+            raise KeyboardInterrupt
         batch = next(batches)
         trainer.step(batch, step)
         progress["steps"] = step + 1
         tokens = batch.inputs.numel()
         all_tokens += tokens
-        if step + 1 == STEADY_AFTER:
+        if step + 1 == first + STEADY_AFTER:  # a resumed run warms up (compiles) again
             _sync(device)
             clock = time.perf_counter()
         elif clock is not None:
@@ -521,8 +612,16 @@ def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, traine
         "stopped_early": stopped_early, "tokens_per_s": record["tokens_per_s"],
         "message": "reached train.target_accuracy" if stopped_early else "ran all train.steps",
     }
+    if "bits_per_byte" in final_test:  # language modelling (task text): the last validation's and the test's
+        for split, res in (("valid", result), ("test", final_test)):
+            summary.update({f"{split}_loss": res["test_loss"], f"{split}_perplexity": res["perplexity"],
+                            f"{split}_bits_per_byte": res["bits_per_byte"]})
     if run.eval_cfg.lengths:
         summary.update(_length_eval(run, metrics_path, steps))
+    if stop.requested:  # SIGTERM during the last step: the run stops unfinished (its last checkpoint stands)
+        raise KeyboardInterrupt
+    progress.update({k: summary[k] for k in PROGRESS})
+    _checkpoint(run, run_dir, trainer, steps, progress, digest, final=True)
     return summary
 
 

@@ -191,7 +191,7 @@ def test_added_fields_at_their_defaults_leave_the_hash_alone():
             at_default = {**base, group: {**node, key: default}}
             assert config_hash(at_default) == config_hash(base), (group, key)
             changed = "zero_dt" if isinstance(default, str) else (not default if isinstance(default, bool)
-                                                                  else default * 2)
+                                                                  else default * 2 or 1)  # 0 (checkpoint_every)
             assert config_hash({**base, group: {**node, key: changed}}) != config_hash(base), (group, key)
     assert config_hash({**base, "task": {"name": "mqar", "init": "fla"}}) != config_hash(base)  # mixer/train only
 
@@ -283,7 +283,8 @@ def test_a_field_added_to_a_dataclass_reaches_every_composed_config(monkeypatch)
     (["eval.lengths=[64,x]"], "eval.lengths[1]='x' must be an integer (eval.lengths: list[int])"),
     (["mixer.num_heads=null"], "mixer.num_heads=null is not allowed (KDA.Config.num_heads: int)"),
     (["logger.mode=online"], "logger.mode is not a key of NoLoggerConfig (arena/loggers.py); valid keys: kind"),
-    (["+experiment=nope"], "experiment='nope' is not valid; choose one of: kda_vs_gdn, kda_vs_gdn_mini, kimi_synthetic, "),
+    (["+experiment=nope"],
+     "experiment='nope' is not valid; choose one of: kda_vs_gdn, kda_vs_gdn_mini, kimi_synthetic, "),
     (["nope=1"], "nope is not a key of the config (conf/config.yaml and the chosen options); valid keys: mixer, "),
     (["task.seq_len=1,2"], "override 'task.seq_len=1,2' is not valid: Ambiguous value for argument"),
 ])

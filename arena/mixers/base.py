@@ -6,7 +6,8 @@ A mixer maps `x: [B, T, D]` to `y: [B, T, D]` causally and can continue from a s
     y1, state = mixer(next_token, state)     # then token by token (T = 1), or another chunk
 
 `state` is whatever the mixer needs to continue (recurrent state, conv cache, KV cache) as a dict of
-tensors; `None` means "start of sequence". `state_size(seq_len)` counts the elements held per sequence
+tensors; `None` means "start of sequence" (`empty_state(B, capacity)` is the alternative start for decoding,
+which lets a growing cache preallocate). `state_size(seq_len)` counts the elements held per sequence
 for decoding after `seq_len` tokens, so reports can plot accuracy against memory.
 
 Each mixer class owns a nested `@dataclass Config` (commented defaults: the one place they live; it is the schema
@@ -58,6 +59,11 @@ class Mixer(nn.Module):
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         raise NotImplementedError
+
+    def empty_state(self, batch_size: int, capacity: int, device=None) -> State | None:
+        """The state to start decoding `capacity` tokens from (prompt included). None, the default, suits a mixer
+        whose state has a fixed size (the first call builds it); a growing cache preallocates here (MLA)."""
+        return None
 
     def state_size(self, seq_len: int) -> int:
         """Elements held per sequence to decode the next token after `seq_len` tokens."""

@@ -12,8 +12,19 @@ Per token, with H heads, Kn = qk_nope_head_dim, Kr = qk_rope_head_dim, V = v_hea
     y       = o_proj(softmax(q_i k_i^T * scale, causal) v_i)
 With rope=False (NoPE, as Kimi Linear ships) the Kr dims stay and are used raw: an extra shared-key subspace,
 and attention is position-free. The cache is the latent, as MLA intends: {"c_kv": [B, T, R] after the norm,
-"k_rope": [B, T, Kr] after rotation}. Continuing from it recomputes k_nope and v from c_kv with kv_b_proj
-(no weight absorption). See docs/mixers.md §3; tests in tests/mixers/test_mla.py.
+"k_rope": [B, T, Kr] after rotation}. A multi-token continuation recomputes k_nope and v from c_kv with kv_b_proj.
+
+Decoding (arena.model.LanguageModel.generate):
+    state = mixer.empty_state(B, capacity=T0 + new, device=x.device)   # preallocated latent cache, length 0
+    y, state = mixer(prompt, state)                                     # prefill writes slots 0 .. T0-1 in place
+    y1, state = mixer(x_next, state)                                    # T = 1: absorbed step, slot written in place
+With an `empty_state`, the state also carries "c_kv_buffer" [B, capacity, R] and "k_rope_buffer" [B, capacity, Kr]
+(fp32) and "c_kv"/"k_rope" are views of their first S slots; each call writes its tokens in place (the buffer grows
+geometrically, by doubling, past the capacity), so a token costs no copy of the cache. Such a state is consumed by
+continuing from it: clone it to branch. Without buffers (state None at the first call) continuing concatenates, as
+before. A T = 1 step with a state takes the absorbed path of DeepSeek-V2 §2.1 (scores against c_kv through
+q_nope W_UK, output (attn c_kv) W_UV), never up-projecting the cache; `absorb_decode = False` takes the plain path.
+See docs/mixers.md §3; tests in tests/mixers/test_mla.py and tests/test_generate.py.
 """
 
 from __future__ import annotations
@@ -34,6 +45,9 @@ ATTENTION = {"torch": sdpa_attention, "naive": naive_attention}
 
 @register_mixer("mla")
 class MLA(Mixer):
+    # T = 1 steps with a state take the absorbed path; False: up-project the cache as a prefill does (for tests)
+    absorb_decode: bool = True
+
     @dataclass
     class Config(Mixer.Config):
         num_heads: int = 2
@@ -85,7 +99,59 @@ class MLA(Mixer):
         if state["c_kv"].shape != (B, P, self.R) or state["k_rope"].shape != (B, P, self.Kr):
             raise ValueError(f"mla: state must hold c_kv [{B}, P, {self.R}] and k_rope [{B}, P, {self.Kr}], got "
                              f"{tuple(state['c_kv'].shape)} and {tuple(state['k_rope'].shape)}")
+        if "c_kv_buffer" in state:
+            cb, kb = state["c_kv_buffer"], state["k_rope_buffer"]
+            if cb.shape[::2] != (B, self.R) or kb.shape != (B, cb.shape[1], self.Kr) or cb.shape[1] < P:
+                raise ValueError(f"mla: state buffers must be c_kv_buffer [{B}, N, {self.R}] and k_rope_buffer "
+                                 f"[{B}, N, {self.Kr}] with N >= {P}, got {tuple(cb.shape)} and {tuple(kb.shape)}")
         return P
+
+    def empty_state(self, batch_size: int, capacity: int, device=None) -> State:
+        """A length-0 latent cache with room for `capacity` tokens, for decoding: calls write into it in place."""
+        dtype = torch.promote_types(self.kv_a_proj.weight.dtype, torch.float32)
+        c_buf = torch.zeros(batch_size, max(capacity, 1), self.R, dtype=dtype, device=device)
+        k_buf = torch.zeros(batch_size, max(capacity, 1), self.Kr, dtype=dtype, device=device)
+        return {"c_kv": c_buf[:, :0], "k_rope": k_buf[:, :0], "c_kv_buffer": c_buf, "k_rope_buffer": k_buf}
+
+    def _extend_cache(self, state: State | None, c_kv: torch.Tensor, k_rope: torch.Tensor, P: int):
+        """(c_kv [B, S, R], k_rope [B, S, Kr], new state): the cache with this call's T tokens appended."""
+        if state is None:
+            return c_kv, k_rope, {"c_kv": c_kv, "k_rope": k_rope}
+        if "c_kv_buffer" not in state:  # a plain cache (a state from a stateless prefill): concatenate
+            c_kv = torch.cat([state["c_kv"].to(c_kv.dtype), c_kv], dim=1)  # [B, S, R], S = P + T
+            k_rope = torch.cat([state["k_rope"].to(k_rope.dtype), k_rope], dim=1)  # [B, S, Kr]
+            return c_kv, k_rope, {"c_kv": c_kv, "k_rope": k_rope}
+        c_buf, k_buf = state["c_kv_buffer"], state["k_rope_buffer"]
+        S = P + c_kv.shape[1]
+        if S > c_buf.shape[1]:
+            # past the capacity: double (at least), so the copies stay O(1) amortised per token
+            grown = max(2 * c_buf.shape[1], S)
+            B = c_buf.shape[0]
+            c_new, k_new = c_buf.new_zeros(B, grown, self.R), k_buf.new_zeros(B, grown, self.Kr)
+            c_new[:, :P], k_new[:, :P] = c_buf[:, :P], k_buf[:, :P]
+            c_buf, k_buf = c_new, k_new
+        c_buf[:, P:S] = c_kv  # in place: slots P .. S-1 are this call's tokens
+        k_buf[:, P:S] = k_rope
+        new_state = {"c_kv": c_buf[:, :S], "k_rope": k_buf[:, :S], "c_kv_buffer": c_buf, "k_rope_buffer": k_buf}
+        return c_buf[:, :S].to(c_kv.dtype), k_buf[:, :S].to(k_rope.dtype), new_state
+
+    def _absorbed_step(self, q_nope: torch.Tensor, q_rot: torch.Tensor, c_kv: torch.Tensor,
+                       k_rope: torch.Tensor) -> torch.Tensor:
+        """One query per sequence (T = 1) over the whole latent cache, without up-projecting it (DeepSeek-V2 §2.1).
+
+        q_nope [B, 1, H, Kn], q_rot [B, 1, H, Kr], c_kv [B, S, R], k_rope [B, S, Kr] -> o [B, 1, H*V], in >= fp32.
+        q_nope . (W_UK c) = (W_UK^T q_nope) . c, and sum_s p_s (W_UV c_s) = W_UV (sum_s p_s c_s): the per-head
+        up-projections move onto the query and the output, so a step costs O(S * R) per head, not O(S * R * (Kn+V)).
+        """
+        ct = torch.promote_types(c_kv.dtype, torch.float32)
+        w = self.kv_b_proj.weight.to(ct).view(self.H, self.Kn + self.V, self.R)
+        w_uk, w_uv = w.split([self.Kn, self.V], dim=1)  # [H, Kn, R], [H, V, R]
+        q_lat = torch.einsum("bhk,hkr->bhr", q_nope[:, 0].to(ct), w_uk)  # [B, H, R]
+        scores = (torch.einsum("bhr,bsr->bhs", q_lat, c_kv.to(ct))
+                  + torch.einsum("bhk,bsk->bhs", q_rot[:, 0].to(ct), k_rope.to(ct))) * self.scale  # [B, H, S]
+        o_lat = torch.einsum("bhs,bsr->bhr", scores.softmax(dim=-1), c_kv.to(ct))  # [B, H, R]
+        o = torch.einsum("bhr,hvr->bhv", o_lat, w_uv)  # [B, H, V]
+        return o.reshape(o.shape[0], 1, self.H * self.V)
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         P = self._cache_length(x, state)
@@ -109,17 +175,18 @@ class MLA(Mixer):
             pos = torch.arange(P, P + T, device=x.device)
             q_rot = rotary(q_rot.to(ct), pos, self.cfg.rope_theta).to(wt)
             k_rope = rotary(k_rope[:, :, None].to(ct), pos, self.cfg.rope_theta)[:, :, 0].to(wt)
-        if state is not None:
-            c_kv = torch.cat([state["c_kv"].to(wt), c_kv], dim=1)  # [B, S, R], S = P + T
-            k_rope = torch.cat([state["k_rope"].to(wt), k_rope], dim=1)  # [B, S, Kr]
+        c_kv, k_rope, new_state = self._extend_cache(state, c_kv, k_rope, P)  # [B, S, R], [B, S, Kr]
         S = P + T
-        kv = self.kv_b_proj(c_kv if autocast else c_kv.to(self.kv_b_proj.weight.dtype))
-        k_nope, v = kv.view(B, S, H, Kn + self.V).to(wt).split([Kn, self.V], dim=-1)
-        q = torch.cat([q_nope, q_rot], dim=-1)  # [B, T, H, Kn + Kr]
-        k = torch.cat([k_nope, k_rope[:, :, None].expand(B, S, H, Kr)], dim=-1)  # the rope key is shared by all heads
-        o = ATTENTION[self.cfg.impl](q, k, v, self.scale).reshape(B, T, H * self.V)  # [B, T, H*V]
+        if T == 1 and state is not None and self.absorb_decode:
+            o = self._absorbed_step(q_nope, q_rot, c_kv, k_rope).to(wt)  # [B, 1, H*V]
+        else:
+            kv = self.kv_b_proj(c_kv if autocast else c_kv.to(self.kv_b_proj.weight.dtype))
+            k_nope, v = kv.view(B, S, H, Kn + self.V).to(wt).split([Kn, self.V], dim=-1)
+            q = torch.cat([q_nope, q_rot], dim=-1)  # [B, T, H, Kn + Kr]
+            k = torch.cat([k_nope, k_rope[:, :, None].expand(B, S, H, Kr)], dim=-1)  # one rope key, shared by all heads
+            o = ATTENTION[self.cfg.impl](q, k, v, self.scale).reshape(B, T, H * self.V)  # [B, T, H*V]
         y = self.o_proj(o if autocast else o.to(self.o_proj.weight.dtype))
-        return y.to(x.dtype), {"c_kv": c_kv, "k_rope": k_rope}
+        return y.to(x.dtype), new_state
 
     def state_size(self, seq_len: int) -> int:
         """Latent cache elements per sequence: seq_len * (kv_lora_rank + qk_rope_head_dim)."""
@@ -129,7 +196,7 @@ class MLA(Mixer):
         """Scores plus weighted sum for a query that sees `seq_len` keys: 2 * H * seq_len * (Kn + Kr + V).
 
         No causal halving: this is the cost of the token at position seq_len (the decode cost), an upper
-        bound on the average over a causal prefill, which is about half. Recomputing k_nope and v from the
-        cached latent at decode time (kv_b_proj over the cache) is not counted.
+        bound on the average over a causal prefill, which is about half. A T = 1 step takes the absorbed path,
+        whose cost per key is 2 * H * (2R + Kr) instead; this count does not switch to it.
         """
         return 2.0 * self.H * seq_len * (self.Kn + self.Kr + self.V)

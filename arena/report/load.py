@@ -30,7 +30,8 @@ import yaml
 
 RUN_COLUMNS = [
     "run_dir", "experiment", "mixer", "raw_mixer", "model", "task", "train_len", "lr", "seed", "steps", "status",
-    "message", "valid_accuracy", "test_accuracy", "test_sequence_accuracy", "train_accuracy", "metric",
+    "message", "valid_accuracy", "test_accuracy", "test_sequence_accuracy", "train_accuracy", "test_perplexity",
+    "test_bits_per_byte", "metric",
     "chance_accuracy", "valid_metric", "test_metric", "train_min_len", "train_max_len", "params_total",
     "params_mixer", "state_size", "flops_per_token", "wall_time_s", "config_hash", "duplicate_of", "variant",
 ]
@@ -254,6 +255,9 @@ def run_row(run_dir: Path, root: Path) -> dict:
         "test_accuracy": _number(summary.get("test_accuracy")),
         "test_sequence_accuracy": _number(summary.get("test_sequence_accuracy")),
         "train_accuracy": _number(summary.get("train_accuracy")),
+        # language modelling (task text) only; NaN for the probes
+        "test_perplexity": _number(summary.get("test_perplexity")),
+        "test_bits_per_byte": _number(summary.get("test_bits_per_byte")),
         "metric": metric,
         "chance_accuracy": chance,
         "valid_metric": to_metric(valid, metric, chance),

@@ -84,7 +84,7 @@ def per_seed(done: pd.DataFrame) -> pd.DataFrame:
     unknown = seeds.isna()
     key = seeds.where(~unknown, pd.Series(-1.0 - pd.RangeIndex(len(done)), index=done.index))
     columns = [c for c in ("valid_accuracy", "test_accuracy", "test_metric", "valid_metric",
-                           "test_sequence_accuracy") if c in done.columns]
+                           "test_sequence_accuracy", *LM_RESULTS) if c in done.columns]
     table = done.groupby(key)[columns].mean()
     table["runs"] = done.groupby(key).size()
     return table.rename_axis("seed").reset_index()
@@ -185,7 +185,9 @@ SELECTED_COLUMNS = [
     "valid_metric_mean", "test_metric_mean", "test_metric_ci95", "n_seeds", "test_sequence_accuracy_mean",
     "lrs_tried", "n_runs", "n_completed", "n_diverged", "n_failed", "train_min_len", "train_max_len",
     "params_total", "params_mixer", "state_size", "flops_per_token", "steps_mean", "note",
+    "test_perplexity_mean", "test_bits_per_byte_mean",
 ]
+LM_RESULTS = ("test_perplexity", "test_bits_per_byte")  # language modelling (task text); NaN for the probes
 METRIC_RESULTS = ("valid_metric_mean", "test_metric_mean", "test_metric_ci95")
 
 
@@ -209,6 +211,8 @@ def select(runs: pd.DataFrame) -> pd.DataFrame:
             lr = choice["lr"].iloc[0]
             at_lr = part[_same_lr(part["lr"], lr) & (part["status"] == "completed")]
             seq_mean, _, _ = mean_ci95(per_seed(at_lr)["test_sequence_accuracy"])
+            for lm in LM_RESULTS:  # at the learning rate chosen (on validation accuracy, as for every task)
+                row[f"{lm}_mean"] = mean_ci95(per_seed(at_lr)[lm])[0] if lm in at_lr.columns else math.nan
             notes = [str(choice["note"].iloc[0])] if choice["note"].iloc[0] else []
             if not choice["n_seeds"].iloc[0]:
                 notes.insert(0, "no test accuracy recorded")
@@ -222,7 +226,8 @@ def select(runs: pd.DataFrame) -> pd.DataFrame:
         else:
             row.update({"lr": math.nan, "valid_accuracy_mean": math.nan, "test_accuracy_mean": math.nan,
                         "test_accuracy_ci95": math.nan, **{c: math.nan for c in METRIC_RESULTS}, "n_seeds": 0,
-                        "test_sequence_accuracy_mean": math.nan, "note": "no learning rate has a completed run"})
+                        "test_sequence_accuracy_mean": math.nan, "note": "no learning rate has a completed run",
+                        **{f"{lm}_mean": math.nan for lm in LM_RESULTS}})
             budget_rows = part
         # constant within a group (a value that varied would be a setting column, hence part of the group key)
         for value in ("chance_accuracy", "train_min_len", "train_max_len"):

@@ -98,6 +98,9 @@ def _display_selected(selected: pd.DataFrame) -> pd.DataFrame:
     table["seeds"] = selected["n_seeds"]
     table["runs (ok/div/fail)"] = [f"{a}/{b}/{c}" for a, b, c in
                                    zip(selected["n_completed"], selected["n_diverged"], selected["n_failed"])]
+    for column, label in (("test_bits_per_byte_mean", "test bits/byte"), ("test_perplexity_mean", "test perplexity")):
+        if column in selected.columns and selected[column].notna().any():  # only where a text run is reported
+            table[label] = selected[column]
     for column in ("params_total", "state_size", "flops_per_token"):
         table[column] = selected[column]
     table["note"] = selected["note"]
