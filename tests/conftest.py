@@ -57,3 +57,22 @@ def smoke_train(tmp_path):
         return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
 
     return run
+
+
+@pytest.fixture
+def ctrl_c_at_step(monkeypatch):
+    """`ctrl_c_at_step(n)`: from now on arena.train.Trainer.step raises KeyboardInterrupt (as Ctrl-C would) when
+    asked for step n, before doing it; `ctrl_c_at_step(None)` puts the real step back."""
+    from arena.train import Trainer
+
+    real_step = Trainer.step
+
+    def arm(index: int | None) -> None:
+        def step(self, batch, at):
+            if at == index:
+                raise KeyboardInterrupt
+            real_step(self, batch, at)
+
+        monkeypatch.setattr(Trainer, "step", real_step if index is None else step)
+
+    return arm

@@ -27,7 +27,7 @@ from arena import checkpoint
 from arena import run as arena_run
 from arena.errors import ConfigError
 from arena.model import load
-from arena.train import Run, Trainer, train
+from arena.train import Run, train
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"tokens_per_s", "tokens_per_s_kind", "wall_time_s"}  # differ between any two runs
@@ -62,24 +62,17 @@ def result(run_dir: Path) -> dict:
 
 
 @pytest.mark.parametrize("task", list(TASKS))
-def test_resumed_run_equals_an_uninterrupted_one(task, tmp_path, monkeypatch):
+def test_resumed_run_equals_an_uninterrupted_one(task, tmp_path, ctrl_c_at_step):
     """Stopped at step 10 (checkpoints at 4 and 8, an evaluation at 9 written after the last one, an open metrics
     window), resumed: the metrics rows and the summary equal the uninterrupted run's, bitwise."""
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
     whole.mkdir(), stopped.mkdir()
     train(make_run(TASKS[task]), whole, "whole", {"config_hash": "h"})
 
-    step = Trainer.step
-
-    def stop_at_10(self, batch, index):
-        if index == 10:
-            raise KeyboardInterrupt
-        step(self, batch, index)
-
-    monkeypatch.setattr(Trainer, "step", stop_at_10)
+    ctrl_c_at_step(10)
     with pytest.raises(KeyboardInterrupt):
         train(make_run(TASKS[task]), stopped, "stopped", {"config_hash": "h"})
-    monkeypatch.setattr(Trainer, "step", step)
+    ctrl_c_at_step(None)
     assert checkpoint.read_meta(stopped)["step"] == 8
     assert [r["step"] for r in rows(stopped)] == [3, 6, 9]
     assert checkpoint.resumable_run(tmp_path, "h") == stopped  # interrupted, with a checkpoint; `whole` is final
@@ -210,22 +203,15 @@ def test_killed_command_resumes_to_the_uninterrupted_result(name, task, tmp_path
     assert result(stopped) == result(whole) and result(whole)["status"] == "completed"
 
 
-def test_resume_false_starts_from_scratch(tmp_path, monkeypatch, capsys):
+def test_resume_false_starts_from_scratch(tmp_path, monkeypatch, capsys, ctrl_c_at_step):
     """An interrupted run with a checkpoint is left alone by `resume=false`: a new run dir trains from step 0."""
     overrides = (*CLI, *CLI_TASKS["fresh"], "train.steps=12")
-    step = Trainer.step
-
-    def stop_at_7(self, batch, index):
-        if index == 7:
-            raise KeyboardInterrupt
-        step(self, batch, index)
-
-    monkeypatch.setattr(Trainer, "step", stop_at_7)
+    ctrl_c_at_step(7)
     with pytest.raises(SystemExit) as stop:
         cli(monkeypatch, tmp_path, *overrides)
     assert stop.value.code == 130 and "resume it from step 5" in capsys.readouterr().err
     (first,) = [p.parent.parent for p in tmp_path.rglob("checkpoint/meta.json")]
-    monkeypatch.setattr(Trainer, "step", step)
+    ctrl_c_at_step(None)
     cli(monkeypatch, tmp_path, *overrides, "resume=false", "hydra.run.dir=" + str(tmp_path / "again"))
     assert "arena: resuming" not in capsys.readouterr().err
     assert result(tmp_path / "again")["status"] == "completed" and result(first)["status"] == "interrupted"

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from arena.run import FINISHED, finished_twin
-from arena.train import Run, Trainer, train
+from arena.train import Run, train
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_interrupt_in_training_records_the_progress(tmp_path, monkeypatch):
+def test_interrupt_in_training_records_the_progress(tmp_path, ctrl_c_at_step):
     config = {
         "task": {"name": "mqar", "seq_len": 32, "num_train": 40, "num_test": 20},
         "train": {"steps": 50, "eval_every": 2, "batch_size": 8, "warmup_steps": 1, "device": "cpu",
@@ -32,14 +32,7 @@ def test_interrupt_in_training_records_the_progress(tmp_path, monkeypatch):
         "model": {"d_model": 16, "n_layers": 1},
         "logger": {"kind": "none"},
     }
-    step = Trainer.step
-
-    def ctrl_c_at_step_5(self, batch, index):
-        if index == 5:
-            raise KeyboardInterrupt
-        step(self, batch, index)
-
-    monkeypatch.setattr(Trainer, "step", ctrl_c_at_step_5)
+    ctrl_c_at_step(5)
     with pytest.raises(KeyboardInterrupt):
         train(Run(config, {"m": {"name": "gdn"}}, "m"), tmp_path, "ctrl-c", {"config_hash": "abc"})
     summary = json.loads((tmp_path / "summary.json").read_text())
