@@ -281,6 +281,37 @@ def triton_ready(device: torch.device) -> tuple[bool, str]:
     return triton_status(device)
 
 
+def check_case(case: Case, chunk_fn, naive_fn, per_channel: bool, device: torch.device) -> dict:
+    """One case, kernel and oracle, forward and backward: its CSV row (case fields, errors, passed, problems).
+    An exception is recorded, not raised: one broken shape must not hide the others."""
+    row = {"id": case.id, **{k: v for k, v in asdict(case).items()}}
+    row["lengths"] = "+".join(map(str, case.lengths)) if case.lengths else ""
+    t0 = time.perf_counter()
+    try:
+        inputs = make_inputs(case, per_channel, device)
+        out, caught = run_kernel(chunk_fn, inputs, case)
+        t1 = time.perf_counter()
+        ref = run_reference(naive_fn, inputs, case)
+        row.update(compare(ref, out, DTYPES[case.dtype]))
+        fallback = [w for w in caught if "fall" in w.lower()]
+        if fallback:  # a torch fallback would validate the wrong kernel
+            row["passed"] = False
+            row["problems"] = "; ".join(filter(None, [row["problems"], f"fell back: {fallback[0]}"]))
+        row["warnings"] = " | ".join(caught)[:300]
+        row["kernel_s"], row["ref_s"] = round(t1 - t0, 3), round(time.perf_counter() - t1, 3)
+    except Exception as err:
+        row.update(passed=False, problems=f"{type(err).__name__}: {err}"[:500],
+                   kernel_s=round(time.perf_counter() - t0, 3))
+        traceback.print_exc(limit=3, file=sys.stderr)
+    finally:
+        if device.type == "cuda":
+            try:  # surface asynchronous errors here, not in the next case
+                torch.cuda.synchronize()
+            except Exception as err:
+                row.update(passed=False, problems=f"{row.get('problems', '')}; sync: {err}"[:500])
+    return row
+
+
 def kernel_sweep(ops: list[str], dtypes: tuple[str, ...], quick: bool, device: torch.device,
                  csv_path: Path | None = None, shard: tuple[int, int] = (0, 1), match: str = "") -> list[dict]:
     table = load_ops()
@@ -290,31 +321,8 @@ def kernel_sweep(ops: list[str], dtypes: tuple[str, ...], quick: bool, device: t
         cases = shard_cases(make_cases(op, dtypes, quick=quick, tiny=device.type == "cpu"), *shard)
         cases = [case for case in cases if match in case.id]
         for n, case in enumerate(cases, 1):
-            row = {"id": case.id, **{k: v for k, v in asdict(case).items()}}
-            row["lengths"] = "+".join(map(str, case.lengths)) if case.lengths else ""
             t0 = time.perf_counter()
-            try:
-                inputs = make_inputs(case, per_channel, device)
-                out, caught = run_kernel(chunk_fn, inputs, case)
-                t1 = time.perf_counter()
-                ref = run_reference(naive_fn, inputs, case)
-                row.update(compare(ref, out, DTYPES[case.dtype]))
-                fallback = [w for w in caught if "fall" in w.lower()]
-                if fallback:  # a torch fallback would validate the wrong kernel
-                    row["passed"] = False
-                    row["problems"] = "; ".join(filter(None, [row["problems"], f"fell back: {fallback[0]}"]))
-                row["warnings"] = " | ".join(caught)[:300]
-                row["kernel_s"], row["ref_s"] = round(t1 - t0, 3), round(time.perf_counter() - t1, 3)
-            except Exception as err:  # record and go on: one broken shape must not hide the others
-                row.update(passed=False, problems=f"{type(err).__name__}: {err}"[:500],
-                           kernel_s=round(time.perf_counter() - t0, 3))
-                traceback.print_exc(limit=3, file=sys.stderr)
-            finally:
-                if device.type == "cuda":
-                    try:  # surface asynchronous errors here, not in the next case
-                        torch.cuda.synchronize()
-                    except Exception as err:
-                        row.update(passed=False, problems=f"{row.get('problems', '')}; sync: {err}"[:500])
+            row = check_case(case, chunk_fn, naive_fn, per_channel, device)
             rows.append(row)
             if csv_path is not None:  # rewritten after every case: a crash still leaves the table so far
                 write_csv(rows, csv_path)

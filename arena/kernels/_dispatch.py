@@ -23,6 +23,7 @@ BACKENDS = ("torch", "triton")
 TRITON_CHUNK_SIZE = 64  # the Triton kernels' only chunk (triton_delta.chunk_fwd.CHUNK is this)
 TORCH_CHUNK_SIZE = 16  # fastest on a 2-core CPU of 8 / 16 / 32 / 64 (fwd+bwd, T 64-256)
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+TRITON_MAX_HEAD_DIM = 256  # K and V: the state kernels hold a [K, 64] fp32 tile in registers
 _warned: set[str] = set()
 
 
@@ -42,8 +43,8 @@ def _triton_blocker(device, dtypes, K: int, V: int, training: bool) -> str | Non
         return reason
     if len(set(dtypes)) != 1 or dtypes[0] not in TRITON_DTYPES:
         return "q, k, v must share one dtype of fp32/fp16/bf16, got " + "/".join(map(str, dtypes))
-    if max(K, V) > 256:
-        return f"head dims up to 256 are supported, got K={K}, V={V}"
+    if max(K, V) > TRITON_MAX_HEAD_DIM or min(K, V) < 1:
+        return f"head dims from 1 to {TRITON_MAX_HEAD_DIM} are supported, got K={K}, V={V}"
     if dtypes[0] == torch.float32 and K > 128 and training and not interpreting():
         return f"fp32 inputs with K={K} > 128 overflow shared memory in the backward; use bf16/fp16 or K <= 128"
     return None

@@ -97,10 +97,66 @@ CASES = [  # (id, op, B, T, H, K, V, dtype, options)
 ]
 
 
-@pytest.mark.parametrize("op,B,T,H,K,V,dtype,opts", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+# Issue 15: V of 32 or less beside K of 48 or 64 crashed on an H200 (a Triton miscompile of narrow V tiles;
+# _blocks now keeps every V tile 64 wide). Here the same shapes, fixed-length and packed, run the masked wide tiles.
+SMALL_V_CASES = [
+    ("kda-K64V32", "kda", 1, 70, 1, 64, 32, torch.float32, {}),
+    ("gdn-fp16-K64V32-packed", "gdn", 1, 70, 1, 64, 32, torch.float16, {"cu_seqlens": (0, 30, 70)}),
+    ("kda-fp16-K48V32-packed", "kda", 1, 70, 1, 48, 32, torch.float16, {"cu_seqlens": (0, 5, 70)}),
+    ("gdn-K48V32", "gdn", 1, 70, 1, 48, 32, torch.float32, {}),
+    ("kda-K64V16", "kda", 1, 70, 1, 64, 16, torch.float32, {}),
+    ("gdn-fp16-K64V16", "gdn", 1, 70, 1, 64, 16, torch.float16, {}),
+    ("gdn-K32V16-packed", "gdn", 1, 70, 1, 32, 16, torch.float32, {"cu_seqlens": (0, 64, 70)}),
+]
+
+
+@pytest.mark.parametrize("op,B,T,H,K,V,dtype,opts", [c[1:] for c in CASES + SMALL_V_CASES],
+                         ids=[c[0] for c in CASES + SMALL_V_CASES])
 def test_chunk_matches_oracle(op, B, T, H, K, V, dtype, opts):
     make_opts = {key: opts.pop(key) for key in ("gate_min", "beta_scale", "spikes") if key in opts}
+    if "cu_seqlens" in opts:
+        opts["cu_seqlens"] = torch.tensor(opts["cu_seqlens"])
+        make_opts["n_states"] = len(opts["cu_seqlens"]) - 1
     check(op, make(op, B, T, H, K, V, dtype, **make_opts), dtype, **opts)
+
+
+def test_every_v_tile_is_at_least_64_wide():
+    """The issue-15 fix: no launch gets a V tile narrower than 64 (narrower ones crash Triton 3.6 on Hopper),
+    and the K tile still covers K."""
+    from arena.kernels.triton_delta import chunk as tri_chunk
+
+    for K in (1, 16, 32, 48, 64, 80, 96, 128, 192, 256):
+        for V in (1, 16, 32, 48, 64, 80, 96, 128, 192, 256):
+            b = tri_chunk._blocks(K, V)
+            assert min(b["BV_state"], b["BV_fwd"], b["BV_bwd"]) >= 64, (K, V, b)
+            assert b["BV_fwd"] >= V and b["BK"] >= K, (K, V, b)
+
+
+@pytest.mark.parametrize("K,V", [(320, 32), (64, 288)])
+def test_head_dims_past_256_fall_back_before_any_launch(monkeypatch, K, V):
+    """An unsupported (K, V) never reaches the kernels: the op runs torch with one warning, and the Triton entry
+    point refuses it with a one-line ConfigError if called directly."""
+    import arena.kernels._dispatch as dispatch
+    from arena.errors import ConfigError
+    from arena.kernels.triton_delta import chunk as tri_chunk
+
+    direct = tri_chunk.chunk_delta_rule_triton
+    q, k, v, g, beta, _ = make("kda", 1, 6, 1, K, V, torch.float32)
+    with pytest.raises(ConfigError, match=rf"head dims from 1 to 256 are supported, got K={K}, V={V}"):
+        direct(q, k, v, g, beta, scale=1.0)
+
+    def no_launch(*args, **kwargs):
+        raise AssertionError("the Triton path was called with an unsupported head dim")
+
+    monkeypatch.setattr(tri_chunk, "chunk_delta_rule_triton", no_launch)
+    monkeypatch.setattr(dispatch, "_warned", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        o1, _ = kda_ops.chunk_kda(q, k, v, g, beta, backend="triton")
+        kda_ops.chunk_kda(q, k, v, g, beta, backend="triton")
+    fallbacks = [str(w.message) for w in caught if "falling back to the torch path" in str(w.message)]
+    assert len(fallbacks) == 1 and f"K={K}, V={V}" in fallbacks[0]
+    assert_close("fallback output", kda_ops.chunk_kda(q, k, v, g, beta, backend="torch")[0], o1, 1e-6)
 
 
 @pytest.mark.parametrize("op", ["kda", "gdn"])
@@ -189,3 +245,54 @@ def test_bad_cu_seqlens_is_one_line_error(bad, match):
     q, k, v, g, beta, _ = make("kda", 1, 10, 1, 16, 16, torch.float32)
     with pytest.raises(ValueError, match=match):
         kda_ops.chunk_kda(q, k, v, g, beta, cu_seqlens=bad)
+
+
+GUARD = 4096  # elements of sentinel on each side of every buffer
+SENTINEL = -7777.0
+
+
+class _GuardedTorch:
+    """Stands in for `torch` inside arena.kernels.triton_delta.chunk: every float buffer it allocates (outputs and
+    scratch) sits between two bands of SENTINEL, remembered in `buffers` for the check after the call."""
+
+    def __init__(self, buffers: list):
+        self.buffers = buffers
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    def guarded(self, shape, dtype, fill):
+        n = int(torch.Size(shape).numel())
+        flat = torch.full((n + 2 * GUARD,), SENTINEL, dtype=dtype)
+        flat[GUARD:GUARD + n] = fill
+        self.buffers.append((flat, n))
+        return flat[GUARD:GUARD + n].view(shape)
+
+    def empty(self, shape, dtype=None, device=None):
+        return self.guarded(shape, dtype, 0.0)
+
+    def full(self, shape, value, dtype=None, device=None):
+        return self.guarded(shape, dtype, value)
+
+
+@pytest.mark.parametrize("op,K,V,cu", [("kda", 64, 32, None), ("gdn", 48, 16, (0, 20, 70))])
+def test_small_v_stores_stay_inside_their_buffers(monkeypatch, op, K, V, cu):
+    """Issue 15's shapes: the 64-wide V tiles mask their unused columns, so no store of any launch lands outside
+    its buffer (a guard band changed) and no load reads outside (a sentinel read would spoil the result)."""
+    from arena.kernels.triton_delta import chunk as tri_chunk
+
+    buffers: list = []
+    fake = _GuardedTorch(buffers)
+    monkeypatch.setattr(tri_chunk, "torch", fake)
+    monkeypatch.setattr(tri_chunk, "output_buffer", lambda shape, dtype, device: fake.full(shape, float("nan"), dtype))
+    inputs = make(op, 1, 70, 2, K, V, torch.float32, n_states=1 if cu is None else len(cu) - 1)
+    guarded_inputs = []
+    for x in inputs:  # the inputs too, so a read past one meets the sentinel
+        g = fake.guarded(x.shape, x.dtype, 0.0)
+        g.copy_(x.detach())
+        guarded_inputs.append(g.requires_grad_())
+    n_inputs = len(buffers)
+    check(op, guarded_inputs, torch.float32, cu_seqlens=None if cu is None else torch.tensor(cu))
+    assert len(buffers) > n_inputs + 8  # the kernels' buffers came through the guard
+    for flat, n in buffers:
+        assert (flat[:GUARD] == SENTINEL).all() and (flat[GUARD + n:] == SENTINEL).all()

@@ -236,10 +236,10 @@ def ssd_bwd_intra_kernel(
 
 def _launch_config(K: int, V: int, dtype: torch.dtype) -> dict:
     BK = max(16, triton.next_power_of_2(K))
-    BV_full = max(16, triton.next_power_of_2(V))
-    # Triton 3.6 miscompiled 32-wide V tiles beside K tiles of 128+ on an H200 (arena/kernels/triton_delta/chunk.py
-    # _blocks); V tiles are kept at least 64 wide there, the unused columns masked.
-    BV = 64 if BK >= 128 else min(64, BV_full)
+    # Every V tile is 64 wide, the unused columns masked: Triton 3.6 on Hopper miscompiles V tiles of 32 or less
+    # beside K tiles of 64 or more (illegal addresses in the delta-rule kernels at K = 48 / 64 / 128 with V = 16 /
+    # 32; arena/kernels/triton_delta/chunk.py _blocks), and wider ones would hold [BK, BV] fp32 states in registers.
+    BV = 64
     return dict(BK=BK, BV=BV, PREC="ieee" if dtype == torch.float32 else "tf32",
                 warps_state=4, warps_intra=8 if BK >= 128 else 4)
 

@@ -16,6 +16,8 @@ import functools
 import torch
 import triton
 
+from arena.errors import ConfigError
+from arena.kernels._dispatch import TRITON_MAX_HEAD_DIM
 from arena.kernels.triton_delta import output_buffer
 from arena.kernels.triton_delta.chunk_bwd import (
     intra_bwd_dA_kernel,
@@ -26,7 +28,8 @@ from arena.kernels.triton_delta.chunk_bwd import (
 from arena.kernels.triton_delta.chunk_fwd import CHUNK, SUB, chunk_cumsum_kernel, intra_fwd_kernel, state_fwd_kernel
 from arena.kernels.triton_delta.chunk_kda_intra import kda_akk_fwd_kernel, kda_intra_bwd_kernel
 
-MAX_HEAD_DIM = 256
+MAX_HEAD_DIM = TRITON_MAX_HEAD_DIM  # K and V; the ops' dispatch falls back to torch beyond it
+MIN_BV = 64  # the narrowest V tile any launch uses (see _blocks: narrower ones hit a Triton miscompile on Hopper)
 # KDA: a 16-row block whose cumulative gates span at most this much (per channel, within a K slice) takes its own
 # rows' decays through tensor cores, factored around its first row; the factors then stay within exp(+-64), far
 # from fp32 overflow even for unnormalized q and k. Wider spans (strong decays) take the exact column loop.
@@ -67,18 +70,19 @@ def fixed_layout(B: int, T: int, device: torch.device) -> Layout:
 
 def _blocks(K: int, V: int) -> dict:
     BK = max(16, triton.next_power_of_2(K))
-    BV_full = max(16, triton.next_power_of_2(V))
-    # Triton 3.6 on an H200 miscompiled every kernel here that puts a 32-wide V tile beside a K tile of 128 or more
-    # (illegal address, or garbage): the state kernels at K = 256, V = 32 and at K = 128 with BV = 32, and
-    # intra_fwd at K = 128 or 256, V = 32, with 4 warps. From BK = 128 on, V tiles are at least 64 wide (the unused
-    # columns masked); the sweep's K = 128 and 256 cases with V = 32 check this.
-    BV_state = 64 if BK >= 128 else min(64, BV_full)
-    BV_fwd = max(64, BV_full) if BK >= 128 else BV_full
+    # Every V tile is at least MIN_BV = 64 wide, the unused columns masked. Triton 3.6 on Hopper miscompiles the
+    # state kernels and intra_fwd (4 warps) when a V tile of 32 or less sits beside a K tile of 64 or more: an
+    # illegal address or garbage at K = 128 / 256 with V = 32 (docs/performance.md, 2026-11-27), and at K = 48 / 64
+    # with V = 16 / 32 (issue 15; the interpreter finds every access in bounds there, so the indexing is right).
+    # Small V then runs the V = 64 binaries, the ones every earlier sweep passed; the cost is a few masked columns.
+    BV_full = max(MIN_BV, triton.next_power_of_2(V))
+    BV_state = MIN_BV
+    BV_fwd = BV_full
     # Tuned on an H200 at K = V = 128 (scripts/profile_triton_delta.py --config; docs/performance.md):
     # the backward's whole-chunk terms run per K block of BKH columns, so their fp32 tiles stay [64, 64]; the KDA
     # block kernels run one warp on [16, BKS] tiles, the forward's wider slices being faster there
     return dict(BK=BK, BV_state=BV_state, BKS=min(64, BK), BV_fwd=BV_fwd,
-                BKH=min(64, BK), BV_bwd=min(64, BV_full), warps_bwd=4 if BK <= 32 else 8, warps_dA=4,
+                BKH=min(64, BK), BV_bwd=MIN_BV, warps_bwd=4 if BK <= 32 else 8, warps_dA=4,
                 warps_intra=4, warps_state=4,
                 BKS_akk=min(64, BK), BKS_kda=min(32, BK), warps_kda=1, maxnreg_kda=None)
 
@@ -207,6 +211,9 @@ def chunk_delta_rule_triton(q, k, v, g, beta, *, scale, initial_state=None, outp
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
+    if not (1 <= K <= MAX_HEAD_DIM and 1 <= V <= MAX_HEAD_DIM):  # the ops fall back before this; never launch
+        raise ConfigError(f"chunk_delta_rule_triton: head dims from 1 to {MAX_HEAD_DIM} are supported, "
+                          f"got K={K}, V={V}; call chunk_kda / chunk_gated_delta_rule, which fall back to torch")
     layout = fixed_layout(B, T, q.device) if cu_seqlens is None else Layout(B, T, cu_seqlens, q.device)
     if B * T == 0:
         o = v.new_zeros(v.shape)
