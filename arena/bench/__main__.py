@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from arena.bench import kernels, train
+from arena.bench import kernels, model, train
 
 SUBCOMMANDS = {
     "kernels": (kernels, "time KDA / GDN kernels (arena Triton, arena torch, fla) and SDPA attention on a CUDA GPU"),
     "train": (train, "time the full training step per mixer and T: ms/step, tokens/s, peak memory, mixer and kernel "
                      "fwd+bwd, batch generation"),
+    "model": (model, "whole models against context: training tokens/s and memory, prefill, decode (batch 1 and "
+                     "the largest), cache bytes per sequence"),
 }
 
 
