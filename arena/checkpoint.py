@@ -6,10 +6,14 @@
 `arena.train` writes `<run_dir>/checkpoint/` at the end of every completed run, every `train.checkpoint_every`
 steps, and when SIGTERM stops a run:
     model.safetensors   the weights (safetensors.torch.save_model: tensors that share memory are stored once)
+    best.safetensors    the weights of the best validation evaluation so far (train.test_on=best, the default):
+                        restored before the test, so a resumed run tests the same model as an unbroken one
     trainer.pt          optimizer state, step, the Trainer's window accumulators, best accuracy so far and the
                         RNG states (torch CPU/CUDA, python, numpy): what a resumed run needs to go on bitwise
     meta.json           step, config hash, the resolved model config and the composed mixer specs (all load()
-                        needs; the whole resolved config is the run dir's config.yaml); written last
+                        needs; the whole resolved config is the run dir's config.yaml) and, for task=text, the
+                        tokenizer (`byte` by name) and seq_len; written last
+    tokenizer.json      task=text with a tokenizers file only: a copy of it (`load_tokenizer` reads it)
 A checkpoint is built in a temporary folder beside it (`.checkpoint.tmp-*`) and swapped in by renames, so a kill
 while writing leaves the previous checkpoint (or none), never a half one; leftover temporary folders are ignored by
 `resumable_run` and `load`, and removed by the next write. `python -m arena.run` resumes a run that was killed or
@@ -29,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from arena.errors import ConfigError
+from arena.errors import ConfigError, choice_error
 from arena.provenance import _umask, write_atomic, write_json_atomic
 
 CHECKPOINT = "checkpoint"
@@ -55,9 +59,33 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(run_dir: Path, run, trainer_state: dict, meta: dict) -> Path:
-    """Write `<run_dir>/checkpoint/` for `run` (an arena.train.Run) atomically; returns its path."""
-    from safetensors.torch import save_model
+def copy_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state_dict copied to the CPU, one entry per tensor storage: a tied weight (an embedding shared
+    with the head) is kept once, under its first name, as safetensors stores it (`restore_weights` reverses it)."""
+    out, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key not in seen:
+            seen.add(key)
+            out[name] = tensor.detach().to("cpu", copy=True)
+    return out
+
+
+def restore_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Load a `copy_weights` result into `model` in place; a name it lacks must share its tensor with one it has."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    state = model.state_dict()
+    loaded = {state[name].data_ptr() for name in weights if name in state}
+    bad = list(unexpected) + [name for name in missing if state[name].data_ptr() not in loaded]
+    if bad:
+        raise RuntimeError(f"saved weights do not fit the model: {', '.join(sorted(bad))}")
+
+
+def save(run_dir: Path, run, trainer_state: dict, meta: dict, weights: dict | None = None,
+         best: dict | None = None) -> Path:
+    """Write `<run_dir>/checkpoint/` for `run` (an arena.train.Run) atomically; returns its path. `weights` (a
+    `copy_weights` result) is written as model.safetensors instead of run.model's own, `best` as best.safetensors."""
+    from safetensors.torch import save_file, save_model
 
     run_dir = Path(run_dir)
     final = run_dir / CHECKPOINT
@@ -65,9 +93,17 @@ def save(run_dir: Path, run, trainer_state: dict, meta: dict) -> Path:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{CHECKPOINT}.tmp-"))
     try:
-        save_model(run.model, str(tmp / "model.safetensors"), metadata={"step": str(meta["step"])})
+        if weights is None:
+            save_model(run.model, str(tmp / "model.safetensors"), metadata={"step": str(meta["step"])})
+        else:
+            save_file(weights, str(tmp / "model.safetensors"), metadata={"step": str(meta["step"])})
+        if best is not None:
+            save_file(best, str(tmp / "best.safetensors"), metadata={"step": str(meta.get("best_step"))})
         torch.save({**trainer_state, "rng": rng_state()}, tmp / "trainer.pt")
         meta = {**meta, "model": asdict(run.model.cfg), "specs": run.mixer_specs, "default_spec": run.default_spec}
+        tokenizer = getattr(getattr(run, "task", None), "tokenizer", None)  # text: what lm-eval needs to read text
+        if callable(tokenizer):  # and the training length, lm-eval's default window
+            meta.update(tokenizer=tokenizer().save(tmp), seq_len=run.task.seq_len)
         write_json_atomic(tmp / "meta.json", meta)  # last: a folder without it is not a checkpoint
         os.chmod(tmp, 0o777 & ~_umask())
         # a folder cannot replace a non-empty one in one rename: move the old one aside first, then drop it. A kill
@@ -101,18 +137,53 @@ def _checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / CHECKPOINT
 
 
-def load(run_dir: Path | str, device: str | torch.device = "cpu"):
+WEIGHTS = ("tested", "last", "best")
+
+
+def load(run_dir: Path | str, device: str | torch.device = "cpu", weights: str = "tested"):
     """The LanguageModel of a run's checkpoint, rebuilt from its recorded model config and mixer specs (the specs
-    as arena.run composed them), with the checkpoint's weights, in eval mode on `device`."""
+    as arena.run composed them), with the checkpoint's weights, in eval mode on `device`. `weights`: tested (the
+    default: the weights summary.json's test scores are of, best or last as train.test_on chose), last (after the
+    checkpoint's step) or best (the best validation evaluation's)."""
     from safetensors.torch import load_model
 
     from arena.model import LanguageModel, ModelConfig
 
+    if weights not in WEIGHTS:
+        raise choice_error("weights", weights, WEIGHTS)
     folder = _checkpoint_dir(run_dir)
     meta = read_meta(run_dir)
+    has_best = (folder / "best.safetensors").is_file()
+    if weights == "best" and not has_best:
+        raise ConfigError(f"run dir {run_dir}: the checkpoint holds no best weights (best.safetensors); they are "
+                          "kept with train.test_on=best")
+    best = weights == "best" or (weights == "tested" and meta.get("test_model") == "best" and has_best)
     model = LanguageModel(ModelConfig(**meta["model"]), meta["specs"], meta["default_spec"])
-    load_model(model, str(folder / "model.safetensors"), strict=True, device=str(device))
+    path = folder / ("best.safetensors" if best else "model.safetensors")
+    load_model(model, str(path), strict=True, device=str(device))
     return model.to(device).eval()
+
+
+def load_tokenizer(run_dir: Path | str):
+    """The TextTokenizer (arena/tasks/text.py) a task=text run trained with: from its checkpoint's record, or, for
+    a checkpoint written before tokenizers were recorded, `byte` when the run dir's config.yaml names it."""
+    from arena.tasks.text import TextTokenizer
+
+    folder = _checkpoint_dir(run_dir)
+    record = read_meta(run_dir).get("tokenizer")
+    if record is not None:
+        return TextTokenizer.load(folder, record)
+    import yaml
+
+    try:
+        task = dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["task"])
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        task = {}
+    if task.get("name") == "text" and task.get("tokenizer") == "byte":
+        return TextTokenizer("byte")
+    raise ConfigError(f"run dir {run_dir} records no text tokenizer: lm-eval needs a task=text run (this one: "
+                      f"task={task.get('name', 'unknown')}); a text run with a tokenizer file made before tokenizers "
+                      f"were saved needs a new checkpoint")
 
 
 def load_into(run_dir: Path, run) -> dict:
@@ -124,6 +195,10 @@ def load_into(run_dir: Path, run) -> dict:
     load_model(run.model, str(folder / "model.safetensors"), strict=True, device=str(run.device))
     state = torch.load(folder / "trainer.pt", map_location=run.device, weights_only=True)
     set_rng_state(state["rng"])
+    if (folder / "best.safetensors").is_file():  # kept on the CPU, as the loop keeps them
+        from safetensors.torch import load_file
+
+        state["best_weights"] = load_file(str(folder / "best.safetensors"), device="cpu")
     return state
 
 
@@ -171,4 +246,5 @@ def truncate_metrics(path: Path, step: int) -> None:
     write_atomic(path, "".join(kept))
 
 
-__all__ = ["CHECKPOINT", "load", "load_into", "read_meta", "resumable_run", "save", "truncate_metrics"]
+__all__ = ["CHECKPOINT", "WEIGHTS", "copy_weights", "load", "load_into", "load_tokenizer", "read_meta",
+           "restore_weights", "resumable_run", "save", "truncate_metrics"]

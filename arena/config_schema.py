@@ -14,10 +14,11 @@ the dataclass defaults, e.g. conf/mixer/mla_nope.yaml:
 
 so Hydra rejects a key the dataclass lacks (`train.lrr=1`) or a value of the wrong type (`train.steps=abc`) when it
 composes the config. The schemas are derived here, never written out: one per registered mixer and task (the class's
-`Config` plus `name`, which defaults to the registered name), `ModelConfig` without `vocab_size` (the task sets it at
-run time), `TrainConfig`, `EvalConfig` and one per logger kind. A field added to any of these dataclasses appears in
-the schema, and so in every composed config, at once. What the dataclasses cannot say (value ranges, choices among
-strings such as `impl`) is still checked when the run is built (`__post_init__`, the classes' constructors).
+`Config` plus `name`, which defaults to the registered name), `ModelConfig` without `vocab_size`, `input_dim` and
+`output_dim` (the task sets them at run time), `TrainConfig`, `EvalConfig` and one per logger kind. A field added
+to any of these dataclasses appears in the schema, and so in every composed config, at once. What the dataclasses
+cannot say (value ranges, choices among strings such as `impl`) is still checked when the run is built
+(`__post_init__`, the classes' constructors).
 
 Registered under the ConfigStore group `schema/`, apart from the config groups, so `mixer=<choice>` lists only the
 YAML options. Import this module (arena.run does) before composing conf/ with Hydra's compose API.
@@ -73,7 +74,8 @@ def schemas() -> dict[str, type]:
         for name in registry.names():
             cls = registry.get(name)
             out[f"{group}/{name}"] = derived(cls.Config, f"{cls.__name__}.Config", name=name)
-    out["model"] = derived(ModelConfig, "ModelConfig", drop=("vocab_size",))  # vocab_size: the task's, at run time
+    # vocab_size, input_dim, output_dim: the task's, at run time
+    out["model"] = derived(ModelConfig, "ModelConfig", drop=("vocab_size", "input_dim", "output_dim"))
     out["train"] = derived(TrainConfig, "TrainConfig")
     out["eval"] = derived(EvalConfig, "EvalConfig")
     for kind, cls in LOGGERS.items():

@@ -1,5 +1,6 @@
 """Held-out evaluation: token and sequence accuracy over scored positions, scaled accuracy, length extrapolation;
-for language modelling (a batch with `target_bytes`, arena/tasks/text.py) also perplexity and bits per byte.
+for language modelling (a batch with `target_bytes`, arena/tasks/text.py) also perplexity and bits per byte; for a
+regression task (a RegressionBatch, arena/tasks/icl_regression.py) the MSE and its curve over scored positions.
 
     result = evaluate(model, test_batch, batch_size=500, amp=None, chance=task.chance_accuracy)
     by_length = evaluate_lengths(model, task, EvalConfig(lengths=[64, 128, 1024]), seed=0, amp=None)
@@ -7,6 +8,7 @@ for language modelling (a batch with `target_bytes`, arena/tasks/text.py) also p
 Long sequences are fed in pieces of `EvalConfig.chunk_len` tokens, each continuing from the state the previous
 piece returned (the mixer contract guarantees this equals one parallel pass), so a recurrent mixer's memory
 stays bounded by the piece length; attention keeps its KV cache, which grows with the length as it must.
+`EvalConfig.lm_eval` (LmEvalConfig, `eval.lm_eval.*`) names lm-eval tasks scored after training (arena/lm_eval.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,31 @@ import torch.nn.functional as F
 from arena.errors import ConfigError
 from arena.model import LanguageModel
 from arena.tasks import IGNORE, Batch, Task
-from arena.tasks.base import split_seed
+from arena.tasks.base import RegressionBatch, split_seed
+from arena.tasks.shortcuts import ShortcutTally
+
+
+@dataclass
+class LmEvalConfig:
+    """`eval.lm_eval`: lm-eval tasks scored on the trained model at the end of a task=text run (arena/lm_eval.py)."""
+
+    tasks: list[str] = field(default_factory=list)  # lm-eval task names; [] = no lm-eval
+    include_path: str = ""  # a folder of extra task YAMLs (lm-eval's --include_path); "" = lm-eval's own tasks only
+    limit: int = 0  # examples per task; 0 = all
+    batch_size: int = 32  # requests per forward
+    max_length: int = 0  # tokens of context per forward; 0 = the task's training seq_len
+
+    def __post_init__(self):
+        tasks = self.tasks
+        if not isinstance(tasks, (list, tuple)) or not all(isinstance(t, str) and t for t in tasks):
+            raise ConfigError(f"eval.lm_eval.tasks={tasks!r} must be a list of lm-eval task names, e.g. "
+                              "eval.lm_eval.tasks=[lambada_openai]")
+        if not isinstance(self.include_path, str):
+            raise ConfigError(f"eval.lm_eval.include_path={self.include_path!r} must be a folder path or ''")
+        for key, low in (("limit", 0), ("batch_size", 1), ("max_length", 0)):
+            value = getattr(self, key)
+            if not _is_int(value) or value < low:
+                raise ConfigError(f"eval.lm_eval.{key}={value!r} must be an integer >= {low}")
 
 
 @dataclass
@@ -29,6 +55,7 @@ class EvalConfig:
     num_examples: int = 500  # held-out sequences per extra length
     chunk_len: int = 2048  # sequences longer than this are fed piece by piece, carrying the state
     tokens_per_batch: int = 32768  # batch size at length L is max(1, tokens_per_batch // L)
+    lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)  # lm-eval at the end of training (task=text)
 
     def __post_init__(self):
         # checked when the config is built, before training: a bad length used to surface only after it
@@ -77,7 +104,10 @@ def scaled(accuracy: float, chance: float) -> float:
 @torch.no_grad()
 def evaluate(model: LanguageModel, data: Batch, batch_size: int, amp: torch.dtype | None, chance: float = 0.0,
              chunk_len: int = 1 << 30) -> dict:
-    """Held-out token accuracy over scored positions and sequence accuracy (all scored positions right)."""
+    """Held-out token accuracy over scored positions and sequence accuracy (all scored positions right); for a
+    regression task (a RegressionBatch) the MSE instead, see `evaluate_regression`."""
+    if isinstance(data, RegressionBatch):
+        return evaluate_regression(model, data, batch_size, amp)
     was_training = model.training
     model.eval()
     correct = total = seq_right = num_bytes = 0
@@ -104,6 +134,35 @@ def evaluate(model: LanguageModel, data: Batch, batch_size: int, amp: torch.dtyp
     return result
 
 
+@torch.no_grad()
+def evaluate_regression(model: LanguageModel, data: RegressionBatch, batch_size: int, amp: torch.dtype | None) -> dict:
+    """Held-out mean squared error per output component over the scored positions (`mse`, lower is better) and
+    its curve over each sequence's scored positions in order (`mse_curve[k]`: the (k+1)-th scored position, which
+    in icl_regression has k in-context examples before it). `accuracy` holds -mse, so every consumer that keeps
+    the highest accuracy (best step, early stopping, the report's learning-rate choice) keeps the lowest MSE;
+    `test_loss` is the MSE (the training loss); sequence and scaled accuracy do not apply (None)."""
+    was_training = model.training
+    model.eval()
+    num_ranks = int(data.scored.sum(1).max())
+    err_sum = torch.zeros(num_ranks, dtype=torch.float64)  # summed squared error per rank, over sequences
+    err_count = torch.zeros(num_ranks, dtype=torch.float64)
+    device = next(model.parameters()).device
+    for start in range(0, len(data), batch_size):
+        batch = data[start: start + batch_size].to(device)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            hidden, _ = model.hidden_states(batch.inputs)  # [B, T, D]
+            pred = model.lm_head(hidden[batch.scored]).float()  # [S, O], rows in row-major order of `scored`
+        err = ((pred - batch.targets[batch.scored].float()) ** 2).mean(-1).double().cpu()  # [S], / d_y
+        rank = (batch.scored.cumsum(1) - 1)[batch.scored].cpu()  # [S]: index among its sequence's scored positions
+        err_sum.index_add_(0, rank, err)
+        err_count.index_add_(0, rank, torch.ones_like(err))
+    model.train(was_training)
+    mse = (err_sum.sum() / err_count.sum()).item()
+    curve = (err_sum / err_count.clamp(min=1)).tolist()
+    return {"accuracy": -mse, "scaled_accuracy": None, "sequence_accuracy": None, "test_loss": mse, "mse": mse,
+            "mse_curve": curve}
+
+
 def language_model_metrics(loss_sum: float, tokens: int, num_bytes: int) -> dict:
     """Perplexity exp(nats per token) and bits per byte: the summed nats over the tokens, in bits, spread over the
     UTF-8 bytes those tokens cover (tokenizer-independent; for the byte tokenizer it is nats per token / ln 2)."""
@@ -126,10 +185,12 @@ def evaluate_length(model: LanguageModel, task: Task, length: int, cfg: EvalConf
     chance = getattr(at_length, "chance_accuracy", 0.0)
     batch_size = max(1, cfg.tokens_per_batch // length)
     totals = {"correct": 0.0, "sequences": 0.0, "loss": 0.0, "scored": 0}
+    shortcuts = ShortcutTally(task, at_length)  # the rules a result must beat, on the same data
     for index, start in enumerate(range(0, cfg.num_examples, batch_size)):
         n = min(batch_size, cfg.num_examples - start)
         data = at_length.generate(n, split_seed(seed, "test") + [length, index], split="test")
         res = evaluate(model, data, n, amp, chance, cfg.chunk_len)
+        shortcuts.add(data)
         scored = int((data.targets != IGNORE).sum())
         totals["correct"] += res["accuracy"] * scored
         totals["loss"] += res["test_loss"] * scored
@@ -138,4 +199,4 @@ def evaluate_length(model: LanguageModel, task: Task, length: int, cfg: EvalConf
     accuracy = totals["correct"] / totals["scored"]
     return {"accuracy": accuracy, "scaled_accuracy": scaled(accuracy, chance),
             "sequence_accuracy": totals["sequences"] / cfg.num_examples,
-            "test_loss": totals["loss"] / totals["scored"]}
+            "test_loss": totals["loss"] / totals["scored"], **shortcuts.fields()}

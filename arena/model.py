@@ -42,6 +42,11 @@ class ModelConfig:
     mlp_ratio: float = 0.0
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    # real-valued tasks (Task.kind == "regression", e.g. icl_regression): both > 0 swap the token embedding for a
+    # linear read-in of input_dim-vectors and the LM head for a linear read-out of output_dim-vectors. Set from the
+    # task at run time, like vocab_size (so not in the Hydra schema); 0 and 0 = a token model
+    input_dim: int = 0
+    output_dim: int = 0
 
 
 class SwiGLU(nn.Module):
@@ -96,10 +101,18 @@ class LanguageModel(nn.Module):
             spec = dict(specs[name])
             mixer = build_mixer(spec.pop("name"), cfg.d_model, **spec)
             blocks.append(Block(mixer, cfg.d_model, mlp_hidden, cfg.norm_eps))
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        if (cfg.input_dim > 0) != (cfg.output_dim > 0) or cfg.input_dim < 0 or cfg.output_dim < 0:
+            raise ConfigError(f"model.input_dim={cfg.input_dim} and model.output_dim={cfg.output_dim} must both be "
+                              "> 0 (a regression model) or both 0 (a token model)")
+        self.regression = cfg.input_dim > 0
+        # a regression model keeps the names embed / lm_head for its read-in / read-out, so every path that reads
+        # them (weight-decay groups, scored_logits, parameter counts) serves both kinds. The read-in has a bias: it
+        # lets a zero-padded input vector (icl_regression's [x, 0] and [0, y] tokens) still move off the origin
+        self.embed = (nn.Linear(cfg.input_dim, cfg.d_model) if self.regression
+                      else nn.Embedding(cfg.vocab_size, cfg.d_model))
         self.blocks = nn.ModuleList(blocks)
         self.final_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.output_dim if self.regression else cfg.vocab_size, bias=False)
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -111,7 +124,8 @@ class LanguageModel(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def hidden_states(self, tokens: torch.Tensor, states: list[State] | None = None):
-        """tokens [B, T] -> final-normed hidden states [B, T, D] and the per-layer states."""
+        """tokens [B, T] (a regression model: vectors [B, T, input_dim]) -> final-normed hidden states [B, T, D]
+        and the per-layer states."""
         x = self.embed(tokens)  # [B, T, D]
         states = states or [None] * len(self.blocks)
         new_states = []
@@ -216,10 +230,11 @@ class LanguageModel(nn.Module):
         return mixers + mlps + 2.0 * self.lm_head.weight.numel()
 
 
-def load(run_dir, device="cpu") -> LanguageModel:
+def load(run_dir, device="cpu", weights: str = "tested") -> LanguageModel:
     """The model of a run dir's checkpoint (`<run_dir>/checkpoint/`, written by arena.train), rebuilt from its
     recorded config and mixer specs with its safetensors weights, in eval mode on `device`; a run dir without a
-    checkpoint is a one-line ConfigError. See arena/checkpoint.py."""
+    checkpoint is a one-line ConfigError. `weights`: tested (default; the weights the run's test scores are of),
+    last or best. See arena/checkpoint.py."""
     from arena.checkpoint import load as load_checkpoint  # here: arena.checkpoint builds LanguageModel
 
-    return load_checkpoint(run_dir, device)
+    return load_checkpoint(run_dir, device, weights)

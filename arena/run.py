@@ -43,6 +43,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from arena import parallel
 from arena.checkpoint import CHECKPOINT, read_meta, resumable_run
 from arena.config_schema import CONF, compose_option, schema_for
 from arena.config_utils import CONFIG_ERRORS, SweepDirNote, one_line
@@ -92,10 +93,14 @@ NOT_HASHED = ("results_dir", "logger", "resume")
 # (arena/config_schema.py), so an added field would otherwise change every hash and resume would no longer find
 # the earlier runs. A key whose default changes what a run computes does not belong here.
 HASH_NEUTRAL = {
-    "mixer": ("init", "gate", "gate_lower_bound"),  # KDA/GDN/Mamba2 init and KDA's gate: defaults = the old layers
+    # KDA/GDN/Mamba2 init, KDA's gate and MLA's input conv (issue 14's reference), GDN's decay switch: defaults = the
+    # old layers
+    "mixer": ("init", "gate", "gate_lower_bound", "conv_size", "decay"),
     # cuda_graphs replays the same kernels (runs recorded before it trained eagerly); checkpoint_every only adds
-    # checkpoint files
-    "train": ("cuda_graphs", "checkpoint_every"),
+    # checkpoint files; parallel=none is how every earlier run trained (the world size is never in the config, so
+    # a run resumed with another number of torchrun processes is found)
+    "train": ("cuda_graphs", "checkpoint_every", "parallel"),
+    "eval": ("lm_eval",),  # lm-eval after training (issue 17): off by default, and it changes no trained number
 }
 FINISHED = ("completed", "diverged")  # a rerun of these gives the same answer; "failed" (or interrupted) is rerun
 
@@ -107,8 +112,16 @@ def _neutral_defaults(group: str, node: dict) -> dict:
         schema = schema_for(group, node.get("name")) if group == "mixer" else schema_for(group)
     except KeyError:
         return {}
-    fields = {f.name: f.default for f in dataclasses.fields(schema)}
+    fields = {f.name: _field_default(f) for f in dataclasses.fields(schema)}
     return {key: fields[key] for key in HASH_NEUTRAL.get(group, ()) if key in fields}
+
+
+def _field_default(f: dataclasses.Field):
+    """A schema field's default as it appears in a resolved config: a nested dataclass (eval.lm_eval) as a dict."""
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return f.default
 
 
 def config_hash(config: dict) -> str:
@@ -211,16 +224,19 @@ def hydra_main(cfg: DictConfig) -> None:
         config = OmegaConf.to_container(cfg, resolve=True)
         digest = config_hash(config)
         if cfg.get("resume", True):
-            twin = finished_twin(Path(cfg.results_dir), digest, prefer=run_dir)
+            # under torchrun rank 0 looks and every rank follows its answer (arena/parallel.py)
+            twin = parallel.agree(finished_twin(Path(cfg.results_dir), digest, prefer=run_dir))
             if twin is not None:
-                print(skip_point(run_dir, twin, name, digest, Path(cfg.results_dir), multirun), file=sys.stderr)
+                if parallel.is_main():
+                    print(skip_point(run_dir, twin, name, digest, Path(cfg.results_dir), multirun), file=sys.stderr)
                 return
         if multirun and config["train"].get("device") == "auto":
             config["train"]["device"] = _sweep_device(hydra_cfg.job.num)
         run = Run(config, mixer_specs(cfg, chosen), chosen)
     except (ConfigError, *CONFIG_ERRORS) as err:  # CONFIG_ERRORS: e.g. an interpolation that does not resolve
         _discard_run_dir(run_dir, Path(cfg.results_dir))  # with a date folder made for this run alone
-        print(f"arena: error: {err if isinstance(err, ConfigError) else one_line(err)}", file=sys.stderr)
+        if parallel.is_main():  # under torchrun every rank finds the same error: said once
+            print(f"arena: error: {err if isinstance(err, ConfigError) else one_line(err)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         _discard_run_dir(run_dir, Path(cfg.results_dir))
@@ -228,14 +244,18 @@ def hydra_main(cfg: DictConfig) -> None:
         sys.exit(130)  # SystemExit passes through Hydra's launcher: a sweep stops here too
     # a killed or interrupted attempt with a checkpoint goes on where it stopped, in its own run dir
     earlier = resumable_run(Path(cfg.results_dir), digest, prefer=run_dir) if cfg.get("resume", True) else None
+    # torchrun: rank 0's run dir and resume decision for every rank (the others' Hydra dir is a scratch folder)
+    earlier, run_dir = parallel.agree((earlier, run_dir))
     if earlier is not None and multirun and earlier.resolve() != run_dir.resolve():
         earlier = None  # a sweep point resumes only in its own folder, so the sweep folder holds its runs
     if earlier is not None:
         if earlier.resolve() != run_dir.resolve():
-            _discard_run_dir(run_dir, Path(cfg.results_dir))  # the fresh dir Hydra made is not needed
+            if parallel.is_main():
+                _discard_run_dir(run_dir, Path(cfg.results_dir))  # the fresh dir Hydra made is not needed
             run_dir = earlier
-        print(f"arena: resuming {name} from step {read_meta(run_dir)['step']} in {run_dir}", file=sys.stderr)
-    else:
+        if parallel.is_main():
+            print(f"arena: resuming {name} from step {read_meta(run_dir)['step']} in {run_dir}", file=sys.stderr)
+    elif parallel.is_main():
         set_aside_earlier_attempt(run_dir)
         write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     extra = {"mixer": chosen, "model": choices["model"], "task": choices["task"],
@@ -262,11 +282,16 @@ def hydra_main(cfg: DictConfig) -> None:
         print(f"arena: error: {name} failed ({type(err).__name__}: {err}); recorded in {run_dir}, sweep continues",
               file=sys.stderr)
         return
+    if not parallel.is_main():
+        return
     acc, test = summary.get("valid_accuracy"), summary.get("test_accuracy")
+    metric = "accuracy"
+    if "test_mse" in summary:  # a regression task: its accuracy slots hold -MSE; say the MSE itself
+        metric, acc, test = "MSE", summary.get("valid_mse"), summary.get("test_mse")
     print(
         f"arena: {summary['status']} after {summary['steps']} steps in {summary['wall_time_s']:.1f}s; "
-        f"best validation accuracy {acc if acc is None else round(acc, 4)}, "
-        f"test accuracy {test if test is None else round(test, 4)}; results in {run_dir}",
+        f"best validation {metric} {acc if acc is None else round(acc, 4)}, "
+        f"test {metric} {test if test is None else round(test, 4)}; results in {run_dir}",
         file=sys.stderr,
     )
 
@@ -278,12 +303,19 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     SweepDirNote.sweep_dir = None
     try:
+        # under torchrun: the process group, and ranks > 0 a scratch Hydra dir (only rank 0 writes the run dir)
+        extra = parallel.hydra_overrides(sys.argv[1:])
+        parallel.init()
+        sys.argv += extra
         hydra_main()
     except CONFIG_ERRORS as err:
         note = SweepDirNote  # a sweep makes its folder before composing its grid: one with no job yet goes
         if note.sweep_dir is not None:
             _discard_run_dir(note.sweep_dir, note.results_dir, {"multirun.yaml"})
         print(f"arena: error: {one_line(err, overrides=sys.argv[1:])}", file=sys.stderr)
+        sys.exit(2)
+    except ConfigError as err:  # torchrun with a sweep (arena.parallel.hydra_overrides), before composing
+        print(f"arena: error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # e.g. a joblib sweep's parent: its workers already recorded their runs
         print("arena: interrupted; rerun the same command to go on (finished points are skipped)", file=sys.stderr)

@@ -16,7 +16,8 @@ read at each evaluation; the divergence check peeks at a device flag every `DIVE
 non-blocking copy, so it costs no stall; batches of fresh samples are generated ahead in a background process
 (`batch_stream`, arena/batches.py), and the scored positions are gathered by index (a boolean mask would sync).
 The reported tokens/s is the steady state: the first `STEADY_AFTER` steps (Triton compilation, allocator
-warm-up) are left out.
+warm-up) are left out. Under torchrun, `train.parallel=ddp|fsdp` spreads one run over the processes
+(arena/parallel.py): the same global batch, loss and metrics as one process; only rank 0 writes.
 
     trainer = Trainer(run)
     for step, batch in zip(range(steps), batch_stream(run)):
@@ -41,8 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from arena import checkpoint
-from arena.batches import StepBatch, batch_stream  # re-exported: the step's input and its source
+from arena import checkpoint, parallel
+from arena.batches import StepBatch, batch_stream, training_set  # re-exported: the step's input and its source
 from arena.config_utils import make_config
 from arena.errors import ConfigError, choice_error
 from arena.evaluate import EvalConfig, evaluate, evaluate_length
@@ -51,6 +52,7 @@ from arena.model import LanguageModel, ModelConfig
 from arena.provenance import environment, write_json_atomic
 from arena.tasks import Batch, Task, build_task
 from arena.tasks.base import split_seed
+from arena.tasks.shortcuts import summary_fields as shortcut_fields
 
 STEADY_AFTER = 10  # steps left out of tokens/s: Triton compiles and the allocator warms up in the first ones
 DIVERGENCE_PEEK = 25  # steps between non-blocking looks at the device's non-finite-loss flag
@@ -89,6 +91,14 @@ class TrainConfig:
     # long on a CPU, where a restart costs little; long GPU runs set it (a tiny model's checkpoint takes
     # milliseconds, so every few hundred steps costs nothing measurable)
     checkpoint_every: int = 0
+    # which weights the test split (and eval.lengths) scores: best = those of the best validation evaluation, restored
+    # before the test (the learning rate is chosen on that evaluation, so its test score is of the same model);
+    # final = the weights after the last step
+    test_on: str = "best"
+    # data parallelism over the processes torchrun starts (arena/parallel.py): none | ddp | fsdp (FSDP2: weights,
+    # gradients and optimizer state sharded). batch_size stays the global batch, so a run means the same at any
+    # number of processes
+    parallel: str = "none"
 
     def __post_init__(self):
         # checked when the config is built, before any run dir content or training: a value outside its range
@@ -101,9 +111,14 @@ class TrainConfig:
                 raise ConfigError(f"train.{key}={value!r} must be {allowed}")
         if self.cuda_graphs not in GRAPH_CHOICES:
             raise choice_error("train.cuda_graphs", self.cuda_graphs, GRAPH_CHOICES)
+        if self.test_on not in TEST_ON_CHOICES:
+            raise choice_error("train.test_on", self.test_on, TEST_ON_CHOICES)
+        if self.parallel not in parallel.PARALLEL_CHOICES:
+            raise choice_error("train.parallel", self.parallel, parallel.PARALLEL_CHOICES)
 
 
 GRAPH_CHOICES = ("auto", "on", "off")
+TEST_ON_CHOICES = ("best", "final")
 
 
 # key -> (accepted types, test, what is allowed) for TrainConfig's numbers
@@ -187,9 +202,28 @@ class Run:
             except ConfigError as err:
                 raise ConfigError(f"eval.lengths={list(self.eval_cfg.lengths)}: length {length} is not possible "
                                   f"for task {config['task']['name']} ({err})") from None
-        model_cfg = make_config(ModelConfig, "model", **config["model"], vocab_size=self.task.vocab_size)
+        # a regression task (Task.kind) sets the model's read-in / read-out widths, as a token task sets vocab_size
+        io_dims = ({"input_dim": self.task.input_dim, "output_dim": self.task.output_dim}
+                   if self.task.kind == "regression" else {})
+        if io_dims and self.eval_cfg.lengths:
+            raise ConfigError(f"eval.lengths={list(self.eval_cfg.lengths)} is for token tasks; task "
+                              f"{config['task']['name']} is a regression task: use eval.lengths=[] and vary its "
+                              "n_points instead")
+        model_cfg = make_config(ModelConfig, "model", **config["model"], vocab_size=self.task.vocab_size, **io_dims)
         self.device = resolve_device(self.train_cfg.device)
+        # this process's part of a torchrun run (0, 1 otherwise); bad combinations fail here, before a run dir
+        self.rank, self.world = parallel.check(self.train_cfg.parallel, self.train_cfg.batch_size)
+        if self.world > 1:
+            parallel.init()  # arena.run's main started it already; a Run built directly under torchrun needs it too
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())  # cuda:LOCAL_RANK (parallel.init)
+        if self.world > 1 and self.train_cfg.cuda_graphs == "on":
+            raise ConfigError(f"train.cuda_graphs=on is not supported with train.parallel={self.train_cfg.parallel} "
+                              "(the captured step would skip DDP/FSDP's hooks); use off")
         self.amp = autocast_dtype(self.train_cfg.precision, self.device)
+        if self.eval_cfg.lm_eval.tasks:  # lm-eval after training: task=text, lm-eval installed, known task names
+            from arena.lm_eval import check_config
+            check_config(self.eval_cfg.lm_eval, self.task, self.world)
         graphs_wanted(self.train_cfg, self.device)  # train.cuda_graphs=on without CUDA fails here, before a run dir
         if self.device.type == "cpu" and self.train_cfg.cpu_threads > 0:
             torch.set_num_threads(self.train_cfg.cpu_threads)
@@ -202,14 +236,16 @@ class _Stop:
     """SIGTERM (`kill`, a scheduler's preemption) handled like Ctrl-C, but cleanly: inside the step loop the handler
     only sets `requested`, and the loop writes a checkpoint at the next step boundary (a consistent state: the
     step in flight has finished) and then raises KeyboardInterrupt. Outside the loop, or on a second SIGTERM, it
-    raises at once. Ctrl-C keeps raising at once wherever it lands (mid-step: no checkpoint is trusted then)."""
+    raises at once. Ctrl-C keeps raising at once wherever it lands (mid-step: no checkpoint is trusted then).
+    Under torchrun a rank may set `requested` because another rank was signalled (the loop agrees on it): its own
+    SIGTERM, arriving later, is still the first one and is deferred (`signalled`), not raised mid-checkpoint."""
 
     def __init__(self):
-        self.requested, self.deferring = False, False
+        self.requested, self.deferring, self.signalled = False, False, False
 
     def __call__(self, signum, frame) -> None:
-        if self.deferring and not self.requested:
-            self.requested = True
+        if self.deferring and not self.signalled:
+            self.requested = self.signalled = True
             return
         raise KeyboardInterrupt
 
@@ -224,10 +260,13 @@ def train(run: Run, run_dir: Path, name: str, extra: dict | None = None, resume:
     task, model, device = run.task, run.model, run.device
     resume_state = None
     if resume:
-        resume_state = checkpoint.load_into(run_dir, run)
-        checkpoint.truncate_metrics(run_dir / "metrics.jsonl", resume_state["step"])
-    write_json_atomic(run_dir / "env.json", environment(device))
-    logger = make_logger(dict(run.config.get("logger") or {}), run_dir, run.config, name)
+        resume_state = checkpoint.load_into(run_dir, run)  # every rank reads rank 0's run dir
+        if parallel.is_main():
+            checkpoint.truncate_metrics(run_dir / "metrics.jsonl", resume_state["step"])
+    writes = parallel.is_main()  # under torchrun only rank 0 writes files (arena/parallel.py)
+    if writes:
+        write_json_atomic(run_dir / "env.json", environment(device))
+    logger = make_logger(dict(run.config.get("logger") or {}) if writes else {}, run_dir, run.config, name)
     params = model.parameter_counts()
     summary = {
         "name": name, **(extra or {}), "status": "failed", "message": "", "steps": 0,
@@ -261,7 +300,8 @@ def train(run: Run, run_dir: Path, name: str, extra: dict | None = None, resume:
             signal.signal(signal.SIGTERM, old_handler)
         summary["wall_time_s"] = round(time.perf_counter() - start, 3)
         summary.update(peak_memory(device))
-        write_json_atomic(run_dir / "summary.json", summary)
+        if writes:
+            write_json_atomic(run_dir / "summary.json", summary)
         logger.summary(summary)
         logger.finish()
     return summary
@@ -302,7 +342,10 @@ class Trainer:
 
     def __init__(self, run: Run):
         self.cfg, self.model, self.device, self.amp = run.train_cfg, run.model, run.device, run.amp
-        self.graphs = graphs_wanted(self.cfg, self.device)
+        self.world = getattr(run, "world", 1)
+        # several processes: the step runs through DDP or FSDP (arena/parallel.py), never the graphs
+        self.net = parallel.wrap(self.model, self.cfg.parallel, self.device) if self.world > 1 else None
+        self.graphs = graphs_wanted(self.cfg, self.device) and self.net is None
         self._graphed, self._graph_shape = None, None  # the captured body and the input shape it was captured at
         self.optimizer = make_optimizer(self.model, self.cfg)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -319,17 +362,35 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(step, self.cfg)
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            hidden = self._hidden(batch.inputs)  # [B, T, D]
-            logits = self.model.lm_head(hidden.flatten(0, 1).index_select(0, batch.scored_index)).float()
-        loss = F.cross_entropy(logits, batch.scored_targets)
+            if self.net is not None:  # several processes: through DDP's or FSDP's hooks
+                logits = self.net(batch.inputs, batch.scored_index).float()
+            else:
+                hidden = self._hidden(batch.inputs)  # [B, T, D]
+                logits = self.model.lm_head(hidden.flatten(0, 1).index_select(0, batch.scored_index)).float()
+        # what the mean is over: this batch's scored elements, or under torchrun the global batch's (this rank's
+        # loss is then its share of the global mean, and the ranks' shares add up to it)
+        numel = batch.scored_targets.numel()
+        reduction = "mean"
+        if self.world > 1:
+            numel, reduction = batch.global_scored * math.prod(batch.scored_targets.shape[1:]), "sum"
+        if self.model.regression:  # logits are predicted vectors [S, O]: MSE over every component (per d_y)
+            loss = F.mse_loss(logits, batch.scored_targets.float(), reduction=reduction)
+        else:
+            loss = F.cross_entropy(logits, batch.scored_targets, reduction=reduction)
+        if self.world > 1:
+            loss = loss / numel
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP and FSDP average the ranks' gradients; times world size makes it their sum: the global mean's
+        (loss * self.world if self.world > 1 else loss).backward()
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
         self.optimizer.step()
         loss = self.last_loss = loss.detach()  # a device scalar: reading it is the caller's sync, if any
         self.loss_sum += loss
-        self.right += (logits.detach().argmax(-1) == batch.scored_targets).sum()
+        if self.model.regression:  # the window's "accuracy" is -MSE (higher is better, as for tokens; evaluate.py)
+            self.right -= loss * numel
+        else:
+            self.right += (logits.detach().argmax(-1) == batch.scored_targets).sum()
         self.count += batch.scored_targets.numel()
         self.steps_in_window += 1
         torch.minimum(self.bad_step, torch.where(torch.isfinite(loss), self.bad_step, step), out=self.bad_step)
@@ -361,6 +422,8 @@ class Trainer:
     def diverged_step(self, wait: bool = False) -> int | None:
         """The first step with a non-finite loss, or None. Without `wait` it answers from the last non-blocking
         peek that has landed (so it may lag by up to DIVERGENCE_PEEK steps) and starts a new peek: no stall."""
+        if self.world > 1:  # ranks must agree (a rank that stopped alone would hang the others): only when waiting
+            return _step_or_none(int(parallel.all_min_(self.bad_step.clone()))) if wait else None
         if wait or self.device.type != "cuda":
             return _step_or_none(int(self.bad_step))
         answer = None
@@ -375,21 +438,61 @@ class Trainer:
             self._peek = (host, event)
         return answer
 
+    def copy_weights(self) -> dict[str, torch.Tensor]:
+        """The model's weights copied to the CPU (checkpoint.copy_weights); under FSDP gathered whole on every rank."""
+        if self.net is not None and self.cfg.parallel == "fsdp":
+            return parallel.gather_weights(self.net)
+        return checkpoint.copy_weights(self.model)
+
+    def restore_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        if self.net is not None and self.cfg.parallel == "fsdp":
+            parallel.scatter_weights(self.net, weights)
+        else:
+            checkpoint.restore_weights(self.model, weights)
+
     def state_dict(self) -> dict:
-        """What a resumed run needs to go on exactly: optimizer state and the open metrics window."""
-        return {"optimizer": self.optimizer.state_dict(), "loss_sum": self.loss_sum, "right": self.right,
-                "count": self.count, "steps_in_window": self.steps_in_window, "bad_step": self.bad_step}
+        """What a resumed run needs to go on exactly: optimizer state and the open metrics window. Under torchrun
+        every rank calls it: the window holds the sums over ranks, and under FSDP the optimizer state is gathered
+        whole (keyed by parameter names) to rank 0."""
+        if self.world == 1:
+            return {"optimizer": self.optimizer.state_dict(), "loss_sum": self.loss_sum, "right": self.right,
+                    "count": self.count, "steps_in_window": self.steps_in_window, "bad_step": self.bad_step}
+        loss_sum, right, count = parallel.all_sum([self.loss_sum, self.right, self.count], self.device)
+        optimizer = (parallel.full_optimizer_state(self.net, self.optimizer) if self.cfg.parallel == "fsdp"
+                     else self.optimizer.state_dict())
+        return {"optimizer": optimizer, "loss_sum": torch.tensor(loss_sum, dtype=torch.float32),
+                "right": torch.tensor(right, dtype=torch.float32), "count": int(count),
+                "steps_in_window": self.steps_in_window, "bad_step": parallel.all_min_(self.bad_step.clone()),
+                "optimizer_format": self.cfg.parallel}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        # FSDP keys the optimizer state by parameter names, the others by number: a checkpoint goes on in either
+        # form (an FSDP run resumed on another number of processes, one among them)
+        named = state.get("optimizer_format") == "fsdp"
+        if self.net is not None and self.cfg.parallel == "fsdp":
+            optimizer = state["optimizer"] if named else parallel.named_optimizer_state(
+                state["optimizer"], self.optimizer, self.net)
+            parallel.load_full_optimizer(self.net, self.optimizer, optimizer)
+        else:
+            self.optimizer.load_state_dict(parallel.numbered_optimizer_state(state["optimizer"]) if named
+                                           else state["optimizer"])
         for key in ("loss_sum", "right", "bad_step"):
             getattr(self, key).copy_(state[key])
         self.count, self.steps_in_window = state["count"], state["steps_in_window"]
+        if self.world > 1 and parallel.rank() != 0:  # the saved window holds the sums over ranks: counted once
+            self.loss_sum.zero_()
+            self.right.zero_()
+            self.count = 0
 
     def read_window(self) -> tuple[float, float]:
         """(mean loss, token accuracy) over the steps since the last read; syncs once, then resets the window."""
-        steps, count = max(1, self.steps_in_window), max(1, self.count)
-        loss, right = (self.loss_sum / steps).item(), self.right.item() / count
+        if self.world > 1:  # the window's sums over ranks (the ranks' loss shares add up to the global mean)
+            loss_sum, right, count = parallel.all_sum([self.loss_sum, self.right, self.count], self.device)
+            steps, count = max(1, self.steps_in_window), max(1, int(count))
+            loss, right = loss_sum / steps, right / count
+        else:
+            steps, count = max(1, self.steps_in_window), max(1, self.count)
+            loss, right = (self.loss_sum / steps).item(), self.right.item() / count
         self.loss_sum.zero_()
         self.right.zero_()
         self.count, self.steps_in_window = 0, 0
@@ -410,22 +513,75 @@ PROGRESS = ("valid_accuracy", "best_accuracy", "best_step", "final_accuracy", "f
             "train_accuracy")
 
 
+class _Best:
+    """The best validation evaluation so far: its result and (train.test_on=best) a CPU copy of its weights, taken
+    when validation improves and restored before the test. Saved with every checkpoint (best.safetensors), so a
+    resumed run tests the same weights as one never stopped."""
+
+    def __init__(self, resume_state: dict | None = None):
+        resume_state = resume_state or {}
+        self.weights: dict | None = resume_state.get("best_weights")
+        self.result: dict = resume_state.get("best_result") or {}
+
+
 def _checkpoint(run: Run, run_dir: Path, trainer: Trainer, step: int, progress: dict, digest: str | None,
-                final: bool = False) -> None:
+                best: _Best, final: bool = False, weights: dict | None = None, tested: dict | None = None) -> None:
     """Write the checkpoint of the state after `step` steps (arena/checkpoint.py); `final` marks a finished run,
-    which a rerun never resumes."""
-    state = {"step": step, "trainer": trainer.state_dict(), "progress": {k: progress.get(k) for k in PROGRESS}}
-    checkpoint.save(run_dir, run, state, {"step": step, "config_hash": digest, "final": final})
+    which a rerun never resumes. `weights` replaces the model's own (the final weights, when the model holds the
+    restored best ones); `tested` adds which weights the test scored to meta.json (arena.model.load reads it)."""
+    state = {"step": step, "trainer": trainer.state_dict(), "progress": {k: progress.get(k) for k in PROGRESS},
+             "best_result": best.result}
+    meta = {"step": step, "config_hash": digest, "final": final, "best_step": progress.get("best_step"),
+            **(tested or {})}
+    if weights is None and trainer.net is not None and run.train_cfg.parallel == "fsdp":
+        weights = trainer.copy_weights()  # sharded: gathered whole (every rank takes part)
+    if parallel.is_main():
+        checkpoint.save(run_dir, run, state, meta, weights=weights, best=best.weights)
+
+
+VALID_DRAWS = 64  # draws of validation examples at most, to replace those found in the fixed training set
+
+
+def validation_set(task: Task, seed: int) -> Batch:
+    """task.cfg.num_test examples of split "valid" (the training distribution, its own seed stream), none of them a
+    sequence of the fixed training set (num_train > 0): held out from training as the test is. A short parity
+    string or expression is often in a 20k training set (at the parity defaults 72% of the first draw is), so those
+    are replaced by further draws; validation then scores sequences training never showed. Runs on fresh samples
+    (num_train=0) and batches of another kind (text: held-out documents; regression) keep the first draw."""
+    n, stream = task.cfg.num_test, split_seed(seed, "valid")
+    first = task.generate(n, stream, split="valid")
+    if task.cfg.num_train == 0 or type(first) is not Batch:
+        return first
+    # the training set batch_stream shuffles (drawn once); rows compared by a 64-bit hash of their bytes (a collision
+    # would only drop one validation sequence)
+    seen = {hash(row.tobytes()) for row in training_set(task, seed).inputs.numpy()}
+    parts, have = [], 0
+    for draw in range(VALID_DRAWS):
+        batch = first if draw == 0 else task.generate(n, stream + [draw], split="valid")
+        unseen = torch.tensor([hash(row.tobytes()) not in seen for row in batch.inputs.numpy()], dtype=torch.bool)
+        parts.append(batch[unseen][: n - have])
+        have += len(parts[-1])
+        if have == n:
+            break
+    else:
+        raise ConfigError(f"task {task.registry_name}: the training set (num_train={task.cfg.num_train}) holds nearly "
+                          f"every sequence of the training distribution: {VALID_DRAWS} draws found {have} of "
+                          f"num_test={n} validation sequences it does not hold; lower task.num_train or widen the "
+                          "training distribution (e.g. train_max_len)")
+    if len(parts) == 1:
+        return parts[0]
+    return Batch(torch.cat([p.inputs for p in parts]), torch.cat([p.targets for p in parts]))
 
 
 def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float, stop: _Stop | None = None,
           resume_state: dict | None = None, digest: str | None = None) -> dict:
     task, seed = run.task, run.train_cfg.seed
-    # Two held-out splits: validation steers early stopping and learning-rate choice; test is scored once, at the
-    # end, and is the number to report (choosing on the test set would overstate it).
-    # Probes draw validation like test (split="test", its own seed stream); a task with data set aside for
-    # validation (text: its validation documents) names that split in its `valid_split` attribute.
-    valid = task.generate(task.cfg.num_test, split_seed(seed, "valid"), split=getattr(task, "valid_split", "test"))
+    # Two held-out splits: validation steers early stopping, the tested weights (train.test_on) and the learning-rate
+    # choice; test is scored once, at the end, and is the number to report (choosing on the test set would
+    # overstate it). Validation is held-out data of the TRAINING distribution (split="valid": a length probe's
+    # training lengths, text's validation documents), so nothing is chosen on the test distribution (longer
+    # lengths, another flip-flop density): that is the test's to measure.
+    valid = validation_set(task, seed)
     test = task.generate(task.cfg.num_test, split_seed(seed, "test"), split="test")
     trainer = Trainer(run)
     first = 0
@@ -434,11 +590,12 @@ def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float, stop: _S
         first = resume_state["step"]
     batches = batch_stream(run, first)  # replays the shuffles of a fixed training set up to `first`
     bar = tqdm(range(first, run.train_cfg.steps), initial=first, total=run.train_cfg.steps, desc=summary["name"],
-               dynamic_ncols=True, file=sys.stderr)
+               dynamic_ncols=True, file=sys.stderr, disable=not parallel.is_main())
     stop = stop or _Stop()
     stop.deferring = True
     try:
-        return _steps(run, run_dir, logger, summary, start, trainer, batches, valid, test, bar, stop, first, digest)
+        return _steps(run, run_dir, logger, summary, start, trainer, batches, valid, test, bar, stop, first, digest,
+                      _Best(resume_state))
     finally:
         stop.deferring = False
         bar.close()  # also on Ctrl-C: what is printed next starts on a line of its own
@@ -446,17 +603,19 @@ def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float, stop: _S
 
 
 def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, trainer: Trainer, batches, valid: Batch,
-           test: Batch, bar, stop: _Stop, first: int, digest: str | None) -> dict:
+           test: Batch, bar, stop: _Stop, first: int, digest: str | None, kept: _Best | None = None) -> dict:
     """The steps from `first` (0, or a resumed checkpoint's step), evaluations and final scoring; `progress`
     (train's summary) keeps the steps done and the validation accuracies so far, for a run that is interrupted or
     fails. Checkpoints are written at step boundaries: every train.checkpoint_every steps, on SIGTERM, and at
-    the end."""
+    the end. The test split and eval.lengths score the weights train.test_on names: by default the best
+    validation's (`kept`), restored into the model first; summary.json says which (`test_model`, `tested_step`)."""
     cfg, task, model, device, amp = run.train_cfg, run.task, run.model, run.device, run.amp
     chance = getattr(task, "chance_accuracy", 0.0)
     metrics_path = run_dir / "metrics.jsonl"
-    best, best_step, result = -1.0, None, {}
+    best, best_step, result = -math.inf, None, {}  # -inf: a regression task's accuracy is -MSE, below -1 at times
     if progress.get("best_accuracy") is not None:  # a resumed run: the best so far counts
         best, best_step = progress["best_accuracy"], progress["best_step"]
+    kept = kept or _Best()
     # steady-state throughput: tokens and training time after the first STEADY_AFTER steps (evaluations excluded)
     steady_tokens, steady_time, clock = 0, 0.0, None
     all_tokens, all_time, t_window = 0, 0.0, time.perf_counter()
@@ -468,15 +627,17 @@ def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, traine
         return {"status": "diverged", "message": message, "steps": step_bad}
 
     for step in bar:
+        if trainer.world > 1:  # SIGTERM reaches the ranks at different steps: all stop at the first that saw it
+            stop.requested = parallel.any_rank(stop.requested)
         # at the top of a step, `step` steps are done: the state a checkpoint holds and a resume starts from
         if step > first and (stop.requested or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):
-            _checkpoint(run, run_dir, trainer, step, progress, digest)
+            _checkpoint(run, run_dir, trainer, step, progress, digest, kept)
         if stop.requested:
             raise KeyboardInterrupt
         batch = next(batches)
         trainer.step(batch, step)
         progress["steps"] = step + 1
-        tokens = batch.inputs.numel()
+        tokens = batch.inputs.numel() * trainer.world  # the global batch's: tokens/s means the same at any world size
         all_tokens += tokens
         if step + 1 == first + STEADY_AFTER:  # a resumed run warms up (compiles) again
             _sync(device)
@@ -496,9 +657,12 @@ def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, traine
             if (bad := trainer.diverged_step(wait=True)) is not None:
                 return diverged(bad)
             train_loss, train_accuracy = trainer.read_window()
-            result = evaluate(model, valid, cfg.eval_batch_size, amp, chance)
+            with parallel.full_weights(trainer.net):  # every rank evaluates (FSDP gathers); rank 0's result rules
+                result = parallel.agree(evaluate(model, valid, cfg.eval_batch_size, amp, chance))
             if result["accuracy"] > best:
-                best, best_step = result["accuracy"], step + 1
+                best, best_step, kept.result = result["accuracy"], step + 1, result
+                if cfg.test_on == "best":  # the evaluation just synced: a copy to the host costs no stall
+                    kept.weights = trainer.copy_weights()
             progress.update(valid_accuracy=best, best_accuracy=best, best_step=best_step,
                             final_accuracy=result["accuracy"], final_sequence_accuracy=result["sequence_accuracy"],
                             train_accuracy=train_accuracy)
@@ -507,13 +671,15 @@ def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, traine
                 # every loss and accuracy named by its split: evaluate() calls its loss test_loss whatever data
                 # it scored, and these rows score the validation split
                 "step": step + 1, "split": "valid", "train_loss": train_loss, "train_accuracy": train_accuracy,
-                **{("valid_loss" if key == "test_loss" else key): value for key, value in result.items()},
+                **{("valid_loss" if key == "test_loss" else f"valid_{key}" if key.startswith("mse") else key): value
+                   for key, value in result.items()},
                 "tokens_per_s": steady_tokens / steady_time if steady else all_tokens / max(all_time, 1e-9),
                 "tokens_per_s_kind": "steady" if steady else "all_steps",
                 "lr": lr_at(step, cfg), "wall_time_s": round(time.perf_counter() - start, 3),
             }
-            with open(metrics_path, "a") as f:  # append-only: one line per evaluation
-                f.write(json.dumps(record) + "\n")
+            if parallel.is_main():
+                with open(metrics_path, "a") as f:  # append-only: one line per evaluation
+                    f.write(json.dumps(record) + "\n")
             logger.log(record, step + 1)
             bar.set_postfix(train_loss=f"{train_loss:.3f}", valid_acc=f"{result['accuracy']:.3f}",
                             tok_s=f"{record['tokens_per_s']:.0f}")
@@ -525,7 +691,16 @@ def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, traine
     bar.close()
     steps = step + 1
     stopped_early = steps < cfg.steps
-    final_test = evaluate(model, test, cfg.eval_batch_size, amp, chance)
+    # the weights to test: the best validation's (restored in place; the final ones go to the checkpoint) or, with
+    # train.test_on=final or no copy of the best (a run resumed from a checkpoint that kept none), the final ones
+    final_weights, tested_step, valid_result = None, steps, result
+    if cfg.test_on == "best" and best_step != steps and kept.weights is not None:
+        final_weights = trainer.copy_weights()
+        trainer.restore_weights(kept.weights)
+        tested_step, valid_result = best_step, kept.result
+    test_model = "best" if cfg.test_on == "best" and tested_step == best_step else "final"
+    with parallel.full_weights(trainer.net):
+        final_test = parallel.agree(evaluate(model, test, cfg.eval_batch_size, amp, chance))
     summary = {
         "status": "completed", "steps": steps, "valid_accuracy": best, "best_accuracy": best, "best_step": best_step,
         "test_accuracy": final_test["accuracy"], "test_sequence_accuracy": final_test["sequence_accuracy"],
@@ -533,18 +708,36 @@ def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, traine
         "final_accuracy": result["accuracy"], "final_sequence_accuracy": result["sequence_accuracy"],
         "final_scaled_accuracy": result["scaled_accuracy"], "chance_accuracy": chance,
         "stopped_early": stopped_early, "tokens_per_s": record["tokens_per_s"],
+        "test_model": test_model, "tested_step": tested_step,
         "message": "reached train.target_accuracy" if stopped_early else "ran all train.steps",
     }
-    if "bits_per_byte" in final_test:  # language modelling (task text): the last validation's and the test's
-        for split, res in (("valid", result), ("test", final_test)):
+    if "mse" in final_test:  # a regression task: MSEs (lower is better), and closed-form predictors on the same test
+        summary.update(primary_metric="neg_mse", valid_mse=-best, test_mse=final_test["mse"],
+                       test_mse_curve=final_test["mse_curve"], final_mse=result["mse"])
+        baselines = getattr(task, "closed_form_baselines", None)
+        if baselines is not None:
+            summary["baselines"] = baselines(test, run.train_cfg.seed)
+    if "bits_per_byte" in final_test:  # language modelling (task text): the tested weights' validation and test
+        for split, res in (("valid", valid_result), ("test", final_test)):
             summary.update({f"{split}_loss": res["test_loss"], f"{split}_perplexity": res["perplexity"],
                             f"{split}_bits_per_byte": res["bits_per_byte"]})
+    try:  # the rules a result must beat, on the same test split (arena/tasks/shortcuts.py)
+        summary.update(shortcut_fields(task, test))
+    except Exception as err:  # a baseline must never cost the trained result
+        summary["shortcuts_error"] = f"{type(err).__name__}: {err}"
     if run.eval_cfg.lengths:
-        summary.update(_length_eval(run, metrics_path, steps))
+        with parallel.full_weights(trainer.net):
+            summary.update(parallel.agree(_length_eval(run, metrics_path, steps)))
+    if run.eval_cfg.lm_eval.tasks:  # lm-eval on the tested weights (arena/lm_eval.py); a failure is recorded
+        from arena.lm_eval import evaluate_run
+        summary.update(evaluate_run(run, run_dir))
+    if trainer.world > 1:  # a SIGTERM to any rank since the last step stops them all (the checkpoint below is joint)
+        stop.requested = parallel.any_rank(stop.requested)
     if stop.requested:  # SIGTERM during the last step: the run stops unfinished (its last checkpoint stands)
         raise KeyboardInterrupt
     progress.update({k: summary[k] for k in PROGRESS})
-    _checkpoint(run, run_dir, trainer, steps, progress, digest, final=True)
+    _checkpoint(run, run_dir, trainer, steps, progress, digest, kept, final=True, weights=final_weights,
+                tested={"test_model": test_model, "tested_step": tested_step})
     return summary
 
 
@@ -560,6 +753,8 @@ def _length_eval(run: Run, metrics_path: Path, steps: int) -> dict:
             errors[str(length)] = f"{type(err).__name__}: {err}"
             print(f"arena: warning: eval.lengths: length {length} failed ({errors[str(length)]}); the trained "
                   f"result is kept", file=sys.stderr)
+    if not parallel.is_main():  # every rank evaluates (FSDP needs them all); rank 0 writes and tells
+        return {}
     with open(metrics_path, "a") as f:
         for length, res in by_length.items():
             record = {"step": steps, "eval": "length", "split": "test", "length": length,

@@ -58,7 +58,7 @@ variants)  # loop vs layers vs rounding noise, for the mixers whose curves diffe
   timeout 120 python3 scripts/check_fast_loop.py --variants --mixers hybrid_3to1 --steps 200 > "$out/variants.log" 2>&1
   echo "variants exit $?" ;;
 sweep)  # a time-boxed sample of the reduced Figure 4 grid: its sweep throughput
-  STEPS=2000 LENGTHS=256,512,1024 LRS=1e-3 N_JOBS=4 TIME_LIMIT=${SWEEP_S:-130} EXTRA="train.eval_every=500" \
+  STEPS=2000 LENGTHS=256,512,1024 LRS=1e-3 N_JOBS=4 TIME_LIMIT=${SWEEP_S:-130} EXTRA="${EXTRA:-train.eval_every=500}" \
     OUT="$out" bash scripts/gpu_kimi_synthetic.sh > "$out/sweep_call.log" 2>&1
   echo "sweep exit $?"; tail -n 20 "$out/sweep_call.log" ;;
 parity)  # arena's KDA, GDN and Mamba2 layers against fla 0.6's (docs/parity.md; .whl must hold fla-core and

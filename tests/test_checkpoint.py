@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 TIMING = {"tokens_per_s", "tokens_per_s_kind", "wall_time_s"}  # differ between any two runs
 RESULT = ("status", "steps", "valid_accuracy", "best_accuracy", "best_step", "test_accuracy",
           "test_sequence_accuracy", "test_scaled_accuracy", "train_accuracy", "final_accuracy",
-          "final_sequence_accuracy", "stopped_early")
+          "final_sequence_accuracy", "stopped_early", "test_model", "tested_step")
 TASKS = {
     "fixed-set": {"name": "mqar", "seq_len": 32, "num_train": 40, "num_test": 20},  # 5 batches an epoch
     "fresh": {"name": "stack", "seq_len": 24, "num_train": 0, "num_test": 20},
@@ -100,8 +100,8 @@ def test_load_rebuilds_the_trained_model(tmp_path):
     run = make_run(TASKS["fixed-set"], steps=3, checkpoint_every=0)
     train(run, tmp_path, "load", {"config_hash": "h"})
     assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == [
-        "meta.json", "model.safetensors", "trainer.pt"]
-    model = load(tmp_path)
+        "best.safetensors", "meta.json", "model.safetensors", "trainer.pt"]  # best: train.test_on=best
+    model = load(tmp_path)  # the tested weights, which the run's model holds after train()
     tokens = torch.randint(0, run.task.vocab_size, (2, 32))
     assert not model.training
     with torch.no_grad():

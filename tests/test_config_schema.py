@@ -123,7 +123,8 @@ def schema_default(group_path: str, key: str):
     from arena.config_schema import schema_for
 
     (field,) = [f for f in dataclasses.fields(schema_for(group_path)) if f.name == key]
-    return field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    value = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value  # eval.lm_eval: a node
 
 
 def schema_path(group: str, node: dict) -> str:
@@ -182,7 +183,8 @@ def test_added_fields_at_their_defaults_leave_the_hash_alone():
     """HASH_NEUTRAL keys drop out of the hash at their schema default only: another value is another run."""
     from arena.run import HASH_NEUTRAL, _neutral_defaults
 
-    base = {"mixer": {"name": "kda", "num_heads": 2}, "train": {"lr": 0.001}, "task": {"name": "mqar"}}
+    base = {"mixer": {"name": "kda", "num_heads": 2}, "train": {"lr": 0.001}, "task": {"name": "mqar"},
+            "eval": {"lengths": []}}
     for group, keys in HASH_NEUTRAL.items():
         node = base[group]
         defaults = _neutral_defaults(group, node)
@@ -190,8 +192,11 @@ def test_added_fields_at_their_defaults_leave_the_hash_alone():
         for key, default in defaults.items():
             at_default = {**base, group: {**node, key: default}}
             assert config_hash(at_default) == config_hash(base), (group, key)
-            changed = "zero_dt" if isinstance(default, str) else (not default if isinstance(default, bool)
-                                                                  else default * 2 or 1)  # 0 (checkpoint_every)
+            if isinstance(default, dict):  # a nested node (eval.lm_eval): one of its keys changed
+                changed = {**default, next(iter(default)): ["changed"]}
+            else:
+                changed = "zero_dt" if isinstance(default, str) else (not default if isinstance(default, bool)
+                                                                      else default * 2 or 1)  # 0 (checkpoint_every)
             assert config_hash({**base, group: {**node, key: changed}}) != config_hash(base), (group, key)
     assert config_hash({**base, "task": {"name": "mqar", "init": "fla"}}) != config_hash(base)  # mixer/train only
 
@@ -230,7 +235,7 @@ def test_config_yaml_leaves_group_nodes_to_their_schemas():
 
 def test_schemas_are_the_registered_dataclasses():
     """One schema per registered mixer and task: its class's Config fields, in order, after `name`; the model's
-    without vocab_size (the task's, set at run time)."""
+    without vocab_size, input_dim and output_dim (the task's, set at run time)."""
     from arena.config_schema import schema_for
     from arena.mixers import get_mixer, list_mixers
     from arena.model import ModelConfig
@@ -244,7 +249,8 @@ def test_schemas_are_the_registered_dataclasses():
         for name in listed:
             assert names(schema_for(group, name)) == ["name", *names(get(name).Config)], name
             assert schema_default(f"{group}/{name}", "name") == name
-    assert names(schema_for("model")) == [n for n in names(ModelConfig) if n != "vocab_size"]
+    assert names(schema_for("model")) == [n for n in names(ModelConfig)
+                                          if n not in ("vocab_size", "input_dim", "output_dim")]
     assert names(schema_for("train")) == names(TrainConfig)
 
 
@@ -275,7 +281,7 @@ def test_a_field_added_to_a_dataclass_reaches_every_composed_config(monkeypatch)
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["train.lrr=1"], "train.lrr is not a key of TrainConfig (arena/train.py); valid keys: steps, batch_size, lr,"),
-    (["mixer=foo"], "mixer='foo' is not valid; choose one of: gdn, kda, mamba2, mla, mla_nope"),
+    (["mixer=foo"], "mixer='foo' is not valid; choose one of: gdn, kda, mamba2, mla, mla_conv, mla_nope"),
     (["train.steps=abc"], "train.steps='abc' must be an integer (TrainConfig.steps: int)"),
     (["mixer.num_heads=two"], "mixer.num_heads='two' must be an integer (KDA.Config.num_heads: int)"),
     (["mixer=mla", "mixer.rope=maybe"], "mixer.rope='maybe' must be true or false (MLA.Config.rope: bool)"),
@@ -284,7 +290,7 @@ def test_a_field_added_to_a_dataclass_reaches_every_composed_config(monkeypatch)
     (["mixer.num_heads=null"], "mixer.num_heads=null is not allowed (KDA.Config.num_heads: int)"),
     (["logger.mode=online"], "logger.mode is not a key of NoLoggerConfig (arena/loggers.py); valid keys: kind"),
     (["+experiment=nope"],
-     "experiment='nope' is not valid; choose one of: kda_vs_gdn, kda_vs_gdn_mini, kimi_synthetic, "),
+     "experiment='nope' is not valid; choose one of: icl_regression, icl_regression_mini, kda_vs_gdn, "),
     (["nope=1"], "nope is not a key of the config (conf/config.yaml and the chosen options); valid keys: mixer, "),
     (["task.seq_len=1,2"], "override 'task.seq_len=1,2' is not valid: Ambiguous value for argument"),
 ])

@@ -84,7 +84,8 @@ def check_point_matches(config: dict, point: list[str]) -> None:
 
 
 def test_every_preset_file_is_global_and_has_a_mini_twin():
-    assert set(FULL) == {"kimi_synthetic", "zoology_mqar", "state_tracking", "nope_vs_rope", "reasoning", "kda_vs_gdn"}
+    assert set(FULL) == {"kimi_synthetic", "zoology_mqar", "state_tracking", "nope_vs_rope", "reasoning", "kda_vs_gdn",
+                         "icl_regression"}
     assert set(MINI) == {f"{name}_mini" for name in FULL}
     for name in PRESETS:
         text = (CONF / "experiment" / f"{name}.yaml").read_text()
@@ -123,7 +124,9 @@ def test_mini_preset_composes_at_every_point(name):
 
 def test_kimi_preset_is_figure_4():
     grid = sweep_grid("kimi_synthetic")
-    assert len(grid) == 4 * 3 * 5 * 4
+    assert len(grid) == 4 * 3 * 6 * 4  # lengths x tasks x mixers (the five, and mla_conv) x learning rates
+    config = compose_point("kimi_synthetic", ["task=mqar_kimi", "mixer=mla_conv"])
+    assert config["mixer"]["name"] == "mla" and config["mixer"]["conv_size"] == 4
     config = compose_point("kimi_synthetic", ["task=stack_kimi", "task.seq_len=2048", "mixer=gdn"])
     assert config["model"]["d_model"] == 256 and config["model"]["n_layers"] == 2
     assert config["mixer"]["num_heads"] == 2 and config["train"]["steps"] == 20000
@@ -179,5 +182,7 @@ def test_mini_preset_runs_end_to_end_with_its_report(name, tmp_path):
                 "frontier.png", "capability_matrix.png"]
     if any("length_eval" in s for s in summaries):
         expected.append("length_extrapolation.png")
+    if any("test_mse_curve" in s for s in summaries):  # a regression study: MSE against in-context examples
+        expected += ["mse_vs_examples.png", "mse_curves.csv"]
     for file in expected:
         assert (out / file).stat().st_size > 0, file

@@ -19,6 +19,7 @@ VOCAB, D = 37, 32
 SPECS = {
     "kda": {"name": "kda"}, "gdn": {"name": "gdn"}, "mamba2": {"name": "mamba2"},
     "mla": {"name": "mla"}, "mla_nope": {"name": "mla", "rope": False},
+    "mla_conv": {"name": "mla", "rope": False, "conv_size": 4},  # MLA-NoPE behind a short conv (a reference)
 }
 LAYOUTS = {name: [name] for name in SPECS} | {"hybrid": ["kda", "kda", "kda", "mla_nope"]}
 

@@ -116,7 +116,7 @@ def test_bad_sweep_value_is_one_line_and_leaves_no_sweep_folder(tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == ["arena: error: mixer='foo' is not valid; choose one of: gdn, kda, mamba2, mla, mla_nope"]
+    assert lines == ["arena: error: mixer='foo' is not valid; choose one of: gdn, kda, mamba2, mla, mla_conv, mla_nope"]
     assert not list(tmp_path.iterdir()), f"left behind: {sorted(tmp_path.rglob('*'))}"
 
 

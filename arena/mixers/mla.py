@@ -11,7 +11,9 @@ Per token, with H heads, Kn = qk_nope_head_dim, Kr = qk_rope_head_dim, V = v_hea
     k_i     = [k_nope_i ; rope(kr)],   q_i = [q_nope_i ; rope(q_rot_i)],   scale = (Kn + Kr) ** -0.5
     y       = o_proj(softmax(q_i k_i^T * scale, causal) v_i)
 With rope=False (NoPE, as Kimi Linear ships) the Kr dims stay and are used raw: an extra shared-key subspace,
-and attention is position-free. The cache is the latent, as MLA intends: {"c_kv": [B, T, R] after the norm,
+and attention is position-free. With conv_size > 0 (not MLA: a reference), a depthwise causal convolution of the
+layer input x [B, T, D] feeds every projection, and the state also carries its last conv_size - 1 inputs ("conv").
+The cache is the latent, as MLA intends: {"c_kv": [B, T, R] after the norm,
 "k_rope": [B, T, Kr] after rotation}. A multi-token continuation recomputes k_nope and v from c_kv with kv_b_proj.
 
 Decoding (arena.model.LanguageModel.generate):
@@ -39,6 +41,7 @@ from arena.kernels.attention import naive_attention, rotary, sdpa_attention
 from arena.kernels.norm import rms_norm
 from arena.mixers import register_mixer
 from arena.mixers.base import Mixer, State
+from arena.mixers.common import ShortConv
 
 ATTENTION = {"torch": sdpa_attention, "naive": naive_attention}
 
@@ -59,6 +62,10 @@ class MLA(Mixer):
         rope: bool = True  # False: Kimi Linear's NoPE, rope dims kept but never rotated
         rope_theta: float = 10000.0  # RoPE base; unused when rope=False
         norm_eps: float = 1e-5  # eps of the RMSNorms on the latents
+        # a depthwise causal convolution of this many taps on the layer's input, before every projection (no
+        # activation); 0 = none, as MLA and Kimi Linear have it. Not part of MLA: a reference that gives attention
+        # the previous-token shift the delta-rule layers get from their short convs (MQAR needs it; issue 14)
+        conv_size: int = 0
         # impl: "torch" (SDPA) or "naive" (explicit fp32 softmax, the oracle)
 
     def __init__(self, d_model: int, cfg: Config):
@@ -71,6 +78,8 @@ class MLA(Mixer):
                            ("kv_lora_rank", R), ("q_lora_rank", 1 if cfg.q_lora_rank is None else cfg.q_lora_rank)]:
             if value < 1:
                 raise ConfigError(f"mixer mla: {key}={value} must be >= 1 (d_model={d_model}, num_heads={H})")
+        if cfg.conv_size < 0:
+            raise ConfigError(f"mixer mla: conv_size={cfg.conv_size} must be >= 0 (0 = no input convolution)")
         if cfg.rope and Kr % 2:
             raise ConfigError(f"mixer mla: qk_rope_head_dim={Kr} must be even when rope=true (RoPE rotates pairs)")
         self.H, self.Kn, self.Kr, self.V, self.R = H, Kn, Kr, V, R
@@ -85,6 +94,7 @@ class MLA(Mixer):
         self.kv_norm = nn.RMSNorm(R, eps=cfg.norm_eps)
         self.kv_b_proj = nn.Linear(R, H * (Kn + V), bias=False)
         self.o_proj = nn.Linear(H * V, d_model, bias=False)
+        self.conv = ShortConv(d_model, cfg.conv_size, activation=False) if cfg.conv_size else None
 
     def _norm(self, x: torch.Tensor, norm: nn.RMSNorm, dtype: torch.dtype) -> torch.Tensor:
         # in the compute dtype: a bf16 RMSNorm loses the latent's small entries
@@ -111,7 +121,10 @@ class MLA(Mixer):
         dtype = torch.promote_types(self.kv_a_proj.weight.dtype, torch.float32)
         c_buf = torch.zeros(batch_size, max(capacity, 1), self.R, dtype=dtype, device=device)
         k_buf = torch.zeros(batch_size, max(capacity, 1), self.Kr, dtype=dtype, device=device)
-        return {"c_kv": c_buf[:, :0], "k_rope": k_buf[:, :0], "c_kv_buffer": c_buf, "k_rope_buffer": k_buf}
+        state = {"c_kv": c_buf[:, :0], "k_rope": k_buf[:, :0], "c_kv_buffer": c_buf, "k_rope_buffer": k_buf}
+        if self.conv is not None:
+            state["conv"] = torch.zeros(batch_size, self.cfg.conv_size - 1, self.d_model, dtype=dtype, device=device)
+        return state
 
     def _extend_cache(self, state: State | None, c_kv: torch.Tensor, k_rope: torch.Tensor, P: int):
         """(c_kv [B, S, R], k_rope [B, S, Kr], new state): the cache with this call's T tokens appended."""
@@ -155,6 +168,9 @@ class MLA(Mixer):
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         P = self._cache_length(x, state)
+        conv_cache = None
+        if self.conv is not None:  # the state's "conv" holds the last conv_size - 1 inputs (zeros before the start)
+            x, conv_cache = self.conv(x, None if state is None else state["conv"].to(x.dtype))
         (B, T, _), H, Kn, Kr = x.shape, self.H, self.Kn, self.Kr
         ct = torch.promote_types(x.dtype, torch.float32)  # the norms and RoPE compute in this
         # Under autocast the projections return the autocast dtype and SDPA runs in it (it is on autocast's
@@ -186,11 +202,13 @@ class MLA(Mixer):
             k = torch.cat([k_nope, k_rope[:, :, None].expand(B, S, H, Kr)], dim=-1)  # one rope key, shared by all heads
             o = ATTENTION[self.cfg.impl](q, k, v, self.scale).reshape(B, T, H * self.V)  # [B, T, H*V]
         y = self.o_proj(o if autocast else o.to(self.o_proj.weight.dtype))
+        if conv_cache is not None:
+            new_state["conv"] = conv_cache
         return y.to(x.dtype), new_state
 
     def state_size(self, seq_len: int) -> int:
-        """Latent cache elements per sequence: seq_len * (kv_lora_rank + qk_rope_head_dim)."""
-        return seq_len * (self.R + self.Kr)
+        """Latent cache elements per sequence: seq_len * (kv_lora_rank + qk_rope_head_dim) (+ the conv's inputs)."""
+        return seq_len * (self.R + self.Kr) + (0 if self.conv is None else self.conv.cache_size())
 
     def mixing_flops_per_token(self, seq_len: int) -> float:
         """Scores plus weighted sum for a query that sees `seq_len` keys: 2 * H * seq_len * (Kn + Kr + V).
@@ -199,4 +217,5 @@ class MLA(Mixer):
         bound on the average over a causal prefill, which is about half. A T = 1 step takes the absorbed path,
         whose cost per key is 2 * H * (2R + Kr) instead; this count does not switch to it.
         """
-        return 2.0 * self.H * seq_len * (self.Kn + self.Kr + self.V)
+        conv = 0.0 if self.conv is None else self.conv.flops_per_token()
+        return 2.0 * self.H * seq_len * (self.Kn + self.Kr + self.V) + conv

@@ -34,9 +34,12 @@ RUN_COLUMNS = [
     "test_bits_per_byte", "metric",
     "chance_accuracy", "valid_metric", "test_metric", "train_min_len", "train_max_len", "params_total",
     "params_mixer", "state_size", "flops_per_token", "wall_time_s", "config_hash", "duplicate_of", "variant",
+    "test_model", "tested_step",
+    "best_shortcut", "shortcut_accuracy", "shortcut_metric",
 ]
 CURVE_COLUMNS = ["run_dir", "step", "split", "accuracy", "train_loss", "valid_loss"]
-LENGTH_COLUMNS = ["run_dir", "length", "train_len", "accuracy", "sequence_accuracy", "scaled_accuracy"]
+LENGTH_COLUMNS = ["run_dir", "length", "train_len", "accuracy", "sequence_accuracy", "scaled_accuracy",
+                  "best_shortcut_accuracy"]
 GROUP_AXES = ["experiment", "mixer", "task", "train_len"]
 CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
 
@@ -236,6 +239,8 @@ def run_row(run_dir: Path, root: Path) -> dict:
     task = summary.get("task") or cfg_task.get("name") or name_task
     metric, chance = _metric_and_chance(summary, task, cfg_task)
     seq_len = _number(cfg_task.get("seq_len", summary.get("seq_len")))
+    if not seq_len > 0:  # a task that derives its length (icl_regression: seq_len=0 = 2 * n_points): the one used
+        seq_len = _number(summary.get("seq_len"))
     flat = flatten(config)
     return {
         "run_dir": str(run_dir.relative_to(root)) if run_dir != root else ".",
@@ -274,6 +279,15 @@ def run_row(run_dir: Path, root: Path) -> dict:
         "config_hash": summary.get("config_hash"),
         "duplicate_of": "",
         "variant": "",
+        # which weights the test scored: best (the best validation evaluation's) or final (train.test_on); legacy =
+        # a run from before train.test_on, which validated on the test distribution and tested its final weights
+        "test_model": str(summary.get("test_model") or ("legacy" if summary.get("test_accuracy") is not None
+                                                        else "")),
+        "tested_step": _number(summary.get("tested_step")),
+        # the best shortcut baseline on the same test split (arena/tasks/shortcuts.py; absent in older runs)
+        "best_shortcut": str(summary.get("best_shortcut") or ""),
+        "shortcut_accuracy": _number(summary.get("best_shortcut_accuracy")),
+        "shortcut_metric": to_metric(summary.get("best_shortcut_accuracy"), metric, chance),
         "_mtime": _mtime(run_dir / "summary.json"),
         **{f"config:{k}": v for k, v in flat.items() if not k.startswith(NOT_SETTINGS)},
         **{f"variant:{k}": flat[k] for k in VARIANT_KEYS if k in flat},
@@ -372,6 +386,21 @@ def load_curves(root, runs: pd.DataFrame) -> pd.DataFrame:
                          "train_loss": _number(record.get("train_loss", record.get("loss"))),
                          "valid_loss": _number(record.get("valid_loss", record.get("test_loss")))})
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+LM_EVAL_COLUMNS = ["run_dir", "benchmark", "metric", "value"]
+
+
+def load_lm_eval(root, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, lm-eval task, metric): summary.json's `lm_eval` (eval.lm_eval.tasks, arena/lm_eval.py)."""
+    rows = []
+    for run_dir in runs["run_dir"]:
+        found = (_read_json(Path(root) / run_dir / "summary.json") or {}).get("lm_eval") or {}
+        for benchmark, metrics in (found.items() if isinstance(found, dict) else ()):
+            for metric, value in (metrics.items() if isinstance(metrics, dict) else ()):
+                rows.append({"run_dir": run_dir, "benchmark": str(benchmark), "metric": str(metric),
+                             "value": _number(value)})
+    return pd.DataFrame(rows, columns=LM_EVAL_COLUMNS)
 
 
 def load_lengths(root, runs: pd.DataFrame) -> pd.DataFrame:

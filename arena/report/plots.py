@@ -36,7 +36,8 @@ PANEL = (4.4, 3.4)  # inches per panel
 
 
 # ----------------------------------------------------------------------------------------------- tables
-REFERENCE_COLUMNS = ["chance_accuracy", "train_min_len", "train_max_len"]  # what the reference lines are drawn from
+# what the reference lines are drawn from (chance, training lengths, the best shortcut baseline)
+REFERENCE_COLUMNS = ["chance_accuracy", "train_min_len", "train_max_len", "shortcut_metric"]
 
 
 def length_table(selected: pd.DataFrame) -> pd.DataFrame:
@@ -87,9 +88,15 @@ def extrapolation_table(lengths: pd.DataFrame, chosen: pd.DataFrame, fixed: dict
         return pd.DataFrame(columns=columns)
     runs = chosen[chosen.apply(lambda r: r["train_len"] == fixed.get(r["task"]), axis=1)]
     meta = runs[["run_dir", "task", "series", "metric", "train_len", "seed", *REFERENCE_COLUMNS]]
-    data = lengths[["run_dir", "length", "accuracy", "scaled_accuracy"]].merge(meta, on="run_dir")
+    data = lengths[["run_dir", "length", "accuracy", "scaled_accuracy", "best_shortcut_accuracy"]].merge(
+        meta, on="run_dir")
     if data.empty:
         return pd.DataFrame(columns=columns)
+    # the shortcut measured at each test length where the record has it (it changes with length), else the run's
+    at_length = [to_metric(b, m, c) for b, m, c in
+                 zip(data["best_shortcut_accuracy"], data["metric"], data["chance_accuracy"])]
+    data["shortcut_metric"] = [a if pd.notna(a) else s for a, s in zip(at_length, data["shortcut_metric"])]
+    data = data.drop(columns="best_shortcut_accuracy")
     # the record's own scaled accuracy (its chance at that length); computed from the run's chance where absent
     data["value"] = [s if m == "scaled_accuracy" and pd.notna(s) else to_metric(a, m, c) for a, s, m, c in
                      zip(data["accuracy"], data["scaled_accuracy"], data["metric"], data["chance_accuracy"])]
@@ -107,7 +114,8 @@ def extrapolation_table(lengths: pd.DataFrame, chosen: pd.DataFrame, fixed: dict
         seeds = part.groupby(part["seed"].fillna(-1.0))["value"].mean()  # a repeated seed counts once
         mean, n, ci = mean_ci95(seeds)
         rows.append({**dict(zip(keys, key)), "test_metric_mean": mean, "test_metric_ci95": ci, "n_seeds": n,
-                     **{c: part[c].iloc[0] for c in REFERENCE_COLUMNS}})
+                     **{c: part[c].iloc[0] for c in REFERENCE_COLUMNS},
+                     "shortcut_metric": part["shortcut_metric"].median()})  # each seed's test data has its own
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -116,6 +124,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 LINESTYLES = ("-", "--", "-.", ":")
 DODGE = 0.035  # log2 units between neighbouring series that share an x value (about 2.5%)
 CHANCE_LABEL = "chance level (dotted)"
+SHORTCUT_LABEL = "best shortcut baseline (grey dashes)"  # arena/tasks/shortcuts.py, on the same test data
 
 
 def series_colours(names) -> dict:
@@ -179,10 +188,14 @@ def _log_count_axis(ax) -> None:
 
 
 def metric_name(metric: str) -> str:
+    if metric == "neg_mse":  # a regression task (icl_regression): its accuracy slots hold -MSE, higher is better
+        return "minus MSE"
     return "scaled accuracy" if metric == "scaled_accuracy" else "accuracy"
 
 
 def metric_label(metric: str, split: str = "test") -> str:
+    if metric == "neg_mse":
+        return f"{split} minus MSE\n(0 = perfect; see the MSE curves)"
     if metric == "scaled_accuracy":
         return f"{split} scaled accuracy\n(0 = chance, 1 = perfect)"
     return f"{split} accuracy\n(fraction of scored tokens)"
@@ -191,7 +204,7 @@ def metric_label(metric: str, split: str = "test") -> str:
 def _accuracy_axis(ax, metric: str = "accuracy", split: str = "test", lowest: float = 0.0) -> None:
     """0..1 with a little room; scaled accuracy may go below 0 (worse than chance), so the axis follows it."""
     low = min(-0.03, lowest - 0.05) if np.isfinite(lowest) else -0.03
-    ax.set_ylim(low, 1.03)
+    ax.set_ylim(low, 0.03 if metric == "neg_mse" else 1.03)  # minus MSE: at most 0
     ax.set_ylabel(metric_label(metric, split))
     ax.grid(True, alpha=0.3)
 
@@ -215,6 +228,20 @@ def _chance_line(ax, part: pd.DataFrame) -> None:
             levels.add(float(chance))
     for level in sorted(levels):
         ax.axhline(level, color="0.35", linestyle=":", linewidth=1.2, label=CHANCE_LABEL, zorder=1)
+
+
+def _shortcut_line(ax, part: pd.DataFrame, x: str | None = None) -> None:
+    """The best shortcut baseline's score (a result at or below it shows no more than the shortcut does):
+    against `x` where it varies with it (training or test length), else one level. Runs from before shortcuts
+    were recorded have none and get no line."""
+    if "shortcut_metric" not in part.columns or part["shortcut_metric"].isna().all():
+        return
+    style = {"color": "0.45", "linestyle": (0, (5, 3)), "linewidth": 1.3, "label": SHORTCUT_LABEL, "zorder": 1}
+    if x is None or part[x].nunique() < 2:
+        ax.axhline(part["shortcut_metric"].median(), **style)
+        return
+    line = part.groupby(x)["shortcut_metric"].median().dropna()
+    ax.plot(line.index, line.to_numpy(), marker="_", markersize=8, **style)
 
 
 def _panel_metric(part: pd.DataFrame) -> str:
@@ -261,7 +288,8 @@ def _finish(fig, path: Path, title: str, legend: bool = True) -> Path:
                     handles[label] = handle
                     labels.append(label)
         # the same order in every figure: the series, then the reference lines
-        labels.sort(key=lambda lab: (lab == CHANCE_LABEL or lab.startswith("training length"), lab))
+        labels.sort(key=lambda lab: (lab in (CHANCE_LABEL, SHORTCUT_LABEL) or lab.startswith("training length"),
+                                     lab))
         if handles:
             fig.legend([handles[lab] for lab in labels], labels, loc="outside right center", title="mixer",
                        fontsize=9, title_fontsize=9, frameon=False)
@@ -281,7 +309,9 @@ def clipped_yerr(y, ci, low: float = 0.0, high: float = 1.0):
 
 
 def lowest_score(metric: str, chance) -> float:
-    """The score of accuracy 0: 0, or -chance / (1 - chance) in scaled accuracy."""
+    """The score of accuracy 0: 0, or -chance / (1 - chance) in scaled accuracy; minus MSE has no floor."""
+    if metric == "neg_mse":
+        return -math.inf
     return to_metric(0.0, metric, chance) if metric == "scaled_accuracy" else 0.0
 
 
@@ -320,6 +350,7 @@ def plot_accuracy_vs_length(table: pd.DataFrame, path) -> Path | None:
         part = table[table["task"] == task]
         metric = _series_errorbars(ax, part, "train_len", styles)
         _chance_line(ax, part)
+        _shortcut_line(ax, part, "train_len")
         _log2_axis(ax, part["train_len"])
         _accuracy_axis(ax, metric, lowest=_lowest(part, "test_metric_mean", "test_metric_ci95"))
         ax.set_xlabel("training length (tokens, log2 scale)" if not _trained_range(part)
@@ -352,6 +383,7 @@ def plot_convergence(table: pd.DataFrame, path) -> Path | None:
                 ax.fill_between(line["step"], line["valid_metric_min"], line["valid_metric_max"],
                                 color=style["color"], alpha=0.12, linewidth=0)
         _chance_line(ax, part)
+        _shortcut_line(ax, part)  # measured on the test split: the level a validation score should clear too
         _accuracy_axis(ax, metric, "validation", lowest=_lowest(part, "valid_metric_min"))
         ax.set_xlim(0, part["step"].max() * 1.05)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human(v)))
@@ -387,6 +419,7 @@ def plot_frontier(table: pd.DataFrame, path) -> Path | None:
                             marker=style["marker"], color=style["color"], markersize=6, capsize=3,
                             label=p["series"], linestyle="none")
             _chance_line(ax, part)
+            _shortcut_line(ax, part)
             _log_count_axis(ax)
             if len(points):
                 low, high = points[column].min(), points[column].max()
@@ -421,6 +454,7 @@ def plot_length_extrapolation(table: pd.DataFrame, path) -> Path | None:
                            label=f"training lengths {train_range_text(lo, hi)} (shaded)")
             edges += [lo, hi]
         _chance_line(ax, part)
+        _shortcut_line(ax, part, "length")
         _log2_axis(ax, list(part["length"]) + edges)
         _accuracy_axis(ax, metric, lowest=_lowest(part, "test_metric_mean", "test_metric_ci95"))
         ax.set_xlabel("test length (tokens, log2 scale)")

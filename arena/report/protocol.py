@@ -31,8 +31,25 @@ PROTOCOL = (
     "the task is judged by it (parity, modular arithmetic). Seeds are distinct seeds: runs that repeat a seed "
     "are averaged into one (a note names how they differ), and runs with the same config hash count once. "
     "Diverged and failed runs are excluded from the means but counted; a learning rate whose runs "
-    "all diverged or failed cannot be chosen. Training accuracy is never reported."
+    "all diverged or failed cannot be chosen. Training accuracy is never reported. Validation is held-out "
+    "data of the training distribution (a length probe's training lengths); the test split alone holds the "
+    "test distribution (longer lengths, held-out settings)."
 )
+
+
+def tested_model_line(runs: pd.DataFrame) -> str:
+    """Which weights the reported test scores are of, counted over the runs that have a test score: best (the
+    best validation evaluation's, restored before the test: train.test_on=best), final, or legacy runs."""
+    kinds = runs["test_model"].fillna("") if "test_model" in runs.columns else pd.Series([], dtype=str)
+    counts = kinds[kinds != ""].value_counts()
+    if counts.empty:
+        return "Tested model: no run has a test score yet."
+    words = {"best": "the weights of the best validation evaluation (train.test_on=best)",
+             "final": "the final weights (train.test_on=final)",
+             "legacy": "the final weights, validated on the test distribution (runs from before train.test_on)"}
+    parts = [f"{words.get(kind, kind)} in {n} run{'' if n == 1 else 's'}" for kind, n in counts.items()]
+    return ("Tested model: the test scores are of " + "; ".join(parts) + " (runs.csv: test_model, tested_step)."
+            + (" Legacy runs chose on another protocol: rerun them to compare." if "legacy" in counts else ""))
 
 # Two-sided 95% quantiles of Student's t, t_{0.975}(dof), dof = 1..30 (standard tables).
 T975 = (
@@ -185,7 +202,7 @@ SELECTED_COLUMNS = [
     "valid_metric_mean", "test_metric_mean", "test_metric_ci95", "n_seeds", "test_sequence_accuracy_mean",
     "lrs_tried", "n_runs", "n_completed", "n_diverged", "n_failed", "train_min_len", "train_max_len",
     "params_total", "params_mixer", "state_size", "flops_per_token", "steps_mean", "note",
-    "test_perplexity_mean", "test_bits_per_byte_mean",
+    "test_perplexity_mean", "test_bits_per_byte_mean", "best_shortcut", "shortcut_accuracy", "shortcut_metric",
 ]
 LM_RESULTS = ("test_perplexity", "test_bits_per_byte")  # language modelling (task text); NaN for the probes
 METRIC_RESULTS = ("valid_metric_mean", "test_metric_mean", "test_metric_ci95")
@@ -235,6 +252,11 @@ def select(runs: pd.DataFrame) -> pd.DataFrame:
         for budget in ("params_total", "params_mixer", "state_size", "flops_per_token"):
             row[budget] = budget_rows[budget].median()  # equal across seeds; the median ignores a stray NaN
         row["steps_mean"] = budget_rows["steps"].mean()
+        # the best shortcut on the test data behind the reported score (its seeds' test splits, medianed)
+        names = budget_rows["best_shortcut"].replace("", pd.NA).dropna() if "best_shortcut" in budget_rows else []
+        row["best_shortcut"] = names.mode().iloc[0] if len(names) else ""
+        for value in ("shortcut_accuracy", "shortcut_metric"):
+            row[value] = budget_rows[value].median() if value in budget_rows else math.nan
         rows.append(row)
     selected = pd.DataFrame(rows)[columns + SELECTED_COLUMNS]
     return selected.sort_values(GROUP_AXES, na_position="last", kind="stable").reset_index(drop=True)

@@ -25,8 +25,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from arena.report import plots
-from arena.report.load import ReportWarning, load_curves, load_lengths, load_runs, setting_columns, warn
+from arena.report import plots, regression
+from arena.report.load import (
+    ReportWarning,
+    load_curves,
+    load_lengths,
+    load_lm_eval,
+    load_runs,
+    setting_columns,
+    warn,
+)
 from arena.report.protocol import (
     PROTOCOL,
     add_series,
@@ -37,6 +45,7 @@ from arena.report.protocol import (
     lr_table,
     select,
     task_metrics,
+    tested_model_line,
 )
 
 FIGURES = {  # file name -> section title
@@ -93,8 +102,9 @@ def _display_selected(selected: pd.DataFrame) -> pd.DataFrame:
     table["lr (chosen)"] = selected["lr"]
     table["metric"] = selected["metric"]
     table["valid (mean)"] = selected["valid_metric_mean"]
-    table["test (mean ± 95% CI)"] = [accuracy_text(m, c) for m, c in
-                                     zip(selected["test_metric_mean"], selected["test_metric_ci95"])]
+    table["test (mean ± 95% CI)"] = [accuracy_text(m, c) + (f" {DAGGER}" if not_above(m, s) else "") for m, c, s in
+                                     zip(selected["test_metric_mean"], selected["test_metric_ci95"],
+                                         selected["shortcut_metric"])]
     table["seeds"] = selected["n_seeds"]
     table["runs (ok/div/fail)"] = [f"{a}/{b}/{c}" for a, b, c in
                                    zip(selected["n_completed"], selected["n_diverged"], selected["n_failed"])]
@@ -103,8 +113,42 @@ def _display_selected(selected: pd.DataFrame) -> pd.DataFrame:
             table[label] = selected[column]
     for column in ("params_total", "state_size", "flops_per_token"):
         table[column] = selected[column]
+    table["best shortcut"] = [f"{s:.3f} ({name})" if pd.notna(s) else "" for s, name in
+                              zip(selected["shortcut_metric"], selected["best_shortcut"])]
     table["note"] = selected["note"]
     return table
+
+
+LM_EVAL_NOTE = ("lm-eval scores of each run trained with `eval.lm_eval.tasks` (summary.json's `lm_eval`; all of "
+                "lm-eval's output in the run's lm_eval.json, one row per score in lm_eval.csv), beside the run's own "
+                "test score and test bits/byte. One row per run: every learning rate and seed.")
+
+
+def lm_eval_table(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per run with lm-eval scores: the run's comparison, test score and bits/byte, then one column per
+    `<lm-eval task> <metric>`."""
+    if scores.empty:
+        return pd.DataFrame()
+    wide = scores.assign(column=scores["benchmark"] + " " + scores["metric"]).pivot_table(
+        index="run_dir", columns="column", values="value", aggfunc="first")
+    columns = ["run_dir", "mixer", "task", "train_len", "lr", "seed", "test_metric", "test_bits_per_byte"]
+    table = runs[runs["run_dir"].isin(wide.index)][columns].rename(
+        columns={"test_metric": "test (run's task)", "test_bits_per_byte": "test bits/byte"})
+    return table.merge(wide.reset_index().rename_axis(columns=None), on="run_dir").reset_index(drop=True)
+
+
+DAGGER = "†"
+SHORTCUT_NOTE = (f"{DAGGER} The test score does not beat the best shortcut baseline: a rule that reads only the "
+                 "inputs (chance, the training majority, copying the last or the previous token, or the task's "
+                 "own cheap heuristic such as stack's last element pushed to this stack id, ignoring pops) and "
+                 "scores at least as much on the same test data (`best shortcut`, in the task's metric; "
+                 "arena/tasks/shortcuts.py, docs/probes.md#shortcut-baselines). Such a result does not show the "
+                 "ability the probe names.")
+
+
+def not_above(score, shortcut) -> bool:
+    """True where a score is known and does not beat a known shortcut baseline."""
+    return pd.notna(score) and pd.notna(shortcut) and score <= shortcut
 
 
 def _problem_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -149,6 +193,7 @@ def build_tables(root, length: int | None = None) -> dict:
         runs = load_runs(root)
         curves = load_curves(root, runs)
         lengths = load_lengths(root, runs)
+        lm_eval = load_lm_eval(root, runs)
         selected = add_series(select(runs))
         chosen = chosen_runs(runs, selected)
         fixed = fixed_lengths(selected, length)
@@ -159,12 +204,14 @@ def build_tables(root, length: int | None = None) -> dict:
     found = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, ReportWarning)))
     return {
         "runs": runs, "curves": curves, "lengths": lengths, "selected": selected, "lr_table": lr_table(runs),
+        "lm_eval": lm_eval, "lm_eval_table": lm_eval_table(runs, lm_eval),
         "fixed_lengths": fixed, "length": length, "warnings": found,
         "length_table": plots.length_table(selected),
         "convergence_table": plots.convergence_table(curves, chosen, fixed),
         "frontier_table": plots.frontier_table(at_length),
         "extrapolation_table": plots.extrapolation_table(lengths, chosen, fixed),
         "capability_matrix": capability_matrix(selected, length),
+        "mse_curves": regression.curve_table(root, chosen),  # regression tasks only; empty otherwise
     }
 
 
@@ -184,7 +231,12 @@ def draw_figures(tables: dict, folder: Path) -> dict:
                                                                     folder / "length_extrapolation.png"),
         "capability_matrix.png": plots.plot_capability_matrix(tables["capability_matrix"],
                                                               folder / "capability_matrix.png", **matrix_kwargs),
+        REGRESSION_FIGURE: regression.plot_mse_curves(tables.get("mse_curves", pd.DataFrame()),
+                                                      folder / REGRESSION_FIGURE),
     }
+
+
+REGRESSION_FIGURE = "mse_vs_examples.png"  # drawn, with its section, only when some run is of a regression task
 
 
 SKIPPED = {
@@ -195,8 +247,9 @@ SKIPPED = {
     "capability_matrix.png": "no group has both a validation accuracy to choose by and a test accuracy",
 }
 SCORE = ("Scores are in each task's metric (the `metric` column): accuracy, or scaled accuracy (0 = chance, "
-         "1 = perfect) for parity and modular arithmetic; the dotted line is the chance level. Series that share "
-         "an x value are drawn side by side (a few percent apart on the log axis); the table holds the true x.")
+         "1 = perfect) for parity and modular arithmetic; the dotted line is the chance level, the grey dashes the "
+         "best shortcut baseline (a rule that reads only the inputs, docs/probes.md#shortcut-baselines). Series that "
+         "share an x value are drawn side by side (a few percent apart on the log axis); the table holds the true x.")
 CAPTIONS = {
     "accuracy_vs_length.png": "One panel per task, one line per mixer (the layout of Kimi Linear's Figure 4). "
                               "Each point is the mean test score over seeds at the learning rate chosen on "
@@ -237,6 +290,7 @@ def build_blocks(root, tables: dict, figures: dict) -> list[Block]:
                    f"Single-length views use training length: {fixed or 'none'}."),
         Block("h2", "Protocol"),
         Block("p", PROTOCOL),
+        Block("p", tested_model_line(runs)),
     ]
     if tables.get("warnings"):
         blocks.append(Block("h2", "Warnings"))
@@ -245,6 +299,11 @@ def build_blocks(root, tables: dict, figures: dict) -> list[Block]:
         Block("h2", "Results at the chosen learning rate"),
         Block("table", table=_display_selected(selected)),
     ]
+    if selected["shortcut_metric"].notna().any():
+        blocks.append(Block("note", SHORTCUT_NOTE))
+    if not tables.get("lm_eval_table", pd.DataFrame()).empty:  # runs trained with eval.lm_eval.tasks
+        blocks += [Block("h2", "Standard benchmarks (lm-eval)"), Block("p", LM_EVAL_NOTE),
+                   Block("table", table=tables["lm_eval_table"])]
     duplicates = runs[runs["duplicate_of"].fillna("") != ""] if "duplicate_of" in runs.columns else runs.iloc[0:0]
     if len(duplicates):
         blocks += [
@@ -267,6 +326,13 @@ def build_blocks(root, tables: dict, figures: dict) -> list[Block]:
         if name == "capability_matrix.png":
             table = table.reset_index().rename_axis(columns=None)
         blocks.append(Block("table", table=table))
+    if figures.get(REGRESSION_FIGURE) is not None:
+        blocks += [Block("h2", "In-context regression: MSE against the number of examples"),
+                   Block("p", "For regression tasks the scores above are minus the test MSE (higher is better, so "
+                              "the learning rate is chosen on the lowest validation MSE); the curves are in "
+                              "mse_curves.csv."),
+                   Block("image", REGRESSION_FIGURE, None), Block("p", regression.CAPTION),
+                   Block("table", table=regression.verdict_table(tables["mse_curves"]))]
     lr_rows = tables["lr_table"]
     blocks += [
         Block("h2", "Learning-rate sweep"),
@@ -410,12 +476,16 @@ def write_tables(root, tables: dict, out=None) -> Path:
     try:
         for name in ("runs", "curves", "lengths", "selected"):
             csv_ready(tables[name]).to_csv(staging / f"{name}.csv", index=False, float_format="%.6g")
+        if not tables.get("lm_eval", pd.DataFrame()).empty:  # runs trained with eval.lm_eval.tasks only
+            tables["lm_eval"].to_csv(staging / "lm_eval.csv", index=False, float_format="%.6g")
+        if not tables.get("mse_curves", pd.DataFrame()).empty:  # regression tasks only
+            tables["mse_curves"].to_csv(staging / "mse_curves.csv", index=False, float_format="%.6g")
         figures = draw_figures(tables, staging)
         blocks = build_blocks(root, tables, figures)
         (staging / "report.md").write_text(render_markdown(blocks))
         (staging / "report.html").write_text(render_html(blocks, staging))
         out.mkdir(exist_ok=True)
-        for stale in set(FIGURES) - {name for name, path in figures.items() if path}:
+        for stale in (set(FIGURES) | set(figures)) - {name for name, path in figures.items() if path}:
             (out / stale).unlink(missing_ok=True)  # a plot skipped now must not survive from an older report
         for path in sorted(staging.iterdir()):  # each file whole, by rename; the page last
             if path.name not in ("report.md", "report.html"):

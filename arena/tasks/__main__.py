@@ -4,6 +4,7 @@
     python -m arena.tasks show task=stack                        # 3 training examples in the task's symbols
     python -m arena.tasks show task=stack_kimi --n 1             # a config that reuses another task's class
     python -m arena.tasks show task=parity seq_len=64 --n 2 --split test --raw   # token ids instead of symbols
+    python -m arena.tasks show task=stack_kimi --n 1 --shortcuts   # plus the shortcut baselines (docs/probes.md)
 
 `list` and `show` compose conf/config.yaml with `task=<name>` through Hydra's compose API on the schemas
 (arena/config_schema.py), as `python -m arena.run` does, so a task config's values are its YAML over its task
@@ -30,10 +31,12 @@ from arena.config_schema import CONF
 from arena.config_utils import CONFIG_ERRORS, one_line
 from arena.errors import ConfigError
 from arena.tasks import IGNORE, build_task, get_task, list_tasks
+from arena.tasks.base import split_seed
 
 TASK_CONF = CONF / "task"
 LINE = 112  # characters per printed row of tokens, label included
 LABEL = "  target "  # the widest row label; every row label is padded to it
+SHORTCUT_EXAMPLES = 1000  # test sequences `show --shortcuts` scores the shortcut baselines on
 ALIGN_VOCAB = 512  # up to this many ids, every symbol of the vocabulary sets the column width (same grid each run)
 
 
@@ -138,6 +141,9 @@ def show(args: argparse.Namespace) -> None:
     task_name = spec.pop("name", name)
     task = build_task(task_name, **spec)
     batch = task.generate(args.n, [args.seed, 0], split=args.split)
+    if task.kind == "regression":  # real vectors, not tokens: no symbol table to print
+        show_pairs(task, batch, name if task_name == name else f"{name} (task {task_name})", args)
+        return
     inputs, targets = batch.inputs.tolist(), batch.targets.tolist()
 
     names = [str(i) for i in range(task.vocab_size)] if args.raw else task.token_names()
@@ -155,6 +161,33 @@ def show(args: argparse.Namespace) -> None:
     for i in range(len(batch)):
         print(f"example {i}:")
         print(render(names, inputs[i], targets[i], width))
+    if args.shortcuts:  # the trainer's test seed: the numbers a run of this setting records in summary.json
+        accuracies = task.shortcut_baselines(task.generate(SHORTCUT_EXAMPLES, split_seed(0, "test"), split="test"))
+        print(f"shortcut baselines (test split, {SHORTCUT_EXAMPLES} sequences, accuracy at the scored positions): "
+              + (", ".join(f"{k} {v:.3f}" for k, v in accuracies.items()) or "none (targets are not tokens)"))
+
+
+PAIRS_SHOWN = 6  # pairs printed per example of a regression task
+
+
+def show_pairs(task, batch, title: str, args: argparse.Namespace) -> None:
+    """A regression task's examples (icl_regression): the first pairs, x_i and the y_i scored at its position."""
+    print(f"{title}: {description(type(task))}")
+    print(settings_text(task))
+    print(f"  split={args.split}, seed={args.seed}; real vectors in ({task.input_dim}) and out ({task.output_dim})")
+    d_x = task.input_dim - task.output_dim
+
+    def vec(values) -> str:
+        return "[" + " ".join(f"{v:+.2f}" for v in values) + "]"
+
+    for i in range(len(batch)):
+        print(f"example {i}:")
+        positions = batch.scored[i].nonzero().squeeze(1).tolist()
+        for k, t in enumerate(positions[:PAIRS_SHOWN]):
+            print(f"  pos {t:>3}  x = {vec(batch.inputs[i, t, :d_x].tolist())}  target y = "
+                  f"{vec(batch.targets[i, t].tolist())}  ({k} pairs before it)")
+        if len(positions) > PAIRS_SHOWN:
+            print(f"  ... {len(positions)} scored positions in all")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,9 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["list", "show"])
     parser.add_argument("settings", nargs="*", help="task=<name> and key=value overrides (show only)")
     parser.add_argument("--n", type=int, default=3, help="examples to show")
-    parser.add_argument("--split", default="train", choices=["train", "test"])
+    parser.add_argument("--split", default="train", choices=["train", "valid", "test"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--raw", action="store_true", help="print token ids instead of the task's symbols")
+    parser.add_argument("--shortcuts", action="store_true",
+                        help="also print the shortcut baselines on 1000 test sequences (arena/tasks/shortcuts.py)")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":

@@ -27,8 +27,9 @@ def check_lengths(name: str, cfg, shortest: int) -> None:
 
 
 def draw_lengths(rng: np.random.Generator, cfg, num_examples: int, split: str) -> np.ndarray:
-    """[E] content lengths, uniform over the split's [min_len, max_len] ("valid" uses the test range)."""
-    prefix = "train" if split == "train" else "test"
+    """[E] content lengths, uniform over the split's [min_len, max_len]; "valid" draws training lengths (held-out
+    data of the training distribution: the longer test lengths are for the test split alone)."""
+    prefix = "test" if split == "test" else "train"
     lo, hi = getattr(cfg, f"{prefix}_min_len"), getattr(cfg, f"{prefix}_max_len")
     return rng.integers(lo, hi + 1, size=num_examples)
 

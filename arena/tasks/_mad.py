@@ -98,7 +98,8 @@ def sample_recall(
     slots each hold a key-value pair (keys with replacement; a key's value is drawn once per sequence, so two
     keys may share a value) or, with probability frac_noise, two noise tokens; one slot is never noise. A final
     pair repeats a presented key (uniform over the distinct presented keys). Train targets: every next token.
-    Test targets: values whose key was presented earlier in the sequence, including the final one.
+    Test and valid targets (one distribution for all splits; valid is judged as the test is): values whose key
+    was presented earlier in the sequence, including the final one.
     """
     E, slots = num_examples, seq_len // 2 - 1
     n = vocab_size - noise_vocab_size

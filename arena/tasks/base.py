@@ -6,12 +6,17 @@ A task is a next-token problem: `targets[i, t]` is what the model must predict a
 what differs, see arena/config_schema.py); its constructor validates the config and raises `ConfigError` when the
 knobs cannot fit (e.g. too many items for the sequence length).
 
-Data protocol: `generate(n, seed, split)` is deterministic in `seed`; the trainer draws the training set and
-the held-out test set from disjoint seed streams (`split_seed`) and passes `split` ("train" or "test") so a
-task with different train and test distributions (e.g. parity: train lengths 3-40, test 40-256) can tell
-them apart; most tasks ignore it. `num_train > 0` trains on a fixed set (as Zoology does); `num_train = 0`
-draws fresh samples every step. Every sequence of a batch has length `seq_len`; a task whose content is
-shorter pads on the right with `PAD` (0 by convention unless the task documents another id), unscored.
+Data protocol: `generate(n, seed, split)` is deterministic in `seed`; the trainer draws the training set, the
+validation set and the test set from disjoint seed streams (`split_seed`) and passes `split` ("train", "valid"
+or "test") so a task with different train and test distributions (e.g. parity: train lengths 3-40, test 40-256)
+can tell them apart; most tasks ignore it. "valid" is held-out data of the TRAINING distribution (parity: train
+lengths), scored at the positions the test split scores (a MAD probe trains on every next token but is judged
+on its recall answers): validation steers early stopping and the learning-rate choice, so it must never see the
+test distribution (python -m arena.tasks show --split valid prints it); the trainer also leaves out of it every
+sequence of a fixed training set (arena.train.validation_set). `num_train > 0` trains on a fixed set (as Zoology
+does); `num_train = 0` draws fresh samples every step. Every sequence of a batch has length
+`seq_len`; a task whose content is shorter pads on the right with `PAD` (0 by convention unless the task
+documents another id), unscored.
 
 Length extrapolation: `at_length(L)` returns the same task with sequence length L (by default `seq_len=L`;
 a task whose difficulty knobs must scale with L overrides it).
@@ -21,6 +26,10 @@ printable names: `PUSH`, `s3` for stack 3, `<sep>`, `k17` / `v5` for keys and va
 run print as their numbers. `decode(ids)` and `legend()` are built from that table. A knob whose 0 means
 "derive it" (stack's num_ops) is named with its value in use by `auto_settings()`, and `setting()` writes it
 as `num_ops=auto (16)` in messages.
+
+Shortcut baselines (arena/tasks/shortcuts.py): a task lists its own cheap rules in `shortcut_predictions(inputs)`
+(name -> [N, T] predicted next tokens, from the inputs alone); `shortcut_baselines(batch)` scores them, with
+chance, majority and the copy rules every task gets, at the batch's scored positions.
 """
 
 from __future__ import annotations
@@ -74,6 +83,28 @@ class Batch:
         return Batch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True))
 
 
+@dataclass
+class RegressionBatch:
+    """A batch of a real-valued task (`Task.kind == "regression"`, e.g. icl_regression): vectors in, vectors out."""
+    inputs: torch.Tensor  # [N, T, I] float32 input vectors (the model reads them through a linear read-in)
+    targets: torch.Tensor  # [N, T, O] float32 vector to predict after reading inputs[:, : t + 1]; 0 where unscored
+    scored: torch.Tensor  # [N, T] bool, the positions the loss and the MSE count
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def __getitem__(self, index) -> RegressionBatch:
+        return RegressionBatch(self.inputs[index], self.targets[index], self.scored[index])
+
+    def to(self, device) -> RegressionBatch:
+        return RegressionBatch(*(t.to(device, non_blocking=True) for t in (self.inputs, self.targets, self.scored)))
+
+
+def scored_mask(batch: Batch | RegressionBatch) -> torch.Tensor:
+    """[N, T] bool: the scored positions of a token batch (target not IGNORE) or of a regression batch."""
+    return batch.scored if isinstance(batch, RegressionBatch) else batch.targets != IGNORE
+
+
 SPLITS = {"train": 0, "test": 1, "valid": 2}
 
 
@@ -84,6 +115,9 @@ def split_seed(seed: int, split: str) -> list[int]:
 
 class Task:
     registry_name: ClassVar[str] = "?"
+    # "tokens": int64 ids in, next-token cross-entropy, accuracy; "regression": float vectors in and out
+    # (RegressionBatch; the task also defines input_dim and output_dim), MSE loss and metric (arena/model.py)
+    kind: ClassVar[str] = "tokens"
 
     @dataclass
     class Config:
@@ -122,6 +156,19 @@ class Task:
     def at_length(self, seq_len: int) -> Task:
         """This task with sequences of length `seq_len` (for length-extrapolation tests)."""
         return type(self)(dataclasses.replace(self.cfg, seq_len=seq_len))
+
+    # ---- shortcut baselines: arena/tasks/shortcuts.py ----
+
+    def shortcut_predictions(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """The task's own cheap heuristics: name -> [N, T] predicted next token at every position (-1 = no
+        guess), from the [N, T] inputs alone. Chance, majority and the copy rules are added for every task."""
+        return {}
+
+    def shortcut_baselines(self, batch: Batch) -> dict[str, float]:
+        """{name: accuracy at the scored positions of `batch`} of every shortcut (see arena/tasks/shortcuts.py)."""
+        from arena.tasks.shortcuts import shortcut_baselines  # the module imports this one
+
+        return shortcut_baselines(self, batch)
 
     # ---- reading examples: python -m arena.tasks show ----
 

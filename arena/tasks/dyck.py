@@ -35,6 +35,7 @@ import torch
 from arena.errors import ConfigError
 from arena.tasks import register_task
 from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task
+from arena.tasks.shortcuts import last_where
 
 
 @register_task("dyck")
@@ -79,6 +80,12 @@ class Dyck(Task):
             opens, closes = tuple(f"({j}" for j in range(k)), tuple(f"){j}" for j in range(k))
         return [Symbols(PAD, ".", "PAD"), Symbols(1, opens, "opening brackets"),
                 Symbols(1 + k, closes, "closing brackets")]
+
+    def shortcut_predictions(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        # close the latest OPENING bracket seen, ignoring closes (no stack: right only when nothing closed since)
+        k = self.cfg.num_types
+        opening = last_where((inputs >= 1) & (inputs <= k), inputs)
+        return {"close_last_opened": np.where(opening >= 0, opening + k, -1)}
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c, E = self.cfg, num_examples

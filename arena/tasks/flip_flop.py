@@ -19,6 +19,7 @@ Example (seq_len=16, p_ignore=0.5), printed by this generator and decoded:
 
 Splits: train draws FFL(p_ignore) (published 0.8, 512 tokens); test draws FFL(test_p_ignore), default
 p_ignore (the in-distribution val split); set test_p_ignore=0.1 for val_dense and 0.98 for val_sparse.
+Validation (split="valid") always draws the training FFL(p_ignore).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 from arena.errors import ConfigError
 from arena.tasks import register_task
 from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task
+from arena.tasks.shortcuts import last_where, shift
 
 WRITE, READ, SKIP, BIT0 = 1, 2, 3, 4  # BIT0 + b is bit b
 
@@ -65,6 +67,11 @@ class FlipFlop(Task):
 
     def auto_settings(self) -> dict[str, object]:
         return {"test_p_ignore": self.cfg.p_ignore}  # None: the test split draws from the training FFL(p)
+
+    def shortcut_predictions(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        # the bit of the latest write OR ignore: the rule that reads every bit and ignores the ignore flag
+        op = shift(inputs, 1, PAD)
+        return {"last_bit_any": last_where((op == WRITE) | (op == SKIP), inputs)}
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg

@@ -7,7 +7,9 @@ short key can be the tail of a longer one). Ids: keys [0, n/2), values [n/2, n) 
 ids, a value 1..v_motif_size distinct value ids; a key's value is drawn at its first appearance. A probe pair is
 planted mid-sequence and repeated at the end. Train split: key sizes uniform in 1..k_motif_size, every next
 token scored (MAD's plain LM loss) except inside the padding. Test split: every key has k_motif_size tokens;
-scored are the value tokens of pairs whose key appeared earlier, plus the final value.
+scored are the value tokens of pairs whose key appeared earlier, plus the final value. Valid split: the training
+distribution (key sizes 1..k_motif_size), scored like the test except the first value token after a key shorter
+than k_motif_size (the model cannot know that key has ended).
 
 Differences from MAD (both to keep every scored answer determined by the inputs): MAD plants the probe at a
 token offset drawn from [0, L - 2 |probe|), which can lie past where the pairs stop, leaving the final query
@@ -39,6 +41,7 @@ from arena.errors import ConfigError
 from arena.tasks import register_task
 from arena.tasks._mad import check_positive, distinct_tuples, first_occurrence
 from arena.tasks.base import IGNORE, Batch, Symbols, Task
+from arena.tasks.shortcuts import last_where
 
 
 @register_task("fuzzy_recall")
@@ -73,6 +76,11 @@ class FuzzyRecall(Task):
         return [Symbols(0, "k", "key tokens", count=n // 2), Symbols(n // 2, "v", "value tokens", count=n - n // 2),
                 Symbols(n, ".", "PAD (left padding)")]
 
+    def shortcut_predictions(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        # the latest value token: recency without a key lookup (values [n/2, n), n = vocab_size - 1)
+        n = self.cfg.vocab_size - 1
+        return {"last_value": last_where((inputs >= n // 2) & (inputs < n), inputs)}
+
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg
         E, L, km, vm, pad = num_examples, c.seq_len, c.k_motif_size, c.v_motif_size, c.vocab_size - 1
@@ -80,8 +88,8 @@ class FuzzyRecall(Task):
         nk = n // 2
         rows = np.arange(E)[:, None]
 
-        # the probe pair (key sizes vary only in training, as in MAD)
-        probe_ks = rng.integers(1, km + 1, size=E) if split == "train" else np.full(E, km)
+        # the probe pair (key sizes vary only in training, as in MAD; validation draws the training distribution)
+        probe_ks = np.full(E, km) if split == "test" else rng.integers(1, km + 1, size=E)
         probe_vs = rng.integers(1, vm + 1, size=E)
         probe_k, probe_v = distinct_tuples(rng, (E,), 0, nk, km), distinct_tuples(rng, (E,), nk, n, vm)
         stop = L - probe_ks - probe_vs - (km + vm)  # MAD adds pairs while the sequence is shorter than this
@@ -89,7 +97,7 @@ class FuzzyRecall(Task):
 
         # candidate pair slots; at most (stop_max + 1) // 2 + 1 are used since every pair has >= 2 tokens
         S = (L - 2 - (km + vm)) // 2 + 2
-        ks = rng.integers(1, km + 1, size=(E, S)) if split == "train" else np.full((E, S), km)
+        ks = np.full((E, S), km) if split == "test" else rng.integers(1, km + 1, size=(E, S))
         drawn_vs = rng.integers(1, vm + 1, size=(E, S))
         # slot i depends on slots <= i alone, and only slots starting before `stop` matter (a pair is at least
         # its key size + 1 tokens): work on that prefix, plus one slot for the planted probe
@@ -166,6 +174,10 @@ class FuzzyRecall(Task):
             scored = np.concatenate([answered & ~probe_item & kept, np.ones((E, 1), dtype=bool)], 1)
             graded = np.zeros_like(present)
             graded[..., km:] = present[..., km:] & scored[..., None]
+            # the first value token is predicted at the key's last token, which is known to be the last only when
+            # the key has k_motif_size tokens (a shorter one might go on): on validation's mixed key sizes that
+            # answer is not determined by the inputs, so it is left unscored (the test's keys are all full size)
+            graded[..., km] &= size_k == km
             graded = graded[present]
             raw_targets = np.full(E * (L + 1), IGNORE, dtype=np.int64)
             raw_targets[dest[graded]] = laid[graded]

@@ -5,7 +5,8 @@ Isolates in-context key -> value lookup when keys repeat and every pair is also 
 seq_len/2 key-value pairs; keys lie in [0, V/2), values in [V/2, V); each key's value is drawn once per sequence
 (reshuffled across sequences). The final pair repeats a key that was presented. Scoring follows MAD (docs/probes.md):
 the train split scores every next token (plain LM loss, so keys and first-seen values too); the test
-split scores only values whose key appeared earlier in the sequence, plus the final value. The model reads MAD's
+split (and validation, which draws the same distribution) scores only values whose key appeared earlier in the
+sequence, plus the final value. The model reads MAD's
 seq_len - 1 shifted tokens; the last input is PAD (0) and unscored.
 
 Example (seq_len=16, vocab_size=16), decoded; `.` = unscored:
@@ -30,6 +31,7 @@ import numpy as np
 from arena.tasks import register_task
 from arena.tasks._mad import check_recall, recall_symbols, sample_recall
 from arena.tasks.base import Batch, Symbols, Task
+from arena.tasks.shortcuts import last_where
 
 
 @register_task("in_context_recall")
@@ -47,6 +49,11 @@ class InContextRecall(Task):
 
     def symbols(self) -> list[Symbols]:
         return recall_symbols(self.cfg.vocab_size, 0)
+
+    def shortcut_predictions(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        # the latest value token: recency without a key lookup (values [n/2, n), n = vocab_size - noise ids)
+        n = self.cfg.vocab_size - 0
+        return {"last_value": last_where((inputs >= n // 2) & (inputs < n), inputs)}
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg

@@ -42,6 +42,7 @@ from arena.errors import ConfigError
 from arena.tasks import register_task
 from arena.tasks._lengths import at_length_of, check_lengths, draw_lengths
 from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task
+from arena.tasks.shortcuts import last_where
 
 PLUS, MINUS, TIMES, EQUALS, DIGIT0 = 1, 2, 3, 4, 5
 
@@ -74,6 +75,14 @@ class _ModularArithmetic(Task):
             raise ConfigError(f"task {name}: seq_len={cfg.seq_len} cannot fit the shortest expression; needs >= 5")
         self.chance_accuracy = 1.0 / m
 
+    def shortcut_predictions(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        # the last digit read, and the sum of every digit read as if each operator were `+` (no precedence,
+        # no brackets, no signs)
+        m = self.cfg.modulus
+        digit = (inputs >= DIGIT0) & (inputs < DIGIT0 + m)
+        total = np.cumsum(np.where(digit, inputs - DIGIT0, 0), axis=1) % m + DIGIT0
+        return {"last_digit": last_where(digit, inputs), "sum_as_plus": np.where(digit.cumsum(1) > 0, total, -1)}
+
     def at_length(self, seq_len: int) -> Task:
         return at_length_of(self, seq_len)
 
@@ -91,7 +100,8 @@ class ModularArithmetic(_ModularArithmetic):
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg
         E, L, m = num_examples, c.seq_len, c.modulus
-        lo, hi = (c.train_min_len, c.train_max_len) if split == "train" else (c.test_min_len, c.test_max_len)
+        # "valid" draws training lengths, like "train" (held out by its seed stream, not by length)
+        lo, hi = (c.test_min_len, c.test_max_len) if split == "test" else (c.train_min_len, c.train_max_len)
         lengths = 2 * rng.integers((lo + 1) // 2, (hi + 1) // 2 + 1, size=E) - 1  # [E] odd, n = 2k - 1
         count = (lengths - 1) // 2  # numbers per expression
         K = int(count.max())

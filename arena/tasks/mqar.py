@@ -24,6 +24,7 @@ import torch
 from arena.errors import ConfigError
 from arena.tasks import register_task
 from arena.tasks.base import IGNORE, Batch, Symbols, Task, sample_distinct, sample_weighted_distinct
+from arena.tasks.shortcuts import last_where
 
 
 @register_task("mqar")
@@ -59,6 +60,10 @@ class MQAR(Task):
         half = self.cfg.vocab_size // 2  # filler between queries: id 0, or random ids (random_non_queries)
         return [Symbols(0, ".", "filler"), Symbols(1, "k", "keys", count=half - 1),
                 Symbols(half, "v", "values", count=self.cfg.vocab_size - half)]
+
+    def shortcut_predictions(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        # the latest value-range token (the last pair's value, or filler): recency without a key lookup
+        return {"last_value": last_where(inputs >= self.cfg.vocab_size // 2, inputs)}
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg

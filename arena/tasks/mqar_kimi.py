@@ -33,6 +33,7 @@ import torch
 from arena.errors import ConfigError
 from arena.tasks import register_task
 from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task, sample_distinct, setting
+from arena.tasks.shortcuts import last_where
 
 SEP = 1
 FIRST_KEY = 2
@@ -106,6 +107,10 @@ class MQARKimi(Task):
 
     def auto_settings(self) -> dict[str, object]:
         return {"num_kv_pairs": self.num_kv_pairs, "num_queries": self.num_queries}
+
+    def shortcut_predictions(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        # the latest value token (the last pair's value): recency without a key lookup
+        return {"last_value": last_where(inputs >= 2 + self.num_keys, inputs)}
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         n, q, L, m = self.num_kv_pairs, self.num_queries, self.cfg.seq_len, self.num_keys

@@ -5,8 +5,8 @@ Isolates content-selective filtering: each pair slot becomes two random noise to
 frac_noise, and the model must skip them while storing the pairs. Vocabulary: n = vocab_size - noise_vocab_size
 content ids (keys [0, n/2), values [n/2, n)), noise ids [n, vocab_size). Otherwise identical to
 `in_context_recall`: the train split scores every next token (noise too, as MAD's plain LM loss does); the test
-split scores values whose key was presented in an earlier (non-noise) pair, plus the final value; noise is
-never scored at test time. The last input is PAD (0), unscored.
+split (and validation, same data) scores values whose key was presented in an earlier (non-noise) pair, plus the
+final value; noise is never scored at test time. The last input is PAD (0), unscored.
 
 Example (seq_len=16, vocab_size=32, noise_vocab_size=16, frac_noise=0.4), decoded; `.` = unscored:
 
@@ -30,6 +30,7 @@ import numpy as np
 from arena.tasks import register_task
 from arena.tasks._mad import check_recall, recall_symbols, sample_recall
 from arena.tasks.base import Batch, Symbols, Task
+from arena.tasks.shortcuts import last_where
 
 
 @register_task("noisy_recall")
@@ -49,6 +50,11 @@ class NoisyRecall(Task):
 
     def symbols(self) -> list[Symbols]:
         return recall_symbols(self.cfg.vocab_size, self.cfg.noise_vocab_size)
+
+    def shortcut_predictions(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        # the latest value token: recency without a key lookup (values [n/2, n), n = vocab_size - noise ids)
+        n = self.cfg.vocab_size - self.cfg.noise_vocab_size
+        return {"last_value": last_where((inputs >= n // 2) & (inputs < n), inputs)}
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg

@@ -32,6 +32,7 @@ import torch
 from arena.errors import ConfigError
 from arena.tasks import register_task
 from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task, setting
+from arena.tasks.shortcuts import running_mode
 
 SEP = 1
 FIRST_SYMBOL = 2
@@ -70,6 +71,10 @@ class Palindrome(Task):
 
     def auto_settings(self) -> dict[str, object]:
         return {"copy_len": self.copy_len}
+
+    def shortcut_predictions(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        # the most frequent symbol so far: a guess that keeps counts, not the order
+        return {"context_mode": running_mode(inputs, 2, self.cfg.vocab_size)}
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         n, L = self.copy_len, self.cfg.seq_len

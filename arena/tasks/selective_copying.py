@@ -28,6 +28,7 @@ from arena.errors import ConfigError
 from arena.tasks import register_task
 from arena.tasks._mad import check_positive
 from arena.tasks.base import IGNORE, Batch, Symbols, Task
+from arena.tasks.shortcuts import running_mode
 
 
 @register_task("selective_copying")
@@ -56,6 +57,10 @@ class SelectiveCopying(Task):
         V = self.cfg.vocab_size
         return [Symbols(0, "x", "data tokens", count=V - 2), Symbols(V - 2, "_", "blank"),
                 Symbols(V - 1, "<copy>", "copy token")]
+
+    def shortcut_predictions(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        # the most frequent data token so far: a guess that keeps counts, not the order
+        return {"context_mode": running_mode(inputs, 0, self.cfg.vocab_size - 2)}
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg

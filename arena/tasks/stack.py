@@ -36,6 +36,7 @@ import torch
 from arena.errors import ConfigError
 from arena.tasks import register_task
 from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task, setting
+from arena.tasks.shortcuts import keyed_last, last_where, shift
 
 PUSH, POP = 1, 2
 FIRST_ID = 3
@@ -88,6 +89,14 @@ class Stack(Task):
 
     def auto_settings(self) -> dict[str, object]:
         return {"num_ops": self.num_ops}
+
+    def shortcut_predictions(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        # a stack id follows its op token; the token after a push's id is the element pushed
+        op = shift(inputs, 1, PAD)
+        pushed, element = op == PUSH, shift(inputs, -1)
+        stack_id = np.where((op == PUSH) | (op == POP), inputs, -1)
+        return {"last_pushed": keyed_last(stack_id, element, pushed),  # this stack's last push, pops ignored
+                "last_pushed_any": last_where(pushed, element)}  # the last push to any stack
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         E, P, S, L = num_examples, self.num_ops, self.cfg.num_stacks, self.cfg.seq_len

@@ -22,7 +22,7 @@ every token of the stream but the first is a target exactly once): inputs = wind
 every position scored. A batch picks windows with its rng: training draws them with replacement (deterministic in
 (train.seed, step), so a resumed run sees the same batches); validation and test take a seeded permutation of their
 windows (distinct windows while the split has enough). The trainer asks for validation with split="valid"
-(`valid_split` below) and for test with split="test".
+(as for every task) and for test with split="test".
 
 Example (byte tokenizer, seq_len=8), decoded; the window crosses a document boundary:
 
@@ -78,8 +78,6 @@ def _byte_names() -> tuple[str, ...]:
 @register_task("text")
 class Text(Task):
     """Language modelling on a text corpus: next-token prediction over packed windows, every position scored."""
-
-    valid_split = "valid"  # arena/train.py draws validation with this split (held-out documents of their own)
 
     @dataclass
     class Config(Task.Config):
@@ -150,6 +148,10 @@ class Text(Task):
 
     def auto_settings(self) -> dict[str, object]:
         return {"vocab_size": self.vocab_size}
+
+    def tokenizer(self) -> TextTokenizer:
+        """The task's tokenizer as text in, ids out and back (what lm-eval and checkpoints need)."""
+        return TextTokenizer.from_name(self.cfg.tokenizer)
 
 
 def source_name(cfg: Text.Config) -> str:
@@ -281,4 +283,67 @@ def _tokenizer(cfg: Text.Config):
     return encode_hf, tok.get_vocab_size(with_added_tokens=True)
 
 
-__all__ = ["DEFAULT_CORPUS", "Text", "TextBatch", "load_corpus"]
+class TextTokenizer:
+    """Text <-> ids for a trained model: `byte` (UTF-8 bytes, <eod> = 256) or a `tokenizers` JSON file (its ids,
+    <eod> = its vocabulary size). A checkpoint records it (arena/checkpoint.py: `byte` by name, a file as a copy),
+    so `TextTokenizer.load(checkpoint_dir, meta)` rebuilds it without the original file."""
+
+    FILE = "tokenizer.json"  # the copy of a tokenizers file inside a checkpoint
+
+    def __init__(self, name: str, path: Path | None = None):
+        self.name, self.path, self._tok = name, path, None
+        if name == "byte":
+            self.eod = 256
+            return
+        try:
+            from tokenizers import Tokenizer  # optional: only a run with a tokenizer file needs it
+        except ImportError:
+            raise ConfigError(f"tokenizer {name!r} needs the `tokenizers` package (pip install tokenizers)") from None
+        self._tok = Tokenizer.from_file(str(path))
+        self.eod = self._tok.get_vocab_size(with_added_tokens=True)  # as _tokenizer(): <eod> after the vocabulary
+
+    @classmethod
+    def from_name(cls, name: str) -> TextTokenizer:
+        """`byte` or the path of a tokenizers JSON file (looked up as task.tokenizer is)."""
+        if name == "byte":
+            return cls("byte")
+        path = resolve_path(name)
+        if not path.is_file():
+            raise ConfigError(f"tokenizer={name!r} is neither 'byte' nor an existing tokenizers JSON file")
+        return cls(name, path)
+
+    def encode(self, text: str) -> list[int]:
+        if self._tok is None:
+            return list(text.encode("utf-8"))
+        return list(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids) -> str:
+        """Ids -> text; <eod> and ids past the tokenizer (a padded vocabulary) are dropped, and a byte sequence cut
+        inside a UTF-8 character decodes with U+FFFD."""
+        ids = [int(i) for i in ids if 0 <= int(i) < self.eod]
+        if self._tok is None:
+            return bytes(ids).decode("utf-8", errors="replace")
+        return self._tok.decode(ids, skip_special_tokens=False)
+
+    def save(self, folder: Path) -> dict:
+        """Write what `load` needs into `folder` (a copy of a tokenizers file; nothing for byte); returns the
+        record for meta.json."""
+        if self.path is None:
+            return {"name": self.name, "eod": self.eod}
+        import shutil
+
+        shutil.copyfile(self.path, Path(folder) / self.FILE)
+        return {"name": self.name, "file": self.FILE, "eod": self.eod}
+
+    @classmethod
+    def load(cls, folder: Path, record: dict) -> TextTokenizer:
+        """The tokenizer a checkpoint recorded (`save`'s record, with its files in `folder`)."""
+        if record.get("file"):
+            path = Path(folder) / record["file"]
+            if not path.is_file():
+                raise ConfigError(f"checkpoint {folder} records tokenizer file {record['file']!r} but it is missing")
+            return cls(record["name"], path)
+        return cls("byte")
+
+
+__all__ = ["DEFAULT_CORPUS", "Text", "TextBatch", "TextTokenizer", "load_corpus"]

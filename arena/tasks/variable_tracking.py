@@ -37,6 +37,7 @@ import torch
 from arena.errors import ConfigError
 from arena.tasks import register_task
 from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task, sample_distinct
+from arena.tasks.shortcuts import first_where, last_where
 
 QUERY, NOISE, FIRST_VAR = 1, 2, 3
 
@@ -86,6 +87,11 @@ class VariableTracking(Task):
         return [Symbols(PAD, ".", "PAD"), Symbols(QUERY, "?", "query"), Symbols(NOISE, "_", "noise filler"),
                 Symbols(FIRST_VAR, "v", "variables", count=self.cfg.num_vars),
                 Symbols(first_value, "#", "values", count=self.num_values)]
+
+    def shortcut_predictions(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        # a value written in the context, without following the chain: the latest one or the first one
+        value = inputs >= FIRST_VAR + self.cfg.num_vars
+        return {"last_value": last_where(value, inputs), "first_value": first_where(value, inputs)}
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c, E = self.cfg, num_examples

@@ -15,7 +15,7 @@ KDA (Kimi Linear, arXiv 2510.26692, Eq. 1 and §4), per token t and head h; K = 
     S_t = (I - beta_t k_t k_t^T) Diag(exp g_t) S_{t-1} + beta_t k_t v_t^T,     o_t = S_t^T q_t / sqrt(K)
     y_t = W_o concat_h [RMSNorm(o_t) * w * sigmoid(W_gb W_ga x_t)]
 Gated DeltaNet (arXiv 2412.06464): the same q, k, v and beta, one scalar decay per head and an output gate silu:
-    g_t = -exp(A_log[h]) * softplus(w_a x_t + dt_bias[h])                 one scalar per head
+    g_t = -exp(A_log[h]) * softplus(w_a x_t + dt_bias[h])                 one scalar per head (decay=False: 0)
     S_t = exp(g_t) (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,    o_t = S_t^T q_t / sqrt(K)
     y_t = W_o concat_h [RMSNorm(o_t) * w * silu(W_g x_t)]
 Mamba2 (SSD, arXiv 2405.21060), head h in group h // (H / G); P = headdim, N = d_state:
@@ -143,12 +143,16 @@ def kda_reference(layer, x):
 
 
 def gdn_reference(layer, x):
-    P = params(layer, {"qkv.q_proj.weight", "qkv.k_proj.weight", "qkv.v_proj.weight", "qkv.q_conv.conv.weight",
-                       "qkv.k_conv.conv.weight", "qkv.v_conv.conv.weight", "a_proj.weight", "A_log", "dt_bias",
-                       "b_proj.weight", "g_proj.weight", "o_norm.norm.weight", "o_proj.weight"})
     cfg = layer.cfg
+    gate_params = {"a_proj.weight", "A_log", "dt_bias"} if cfg.decay else set()  # decay=False: DeltaNet, no gate
+    P = params(layer, {"qkv.q_proj.weight", "qkv.k_proj.weight", "qkv.v_proj.weight", "qkv.q_conv.conv.weight",
+                       "qkv.k_conv.conv.weight", "qkv.v_conv.conv.weight", "b_proj.weight", "g_proj.weight",
+                       "o_norm.norm.weight", "o_proj.weight"} | gate_params)
     q, k, v, (B, T, H, K, V) = delta_rule_inputs(layer, x, P)
-    alpha = torch.exp(-torch.exp(P["A_log"]) * softplus(x @ P["a_proj.weight"].T + P["dt_bias"]))  # [B, T, H]
+    if cfg.decay:
+        alpha = torch.exp(-torch.exp(P["A_log"]) * softplus(x @ P["a_proj.weight"].T + P["dt_bias"]))  # [B, T, H]
+    else:
+        alpha = x.new_ones(B, T, H)
     beta = sigmoid(x @ P["b_proj.weight"].T) * (2.0 if cfg.allow_neg_eigval else 1.0)  # [B, T, H]
     gate = silu(x @ P["g_proj.weight"].T).reshape(B, T, H, V)
     eye = torch.eye(K, dtype=x.dtype)
@@ -219,6 +223,7 @@ VARIANTS = {
         "neg-expand1": dict(num_heads=2, expand_v=1.0, allow_neg_eigval=True),
         "heads3-dim5": dict(num_heads=3, head_dim=5, expand_v=0.6, conv_size=2),
         "conv1-eps": dict(num_heads=4, conv_size=1, norm_eps=0.1),
+        "deltanet-neg": dict(num_heads=2, decay=False, allow_neg_eigval=True),  # Grazzi et al.'s parity layer
     },
     "mamba2": {
         "base": dict(d_state=4, headdim=8, chunk_size=4),  # 4 heads, one group

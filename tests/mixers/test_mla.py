@@ -171,6 +171,34 @@ def test_bf16_io_keeps_fp32_cache():
     assert_close("bf16 vs fp32", y32, y16, 3e-2)
 
 
+def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """y_t = sum_i weight[:, i] * x_{t - (k - 1) + i} over [B, T, D] (zeros before the start); weight [D, k]."""
+    k, T = weight.shape[1], x.shape[1]
+    padded = torch.cat([x.new_zeros(x.shape[0], k - 1, x.shape[2]), x], dim=1)
+    return torch.stack([sum(padded[:, t + i] * weight[:, i] for i in range(k)) for t in range(T)], dim=1)
+
+
+@pytest.mark.parametrize("rope", [True, False], ids=["rope", "nope"])
+def test_input_conv_is_a_causal_conv_before_the_projections(rope):
+    """conv_size=4: the layer equals the plain MLA equations applied to the convolved input, and decoding in
+    pieces (a prefill, single tokens, from an empty preallocated state and from none) equals the whole sequence."""
+    m = make(conv_size=4, rope=rope)
+    for p in m.parameters():
+        torch.nn.init.normal_(p, mean=1.0 if p.dim() == 1 else 0.0, std=0.3)
+    x = torch.randn(2, 19, D, dtype=torch.float64)
+    with torch.no_grad():
+        want = reference_mla(m, causal_depthwise_conv(x, m.conv.conv.weight[:, 0, :]))
+        assert_close("mla conv_size=4 vs reference", want, m(x)[0], 1e-12)
+        for state in (None, m.empty_state(2, capacity=8)):
+            pieces = []
+            for a, b in zip([0, 7, 8, 9, 15], [7, 8, 9, 15, 19]):
+                y, state = m(x[:, a:b], state)
+                pieces.append(y)
+            assert_close("decoded in pieces", want, torch.cat(pieces, 1), 1e-12)
+            assert state["conv"].shape == (2, 3, D)
+    assert m.state_size(10) == 10 * (m.R + m.Kr) + 3 * D
+
+
 def test_flops_count():
     m = build_mixer("mla", 64)
     assert m.mixing_flops_per_token(100) == 2 * 2 * 100 * (32 + 16 + 32)
@@ -181,7 +209,8 @@ def test_flops_count():
     (32, dict(qk_rope_head_dim=5), "qk_rope_head_dim=5 must be even"),
     (32, dict(kv_lora_rank=0), "kv_lora_rank=0 must be >= 1"),
     (32, dict(q_lora_rank=0), "q_lora_rank=0 must be >= 1"),
-], ids=["indivisible", "odd-rope", "zero-latent", "zero-qlora"])
+    (32, dict(conv_size=-1), "conv_size=-1 must be >= 0"),
+], ids=["indivisible", "odd-rope", "zero-latent", "zero-qlora", "negative-conv"])
 def test_bad_config_fails_in_one_line(d_model, overrides, match):
     with pytest.raises(ConfigError, match=match) as err:
         build_mixer("mla", d_model, **overrides)

@@ -29,6 +29,16 @@ def test_same_seed_same_data_and_different_seeds_differ(name):
 @pytest.mark.parametrize("name", list_tasks())
 def test_shapes_vocabulary_and_scored_positions(name):
     task = build_task(name)
+    if task.kind == "regression":  # real vectors in and out (RegressionBatch); details: tests/tasks/test_<name>.py
+        for split in ("train", "test"):
+            batch = task.generate(64, [0, 1], split)
+            assert batch.inputs.shape == (64, task.seq_len, task.input_dim)
+            assert batch.targets.shape == (64, task.seq_len, task.output_dim)
+            assert batch.inputs.dtype == batch.targets.dtype == torch.float32
+            assert batch.scored.shape == (64, task.seq_len) and batch.scored.any(dim=1).all()
+            assert torch.isfinite(batch.inputs).all() and torch.isfinite(batch.targets).all()
+        return
+    assert task.kind == "tokens", f"{name}: Task.kind={task.kind!r} is neither tokens nor regression"
     for split in ("train", "test"):
         batch = task.generate(64, [0, 1], split)
         assert batch.inputs.shape == batch.targets.shape == (64, task.seq_len)
@@ -55,4 +65,4 @@ def test_at_length_changes_the_sequence_length(name):
     task = build_task(name)
     longer = task.at_length(2 * task.seq_len)
     assert longer.seq_len == 2 * task.seq_len
-    assert longer.generate(4, [0, 1], "test").inputs.shape == (4, 2 * task.seq_len)
+    assert longer.generate(4, [0, 1], "test").inputs.shape[:2] == (4, 2 * task.seq_len)  # regression: [N, T, I]
