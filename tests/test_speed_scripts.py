@@ -29,7 +29,7 @@ def bench_csv(path: Path, ms: dict[tuple[str, int], float]) -> Path:
 
 
 def test_grid_hours_sums_steps_times_interpolated_step_time(tmp_path):
-    mixers = ("kda", "gdn", "mamba2", "mla", "mla_nope")
+    mixers = ("kda", "gdn", "mamba2", "mla", "mla_nope", "mla_conv")  # kimi_synthetic's mixers
     # 10 ms at 256 and 30 ms at 1024 for every mixer: 512 interpolates to 10 + 20 * 256 / 768
     ms = {(m, T): v for m in mixers for T, v in ((256, 10.0), (1024, 30.0))}
     path = bench_csv(tmp_path / "b.csv", ms)
@@ -38,7 +38,7 @@ def test_grid_hours_sums_steps_times_interpolated_step_time(tmp_path):
     assert proc.returncode == 0, proc.stderr
     per_length = 10.0 + (10.0 + 20.0 * 256 / 768) + 30.0  # ms summed over the three lengths
     seconds = 100 * per_length / 1000 * len(mixers) * 3  # x 3 tasks x 1 learning rate
-    assert "45 points" in proc.stdout and "TestGPU" in proc.stdout
+    assert "54 points" in proc.stdout and "TestGPU" in proc.stdout
     assert f"({seconds / 60:.1f} minutes)" in proc.stdout
     assert f"({seconds / 2 / 60:.1f} minutes)" in proc.stdout  # shared at 2x
 
