@@ -17,7 +17,9 @@ non-blocking copy, so it costs no stall; batches of fresh samples are generated 
 (`batch_stream`, arena/batches.py), and the scored positions are gathered by index (a boolean mask would sync).
 The reported tokens/s is the steady state: the first `STEADY_AFTER` steps (Triton compilation, allocator
 warm-up) are left out. Under torchrun, `train.parallel=ddp|fsdp` spreads one run over the processes
-(arena/parallel.py): the same global batch, loss and metrics as one process; only rank 0 writes.
+(arena/parallel.py): the same global batch, loss and metrics as one process; only rank 0 writes. The held-out
+protocol (validation set, best weights, test and length scoring, summary fields) is arena/protocol.py; device,
+precision, peak memory and the SIGTERM handler are arena/runtime.py.
 
     trainer = Trainer(run)
     for step, batch in zip(range(steps), batch_stream(run)):
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import signal
 import sys
 import threading
@@ -43,16 +44,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from arena import checkpoint, parallel
-from arena.batches import StepBatch, batch_stream, training_set  # re-exported: the step's input and its source
+from arena.batches import StepBatch, batch_stream  # re-exported: the step's input and its source
 from arena.config_utils import make_config
 from arena.errors import ConfigError, choice_error
-from arena.evaluate import EvalConfig, evaluate, evaluate_length
+from arena.evaluate import EvalConfig, evaluate
 from arena.loggers import check_logger_config, make_logger
 from arena.model import LanguageModel, ModelConfig
+from arena.protocol import PROGRESS, Best, score_test, validation_set, write_checkpoint  # held-out protocol
 from arena.provenance import environment, write_json_atomic
+from arena.runtime import Stop, autocast_dtype, peak_memory, resolve_device, sync  # device and process
 from arena.tasks import Batch, Task, build_task
 from arena.tasks.base import split_seed
-from arena.tasks.shortcuts import summary_fields as shortcut_fields
 
 STEADY_AFTER = 10  # steps left out of tokens/s: Triton compiles and the allocator warms up in the first ones
 DIVERGENCE_PEEK = 25  # steps between non-blocking looks at the device's non-finite-loss flag
@@ -142,24 +144,6 @@ TRAIN_RANGES = {
 }
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but no CUDA device is visible; use auto or cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise choice_error("train.device", name, ("auto", "cpu", "cuda"))
-    return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision not in ("auto", "fp32", "bf16"):
-        raise choice_error("train.precision", precision, ("auto", "fp32", "bf16"))
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to cfg.lr, then cosine decay to cfg.min_lr_ratio * cfg.lr at cfg.steps."""
     if step < cfg.warmup_steps:
@@ -177,13 +161,6 @@ def make_optimizer(model: LanguageModel, cfg: TrainConfig) -> torch.optim.AdamW:
     # one fused kernel for the whole update on CUDA (the per-tensor loop launches ~10 kernels per parameter)
     fused = all(p.is_cuda for p in model.parameters())
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
-
-
-def peak_memory(device: torch.device) -> dict:
-    if device.type == "cuda":
-        return {"peak_memory_bytes": torch.cuda.max_memory_allocated(device), "peak_memory_kind": "cuda_max_allocated"}
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux reports KiB
-    return {"peak_memory_bytes": rss_kib * 1024, "peak_memory_kind": "cpu_process_max_rss"}
 
 
 class Run:
@@ -232,24 +209,6 @@ class Run:
         self.model = LanguageModel(model_cfg, mixer_specs, default_spec).to(self.device)
 
 
-class _Stop:
-    """SIGTERM (`kill`, a scheduler's preemption) handled like Ctrl-C, but cleanly: inside the step loop the handler
-    only sets `requested`, and the loop writes a checkpoint at the next step boundary (a consistent state: the
-    step in flight has finished) and then raises KeyboardInterrupt. Outside the loop, or on a second SIGTERM, it
-    raises at once. Ctrl-C keeps raising at once wherever it lands (mid-step: no checkpoint is trusted then).
-    Under torchrun a rank may set `requested` because another rank was signalled (the loop agrees on it): its own
-    SIGTERM, arriving later, is still the first one and is deferred (`signalled`), not raised mid-checkpoint."""
-
-    def __init__(self):
-        self.requested, self.deferring, self.signalled = False, False, False
-
-    def __call__(self, signum, frame) -> None:
-        if self.deferring and not self.signalled:
-            self.requested = self.signalled = True
-            return
-        raise KeyboardInterrupt
-
-
 def train(run: Run, run_dir: Path, name: str, extra: dict | None = None, resume: bool = False) -> dict:
     """Train, evaluate and write summary.json (always, also on failure); `extra` adds fields such as config_hash.
 
@@ -279,7 +238,7 @@ def train(run: Run, run_dir: Path, name: str, extra: dict | None = None, resume:
     if resume_state is not None:
         summary.update(resume_state["progress"], steps=resume_state["step"], resumed_from_step=resume_state["step"])
     start = time.perf_counter()
-    stop = _Stop()
+    stop = Stop()
     main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
     old_handler = signal.signal(signal.SIGTERM, stop) if main_thread else None
     try:
@@ -503,77 +462,7 @@ def _step_or_none(bad_step: int) -> int | None:
     return None if bad_step == NO_BAD_STEP else bad_step
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# summary fields the loop keeps current; saved in checkpoints so a resumed run reports the same best and last
-PROGRESS = ("valid_accuracy", "best_accuracy", "best_step", "final_accuracy", "final_sequence_accuracy",
-            "train_accuracy")
-
-
-class _Best:
-    """The best validation evaluation so far: its result and (train.test_on=best) a CPU copy of its weights, taken
-    when validation improves and restored before the test. Saved with every checkpoint (best.safetensors), so a
-    resumed run tests the same weights as one never stopped."""
-
-    def __init__(self, resume_state: dict | None = None):
-        resume_state = resume_state or {}
-        self.weights: dict | None = resume_state.get("best_weights")
-        self.result: dict = resume_state.get("best_result") or {}
-
-
-def _checkpoint(run: Run, run_dir: Path, trainer: Trainer, step: int, progress: dict, digest: str | None,
-                best: _Best, final: bool = False, weights: dict | None = None, tested: dict | None = None) -> None:
-    """Write the checkpoint of the state after `step` steps (arena/checkpoint.py); `final` marks a finished run,
-    which a rerun never resumes. `weights` replaces the model's own (the final weights, when the model holds the
-    restored best ones); `tested` adds which weights the test scored to meta.json (arena.model.load reads it)."""
-    state = {"step": step, "trainer": trainer.state_dict(), "progress": {k: progress.get(k) for k in PROGRESS},
-             "best_result": best.result}
-    meta = {"step": step, "config_hash": digest, "final": final, "best_step": progress.get("best_step"),
-            **(tested or {})}
-    if weights is None and trainer.net is not None and run.train_cfg.parallel == "fsdp":
-        weights = trainer.copy_weights()  # sharded: gathered whole (every rank takes part)
-    if parallel.is_main():
-        checkpoint.save(run_dir, run, state, meta, weights=weights, best=best.weights)
-
-
-VALID_DRAWS = 64  # draws of validation examples at most, to replace those found in the fixed training set
-
-
-def validation_set(task: Task, seed: int) -> Batch:
-    """task.cfg.num_test examples of split "valid" (the training distribution, its own seed stream), none of them a
-    sequence of the fixed training set (num_train > 0): held out from training as the test is. A short parity
-    string or expression is often in a 20k training set (at the parity defaults 72% of the first draw is), so those
-    are replaced by further draws; validation then scores sequences training never showed. Runs on fresh samples
-    (num_train=0) and batches of another kind (text: held-out documents; regression) keep the first draw."""
-    n, stream = task.cfg.num_test, split_seed(seed, "valid")
-    first = task.generate(n, stream, split="valid")
-    if task.cfg.num_train == 0 or type(first) is not Batch:
-        return first
-    # the training set batch_stream shuffles (drawn once); rows compared by a 64-bit hash of their bytes (a collision
-    # would only drop one validation sequence)
-    seen = {hash(row.tobytes()) for row in training_set(task, seed).inputs.numpy()}
-    parts, have = [], 0
-    for draw in range(VALID_DRAWS):
-        batch = first if draw == 0 else task.generate(n, stream + [draw], split="valid")
-        unseen = torch.tensor([hash(row.tobytes()) not in seen for row in batch.inputs.numpy()], dtype=torch.bool)
-        parts.append(batch[unseen][: n - have])
-        have += len(parts[-1])
-        if have == n:
-            break
-    else:
-        raise ConfigError(f"task {task.registry_name}: the training set (num_train={task.cfg.num_train}) holds nearly "
-                          f"every sequence of the training distribution: {VALID_DRAWS} draws found {have} of "
-                          f"num_test={n} validation sequences it does not hold; lower task.num_train or widen the "
-                          "training distribution (e.g. train_max_len)")
-    if len(parts) == 1:
-        return parts[0]
-    return Batch(torch.cat([p.inputs for p in parts]), torch.cat([p.targets for p in parts]))
-
-
-def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float, stop: _Stop | None = None,
+def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float, stop: Stop | None = None,
           resume_state: dict | None = None, digest: str | None = None) -> dict:
     task, seed = run.task, run.train_cfg.seed
     # Two held-out splits: validation steers early stopping, the tested weights (train.test_on) and the learning-rate
@@ -591,11 +480,11 @@ def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float, stop: _S
     batches = batch_stream(run, first)  # replays the shuffles of a fixed training set up to `first`
     bar = tqdm(range(first, run.train_cfg.steps), initial=first, total=run.train_cfg.steps, desc=summary["name"],
                dynamic_ncols=True, file=sys.stderr, disable=not parallel.is_main())
-    stop = stop or _Stop()
+    stop = stop or Stop()
     stop.deferring = True
     try:
         return _steps(run, run_dir, logger, summary, start, trainer, batches, valid, test, bar, stop, first, digest,
-                      _Best(resume_state))
+                      Best(resume_state))
     finally:
         stop.deferring = False
         bar.close()  # also on Ctrl-C: what is printed next starts on a line of its own
@@ -603,7 +492,7 @@ def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float, stop: _S
 
 
 def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, trainer: Trainer, batches, valid: Batch,
-           test: Batch, bar, stop: _Stop, first: int, digest: str | None, kept: _Best | None = None) -> dict:
+           test: Batch, bar, stop: Stop, first: int, digest: str | None, kept: Best | None = None) -> dict:
     """The steps from `first` (0, or a resumed checkpoint's step), evaluations and final scoring; `progress`
     (train's summary) keeps the steps done and the validation accuracies so far, for a run that is interrupted or
     fails. Checkpoints are written at step boundaries: every train.checkpoint_every steps, on SIGTERM, and at
@@ -615,7 +504,7 @@ def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, traine
     best, best_step, result = -math.inf, None, {}  # -inf: a regression task's accuracy is -MSE, below -1 at times
     if progress.get("best_accuracy") is not None:  # a resumed run: the best so far counts
         best, best_step = progress["best_accuracy"], progress["best_step"]
-    kept = kept or _Best()
+    kept = kept or Best()
     # steady-state throughput: tokens and training time after the first STEADY_AFTER steps (evaluations excluded)
     steady_tokens, steady_time, clock = 0, 0.0, None
     all_tokens, all_time, t_window = 0, 0.0, time.perf_counter()
@@ -631,7 +520,7 @@ def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, traine
             stop.requested = parallel.any_rank(stop.requested)
         # at the top of a step, `step` steps are done: the state a checkpoint holds and a resume starts from
         if step > first and (stop.requested or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)):
-            _checkpoint(run, run_dir, trainer, step, progress, digest, kept)
+            write_checkpoint(run, run_dir, trainer, step, progress, digest, kept)
         if stop.requested:
             raise KeyboardInterrupt
         batch = next(batches)
@@ -640,7 +529,7 @@ def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, traine
         tokens = batch.inputs.numel() * trainer.world  # the global batch's: tokens/s means the same at any world size
         all_tokens += tokens
         if step + 1 == first + STEADY_AFTER:  # a resumed run warms up (compiles) again
-            _sync(device)
+            sync(device)
             clock = time.perf_counter()
         elif clock is not None:
             steady_tokens += tokens
@@ -649,7 +538,7 @@ def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, traine
 
         last = step + 1 == cfg.steps
         if (step + 1) % cfg.eval_every == 0 or last:
-            _sync(device)
+            sync(device)
             now = time.perf_counter()
             all_time += now - t_window
             if clock is not None:
@@ -690,81 +579,16 @@ def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, traine
                 clock = t_window
     bar.close()
     steps = step + 1
-    stopped_early = steps < cfg.steps
-    # the weights to test: the best validation's (restored in place; the final ones go to the checkpoint) or, with
-    # train.test_on=final or no copy of the best (a run resumed from a checkpoint that kept none), the final ones
-    final_weights, tested_step, valid_result = None, steps, result
-    if cfg.test_on == "best" and best_step != steps and kept.weights is not None:
-        final_weights = trainer.copy_weights()
-        trainer.restore_weights(kept.weights)
-        tested_step, valid_result = best_step, kept.result
-    test_model = "best" if cfg.test_on == "best" and tested_step == best_step else "final"
-    with parallel.full_weights(trainer.net):
-        final_test = parallel.agree(evaluate(model, test, cfg.eval_batch_size, amp, chance))
-    summary = {
-        "status": "completed", "steps": steps, "valid_accuracy": best, "best_accuracy": best, "best_step": best_step,
-        "test_accuracy": final_test["accuracy"], "test_sequence_accuracy": final_test["sequence_accuracy"],
-        "test_scaled_accuracy": final_test["scaled_accuracy"], "train_accuracy": train_accuracy,
-        "final_accuracy": result["accuracy"], "final_sequence_accuracy": result["sequence_accuracy"],
-        "final_scaled_accuracy": result["scaled_accuracy"], "chance_accuracy": chance,
-        "stopped_early": stopped_early, "tokens_per_s": record["tokens_per_s"],
-        "test_model": test_model, "tested_step": tested_step,
-        "message": "reached train.target_accuracy" if stopped_early else "ran all train.steps",
-    }
-    if "mse" in final_test:  # a regression task: MSEs (lower is better), and closed-form predictors on the same test
-        summary.update(primary_metric="neg_mse", valid_mse=-best, test_mse=final_test["mse"],
-                       test_mse_curve=final_test["mse_curve"], final_mse=result["mse"])
-        baselines = getattr(task, "closed_form_baselines", None)
-        if baselines is not None:
-            summary["baselines"] = baselines(test, run.train_cfg.seed)
-    if "bits_per_byte" in final_test:  # language modelling (task text): the tested weights' validation and test
-        for split, res in (("valid", valid_result), ("test", final_test)):
-            summary.update({f"{split}_loss": res["test_loss"], f"{split}_perplexity": res["perplexity"],
-                            f"{split}_bits_per_byte": res["bits_per_byte"]})
-    try:  # the rules a result must beat, on the same test split (arena/tasks/shortcuts.py)
-        summary.update(shortcut_fields(task, test))
-    except Exception as err:  # a baseline must never cost the trained result
-        summary["shortcuts_error"] = f"{type(err).__name__}: {err}"
-    if run.eval_cfg.lengths:
-        with parallel.full_weights(trainer.net):
-            summary.update(parallel.agree(_length_eval(run, metrics_path, steps)))
-    if run.eval_cfg.lm_eval.tasks:  # lm-eval on the tested weights (arena/lm_eval.py); a failure is recorded
-        from arena.lm_eval import evaluate_run
-        summary.update(evaluate_run(run, run_dir))
+    summary, final_weights = score_test(run, run_dir, trainer, test, kept, steps, best, best_step, result,
+                                        train_accuracy, record["tokens_per_s"])
     if trainer.world > 1:  # a SIGTERM to any rank since the last step stops them all (the checkpoint below is joint)
         stop.requested = parallel.any_rank(stop.requested)
     if stop.requested:  # SIGTERM during the last step: the run stops unfinished (its last checkpoint stands)
         raise KeyboardInterrupt
     progress.update({k: summary[k] for k in PROGRESS})
-    _checkpoint(run, run_dir, trainer, steps, progress, digest, kept, final=True, weights=final_weights,
-                tested={"test_model": test_model, "tested_step": tested_step})
+    write_checkpoint(run, run_dir, trainer, steps, progress, digest, kept, final=True, weights=final_weights,
+                     tested={"test_model": summary["test_model"], "tested_step": summary["tested_step"]})
     return summary
 
 
-def _length_eval(run: Run, metrics_path: Path, steps: int) -> dict:
-    """Accuracy at each of eval.lengths, one length at a time: a length that fails (out of memory, say) is
-    recorded in `length_eval_error` beside the others, and never costs the trained result."""
-    by_length, errors = {}, {}
-    for length in sorted(set(run.eval_cfg.lengths)):
-        try:
-            by_length[length] = evaluate_length(run.model, run.task, length, run.eval_cfg, run.train_cfg.seed,
-                                                run.amp)
-        except Exception as err:
-            errors[str(length)] = f"{type(err).__name__}: {err}"
-            print(f"arena: warning: eval.lengths: length {length} failed ({errors[str(length)]}); the trained "
-                  f"result is kept", file=sys.stderr)
-    if not parallel.is_main():  # every rank evaluates (FSDP needs them all); rank 0 writes and tells
-        return {}
-    with open(metrics_path, "a") as f:
-        for length, res in by_length.items():
-            record = {"step": steps, "eval": "length", "split": "test", "length": length,
-                      "train_seq_len": run.task.seq_len, **res}
-            f.write(json.dumps(record) + "\n")
-    if by_length:
-        print("arena: held-out accuracy by length: "
-              + ", ".join(f"{L}: {r['accuracy']:.3f}" for L, r in by_length.items()), file=sys.stderr)
-    out = {"length_eval": {str(length): res for length, res in by_length.items()}}
-    return {**out, "length_eval_error": errors} if errors else out
-
-
-__all__ = ["Run", "StepBatch", "TrainConfig", "Trainer", "batch_stream", "lr_at", "train"]
+__all__ = ["Run", "StepBatch", "TrainConfig", "Trainer", "batch_stream", "lr_at", "train", "validation_set"]

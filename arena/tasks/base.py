@@ -13,7 +13,7 @@ can tell them apart; most tasks ignore it. "valid" is held-out data of the TRAIN
 lengths), scored at the positions the test split scores (a MAD probe trains on every next token but is judged
 on its recall answers): validation steers early stopping and the learning-rate choice, so it must never see the
 test distribution (python -m arena.tasks show --split valid prints it); the trainer also leaves out of it every
-sequence of a fixed training set (arena.train.validation_set). `num_train > 0` trains on a fixed set (as Zoology
+sequence of a fixed training set (arena.protocol.validation_set). `num_train > 0` trains on a fixed set (as Zoology
 does); `num_train = 0` draws fresh samples every step. Every sequence of a batch has length
 `seq_len`; a task whose content is shorter pads on the right with `PAD` (0 by convention unless the task
 documents another id), unscored.
