@@ -78,7 +78,8 @@ def _workers(cfg: TrainConfig, device: torch.device) -> int:
 
 def training_set(task: Task, seed: int) -> Batch:
     """The fixed training set of a run (task.num_train examples from the "train" seed stream), drawn once per task
-    and seed: the validation set (arena.protocol.validation_set) leaves out its sequences, and the stream shuffles it."""
+    and seed: the validation set (arena.protocol.validation_set) leaves out its sequences, and the stream shuffles
+    it."""
     cached = getattr(task, "_training_set", None)
     if cached is None or cached[0] != seed:
         cached = (seed, task.generate(task.cfg.num_train, split_seed(seed, "train")))

@@ -13,12 +13,7 @@
 # off run leaves model_<card>_<stamp>.partial.csv with the mixers finished so far.
 set -uo pipefail
 out=${OUT:-results/bench}; mkdir -p "$out"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null
-fi
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1 TRITON_INTERPRET=0
-nvidia-smi -L
-python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
+. "$(dirname "$0")/gpu_env.sh"  # carried wheels, PYTHONPATH, the card and the stack
 
 extra=()
 if [ "${SMOKE:-0}" = 1 ]; then

@@ -13,12 +13,7 @@
 set -uo pipefail
 parts=${*:-validate bench check profile}
 out=${OUT:-results/gpu}; mkdir -p "$out"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null
-fi
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1 TRITON_INTERPRET=0
-nvidia-smi -L
-python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
+. "$(dirname "$0")/gpu_env.sh"  # carried wheels, PYTHONPATH, the card and the stack
 
 for part in $parts; do case $part in
 validate)  # every fused op, the Triton SSD and the fused layers against their fp32 twins, fwd + bwd, bf16 too

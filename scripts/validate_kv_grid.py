@@ -281,14 +281,11 @@ def run_grid(args) -> list[dict]:
 
 
 def write_rows(rows: list[dict], path: Path) -> None:
-    fields: list[str] = []
-    for row in rows:
-        fields += [k for k in row if k not in fields]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    """validate_triton_gpu.write_csv (columns: the union of the rows' keys), imported here, not at the top: it
+    imports torch, which a worker must not do before it has set its Triton environment."""
+    import validate_triton_gpu as vt
+
+    vt.write_csv(rows, path)
 
 
 def cell(rows: list[dict]) -> str:
