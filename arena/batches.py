@@ -11,6 +11,7 @@ Tests: tests/test_train_loop.py, tests/test_parallel.py.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -87,6 +88,13 @@ def training_set(task: Task, seed: int) -> Batch:
     return cached[1]
 
 
+def _leave_sigterm_to_parent(worker_id: int) -> None:
+    """A SIGTERM sent to the whole process group (`timeout`, SLURM, a sweep being stopped) reaches the batch
+    workers too; dying there would fail the run ("DataLoader worker ... killed by signal") before the trainer's
+    handler checkpoints it. The trainer stops at the next step boundary and shuts the workers down itself."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def batch_stream(run: Run, start_step: int = 0) -> Iterator[StepBatch]:
     """Device batches for steps start_step, start_step + 1, ... (endless).
 
@@ -120,6 +128,6 @@ def batch_stream(run: Run, start_step: int = 0) -> Iterator[StepBatch]:
     context = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=workers,
                                          pin_memory=pin, prefetch_factor=4, persistent_workers=False,
-                                         multiprocessing_context=context)
+                                         multiprocessing_context=context, worker_init_fn=_leave_sigterm_to_parent)
     for batch in loader:
         yield batch.to(device)

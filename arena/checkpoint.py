@@ -51,12 +51,14 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    # trainer.pt loads onto the run's device (the optimizer state belongs there), but torch takes RNG states only as
+    # CPU byte tensors: a resumed CUDA run failed here ("RNG state must be a torch.ByteTensor") before this .cpu()
+    torch.set_rng_state(state["torch"].cpu())
     random.setstate(tuple(s if not isinstance(s, list) else tuple(s) for s in state["python"]))
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([cuda_state.cpu() for cuda_state in state["cuda"]])
 
 
 def copy_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:

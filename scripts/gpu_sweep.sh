@@ -2,7 +2,9 @@
 # Any experiment preset (conf/experiment/<name>.yaml) on a GPU machine, resumable across device calls: each call
 # runs until TIME_LIMIT, then packs every run directory of the preset into $OUT/<name>_runs.tgz. Carry
 # `results/runs/<name>` (unpacked here from that archive) into the next call and the same command skips every
-# finished point (config_hash) and goes on.
+# finished point (config_hash) and goes on. Every call writes to the same sweep folder ($runs/sweep), so a point
+# that TIME_LIMIT stopped (SIGTERM: it checkpoints at its next step) resumes from that checkpoint in its own run dir
+# instead of starting again in a new folder.
 #   EXPERIMENT=kda_vs_gdn bash scripts/gpu_sweep.sh                     # the whole preset grid
 #   EXPERIMENT=kda_vs_gdn EXTRA="mixer=kda mixer.gate=bounded" bash scripts/gpu_sweep.sh   # a narrowed grid
 # Afterwards, here: python -m arena.report results/runs/<name> --out results/<date>_<name>
@@ -23,7 +25,7 @@ before=$(find "$runs" -name summary.json 2>/dev/null | wc -l)
 start=$(date +%s)
 # shellcheck disable=SC2086
 timeout "$TIME_LIMIT" python3 -m arena.run -m +experiment="$EXPERIMENT" hydra/launcher=joblib \
-  hydra.launcher.n_jobs="$N_JOBS" $EXTRA > "$out/${EXPERIMENT}_sweep.log" 2>&1
+  hydra.launcher.n_jobs="$N_JOBS" hydra.sweep.dir="$runs/sweep" $EXTRA > "$out/${EXPERIMENT}_sweep.log" 2>&1
 echo "sweep exit $? (124 = stopped at TIME_LIMIT; rerun with the archive carried to go on)"
 python3 scripts/sweep_throughput.py "$runs" --wall $(( $(date +%s) - start ))
 echo "finished runs: $before before this call, $(find "$runs" -name summary.json | wc -l) now"

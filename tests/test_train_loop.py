@@ -74,6 +74,29 @@ def test_worker_processes_give_the_inline_batches():
         workers.close()
 
 
+def test_batch_workers_survive_a_sigterm_to_the_process_group():
+    """`timeout`, SLURM and a stopped sweep send SIGTERM to the whole process group. The trainer checkpoints and
+    stops at its next step; a batch worker that died of the signal instead failed the run first ("DataLoader
+    worker ... killed by signal: Terminated", seen in a GPU sweep stopped by its time limit)."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    before = {child.pid for child in multiprocessing.active_children()}
+    stream = batch_stream(make_run(MIXERS["kda"], TASKS["fresh"], data_workers=1))
+    try:
+        next(stream)
+        (worker,) = [c for c in multiprocessing.active_children() if c.pid not in before]
+        os.kill(worker.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        assert worker.is_alive(), "the batch worker died of SIGTERM"
+        for _ in range(8):  # more batches than the prefetch queue holds: the worker is still generating them
+            next(stream)
+    finally:
+        stream.close()
+
+
 @pytest.mark.parametrize("task", list(TASKS))
 def test_stream_started_later_sees_the_same_batches(task):
     run = make_run(MIXERS["kda"], TASKS[task])
