@@ -22,7 +22,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 class Case:
     """One kernel check. lengths: sequence lengths packed along T with cu_seqlens (then B = 1, T = sum)."""
 
-    op: str  # kda | gdn
+    op: str  # kda | gdn | ssd
     dtype: str  # bf16 | fp16 | fp32: q, k, v (and o, dO); g, beta, states are fp32
     T: int
     B: int = 1
@@ -132,6 +132,8 @@ def make_cases(op: str, dtypes: tuple[str, ...], quick: bool = False, tiny: bool
     for i, spec in enumerate(SPECS):
         if quick and not spec["quick"]:
             continue
+        if op == "ssd" and (spec.get("neg") or spec.get("beta", "sigmoid") != "sigmoid"):
+            continue  # the SSD has no beta and no allow_neg_eigval: these cases would repeat others
         spec = shrink(spec) if tiny else dict(spec)
         spec.pop("quick")
         if spec.get("lengths"):

@@ -1,9 +1,11 @@
-"""GPU validation of the Triton delta-rule kernels (issue 4): a kernel sweep against the fp32 oracle, then training.
+"""GPU validation of the Triton delta-rule and SSD kernels (issues 4, 15): a sweep against the fp32 oracle, then
+training.
 
     python scripts/validate_triton_gpu.py                  # on the GPU machine: full sweep + training check
     python scripts/validate_triton_gpu.py --quick          # a handful of cases and a short training (smoke)
     python scripts/validate_triton_gpu.py --device cpu --quick   # CPU: Triton interpreter, tiny shapes, fp16/fp32
     python scripts/validate_triton_gpu.py --skip-train --ops kda --out /tmp/val
+    python scripts/validate_triton_gpu.py --ops ssd        # Mamba2's SSD (chunk_ssd, backend="triton"), mamba2 training
 
 1. Kernel sweep. For KDA (`chunk_kda`) and GDN (`chunk_gated_delta_rule`) with backend="triton", in bf16 and fp16
    (q, k, v in that dtype, L2-normalized over K as the mixers do; g, beta and the states fp32): ~50 cases per op
@@ -15,6 +17,8 @@
    final-state cotangent). Relative RMS errors (arena.testing.rel_rms_error) are checked against fla's tolerances
    (TOLERANCES below); a NaN fails. ARENA_TRITON_POISON=1 fills kernel outputs with NaN before launch, so an
    element the kernels never write fails too.
+   Op ssd runs `chunk_ssd` against `naive_recurrent_ssd` on the same cases minus those that only vary beta or
+   allow_neg_eigval (the SSD has neither; its dbeta column stays empty), scale 1 as in Mamba2.
 2. Training check: a short MQAR run (the default config, bf16 autocast on CUDA) with mixer.impl=triton and
    mixer.impl=torch, same seed, for kda and gdn; per-step losses are compared (fail on NaN or clear divergence).
 3. A summary table is printed last; the per-case table (CSV) and the loss curves go under --out (default $OUT if
@@ -64,6 +68,7 @@ ATOL = 1e-6
 LOSS_EARLY_STEPS = 30  # the per-step loss window where bf16 curves should agree to ~2e-2
 LOSS_FAIL_EARLY = 0.1  # fail: early-window divergence beyond bf16 noise
 LOSS_FAIL_ANY = 0.5  # fail: clear divergence anywhere (later steps may drift apart legitimately)
+MIXER_OF = {"ssd": "mamba2"}  # the training check of an op trains this mixer (kda and gdn: their own)
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -270,9 +275,17 @@ def load_ops() -> dict:
     """op -> (chunk fn, naive fn, per-channel gate). Imported late: TRITON_INTERPRET must be set first."""
     from arena.kernels.gated_delta_rule import chunk_gated_delta_rule, naive_recurrent_gated_delta_rule
     from arena.kernels.kda import chunk_kda, naive_recurrent_kda
+    from arena.kernels.ssd import chunk_ssd, naive_recurrent_ssd
+
+    def ssd_chunk(q, k, v, g, beta, *, allow_neg_eigval, **kw):  # the delta rules' call, beta unused
+        return chunk_ssd(q, k, v, g, **kw)
+
+    def ssd_naive(q, k, v, g, beta, *, allow_neg_eigval, **kw):
+        return naive_recurrent_ssd(q, k, v, g, **kw)
 
     return {"kda": (chunk_kda, naive_recurrent_kda, True),
-            "gdn": (chunk_gated_delta_rule, naive_recurrent_gated_delta_rule, False)}
+            "gdn": (chunk_gated_delta_rule, naive_recurrent_gated_delta_rule, False),
+            "ssd": (ssd_chunk, ssd_naive, False)}
 
 
 def triton_ready(device: torch.device) -> tuple[bool, str]:
@@ -362,7 +375,7 @@ def train_once(mixer: str, impl: str, steps: int, device: torch.device, run_dir:
 
 def training_check(mixers: list[str], steps: int, device: torch.device, out_dir: Path) -> list[dict]:
     results = []
-    for mixer in mixers:
+    for mixer in (MIXER_OF.get(op, op) for op in mixers):
         try:
             curves = {impl: train_once(mixer, impl, steps, device, out_dir / "train" / f"{mixer}-{impl}")
                       for impl in ("triton", "torch")}
@@ -395,7 +408,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a handful of cases and a short training (smoke)")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (Triton interpreter, tiny shapes)")
     p.add_argument("--out", default=None, help="output directory (default: $OUT if set, else results/validate)")
-    p.add_argument("--ops", default="kda,gdn", help="comma-separated subset of kda,gdn")
+    p.add_argument("--ops", default="kda,gdn", help="comma-separated subset of kda,gdn,ssd")
     p.add_argument("--dtypes", default=None, help="comma-separated; default bf16,fp16 (cuda) or fp16,fp32 (cpu)")
     p.add_argument("--train-steps", type=int, default=None, help="default 100 (cuda), 20 with --quick, 3 on cpu")
     p.add_argument("--skip-train", action="store_true")

@@ -169,3 +169,16 @@ def test_summarize_cli_writes_the_merged_table(tmp_path, capsys):
     vt.write_csv([{"id": case.id, **vt.asdict(case), "passed": True, "ratio_o": 0.25}], tmp_path / "s.csv")
     assert vt.main(["--summarize", str(tmp_path / "s.csv"), "--out", str(tmp_path / "o")]) == 1  # cases missing
     assert "MISSING" in capsys.readouterr().out and (tmp_path / "o" / "validate_cases.csv").exists()
+
+
+def test_ssd_cases_and_one_packed_case_end_to_end():
+    """Op ssd: the delta-rule cases minus beta / allow_neg_eigval variants, packed ones kept; one tiny packed case
+    runs the real Triton SSD (the interpreter here) against the token loop and passes, dbeta left empty."""
+    cases = vt.make_cases("ssd", ("bf16",))
+    assert cases and not any(c.neg for c in cases) and {c.beta for c in cases} == {"sigmoid"}
+    assert any(c.lengths == (1, 63, 64, 200, 1000) for c in cases)
+    chunk_fn, naive_fn, per_channel = vt.load_ops()["ssd"]
+    case = next(c for c in vt.make_cases("ssd", ("fp32",), quick=True, tiny=True) if c.lengths)
+    row = vt.check_case(case, chunk_fn, naive_fn, per_channel, torch.device("cpu"))
+    assert row["passed"], row["problems"]
+    assert row["ratio_dbeta"] == "" and isinstance(row["ratio_dh0"], float)

@@ -1,4 +1,4 @@
-"""`python -m arena.bench kernels`: time the KDA / GDN kernels against fla and SDPA attention on one CUDA GPU.
+"""`python -m arena.bench kernels`: time the KDA / GDN / SSD kernels against fla and SDPA attention on one CUDA GPU.
 
     python -m arena.bench kernels                                   # bf16, H=16, D=128, B*T=32768, T=2048,4096,16384
     python -m arena.bench kernels --lengths 4096 --ops kda --no-torch --rep-ms 2000
@@ -9,6 +9,8 @@ forward+backward (o.backward(dO), grads of every input reset to None between rep
 `triton.testing.do_bench(..., return_mode="median")`, which also flushes L2 between reps. Implementations:
   kda, gdn:  arena.triton (backend="triton"), arena.torch (the chunked PyTorch path), fla (fla-core's
              chunk_kda / chunk_gated_delta_rule with a precomputed log-decay g: no in-kernel gate or l2norm)
+  ssd:       Mamba2's SSD: arena.triton, arena.torch, fla (chunk_simple_gla) and mamba_ssm
+             (mamba_chunk_scan_combined) on the same q, k, v, g; arena/bench/kernels_ssd.py
   sdpa:      torch scaled_dot_product_attention(is_causal=True), [B, H, T, D], pinned to the FLASH_ATTENTION
              (FA2) and to the CUDNN_ATTENTION backend, one row each
 An implementation that cannot run (fla not installed, Triton path missing, out of memory, ...) becomes a row
@@ -33,11 +35,11 @@ from pathlib import Path
 
 from arena.bench import report
 
-OPS = ("kda", "gdn", "sdpa")
+OPS = ("kda", "gdn", "ssd", "sdpa")
 # Run order: the first implementation that produces an output is the reference the others are compared with,
 # so the fp32-computing torch path goes first. The table sorts rows by IMPLS order instead.
 RUN_ORDER = {"kda": ("arena.torch", "fla", "arena.triton"), "gdn": ("arena.torch", "fla", "arena.triton"),
-             "sdpa": ("sdpa.flash", "sdpa.cudnn")}
+             "ssd": ("arena.torch", "fla", "mamba_ssm", "arena.triton"), "sdpa": ("sdpa.flash", "sdpa.cudnn")}
 DTYPES = ("bf16", "fp16", "fp32")
 COPY_BYTES = 2 << 30  # the bandwidth probe: a 2 GiB device-to-device copy
 
@@ -52,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dim", type=int, default=128, help="head dim K = V (attention: D)")
     parser.add_argument("--tokens", type=int, default=32768, help="B * T, fixed across lengths")
     parser.add_argument("--lengths", default="2048,4096,16384", help="comma-separated T values; each divides --tokens")
-    parser.add_argument("--ops", default="kda,gdn,sdpa", help=f"comma-separated subset of {','.join(OPS)}")
+    parser.add_argument("--ops", default="kda,gdn,ssd,sdpa", help=f"comma-separated subset of {','.join(OPS)}")
     parser.add_argument("--out", default="results/bench", help="folder for the CSV and PNG (created if missing)")
     parser.add_argument("--no-torch", action="store_true", help="skip the (slow) arena torch chunked path")
     parser.add_argument("--torch-max-t", type=int, default=16384, help="skip the torch path above this T")
@@ -151,6 +153,10 @@ def _triton_status() -> tuple[bool, str]:
 
 def resolve(op: str, impl: str, T: int, args: argparse.Namespace):
     """(call, detail): call(inputs) -> o for one implementation; raises Unavailable with the reason."""
+    if op == "ssd":
+        from arena.bench.kernels_ssd import resolve_ssd
+
+        return resolve_ssd(impl, T, args)
     if impl == "arena.triton":
         ok, reason = _triton_status()
         if not ok:
@@ -188,6 +194,10 @@ def make_inputs(op: str, B: int, T: int, H: int, D: int, dtype, device, seed: in
     import torch
     import torch.nn.functional as F
 
+    if op == "ssd":
+        from arena.bench.kernels_ssd import make_ssd_inputs
+
+        return make_ssd_inputs(B, T, H, D, dtype, device, seed)
     gen = torch.Generator(device=device).manual_seed(seed)
 
     def randn(*shape):

@@ -21,11 +21,11 @@ from arena.bench import floors
 from arena.provenance import write_atomic
 
 IO_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
-OP_ORDER = ("kda", "gdn", "sdpa")
-IMPL_ORDER = ("arena.triton", "arena.torch", "fla", "sdpa.flash", "sdpa.cudnn")
+OP_ORDER = ("kda", "gdn", "ssd", "sdpa")
+IMPL_ORDER = ("arena.triton", "arena.torch", "fla", "mamba_ssm", "sdpa.flash", "sdpa.cudnn")
 MODES = (("fwd", "forward"), ("fwdbwd", "forward + backward"))
 # Issue 4's performance goals: (op, least fla/arena fwd+bwd ratio at the reference T, least at every T).
-GOALS = {"kda": (2.0, 1.0), "gdn": (1.0, 1.0)}
+GOALS = {"kda": (2.0, 1.0), "gdn": (1.0, 1.0), "ssd": (1.0, 1.0)}  # ssd: issue 15 (fla's simple GLA, same math)
 REFERENCE_T = 4096
 
 
@@ -45,9 +45,10 @@ def row_bytes(row, backward: bool) -> int:
     io = IO_BYTES[row["dtype"]]
     if row["op"] == "sdpa":
         return floors.attention_bytes(row["B"], row["T"], row["H"], row["D"], io_bytes=io, backward=backward)
+    # the SSD is the delta-rule count without beta: q, k, v, g in, o out (and their gradients)
     return floors.delta_rule_bytes(row["B"], row["T"], row["H"], row["D"], row["D"], io_bytes=io,
                                    g_bytes=IO_BYTES[row["g_dtype"]], per_channel=row["op"] == "kda",
-                                   backward=backward)
+                                   beta_bytes=0 if row["op"] == "ssd" else None, backward=backward)
 
 
 def derive(frame: pd.DataFrame, bandwidth: float) -> pd.DataFrame:
@@ -154,8 +155,8 @@ def write_plot(frame: pd.DataFrame, path: Path, title: str) -> None:
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
-    markers = {"kda": "o", "gdn": "s", "sdpa": "^"}
-    styles = {"kda": "-", "gdn": "--", "sdpa": ":"}
+    markers = {"kda": "o", "gdn": "s", "ssd": "D", "sdpa": "^"}
+    styles = {"kda": "-", "gdn": "--", "ssd": "-.", "sdpa": ":"}
     colors = {impl: f"C{i}" for i, impl in enumerate(IMPL_ORDER)}  # one colour per implementation
     lengths = sorted(frame["T"].unique())
     for ax, (mode, label) in zip(axes, MODES):

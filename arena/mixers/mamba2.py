@@ -10,9 +10,18 @@
     from arena.mixers import build_mixer
     mixer = build_mixer("mamba2", d_model=64)            # impl="torch" (chunked) or "naive" (token loop)
     y, state = mixer(x)                                   # x: [B, T, D]; state: {"conv", "ssm"}
-    y1, state = mixer(x_next, state)                      # T == 1 decodes with ssd_decode_step
+    y1, state = mixer(x_next, state)                      # T == 1 decodes with ssd_decode_step (no grad and
+                                                          # the Triton SSD in use: arena/kernels/ssd/recurrent.py)
 
 Defaults are the published layer's, except chunk_size (64, not 256). The SSD kernels are in arena/kernels/ssd.
+
+Training memory (recompute, on by default): everything between in_proj and out_proj (`_mix`: conv, SSD, D skip,
+gated norm) runs under torch.utils.checkpoint, so backward keeps per token only the layer input, in_proj's output
+and out_proj's input, and runs `_mix` again (the same forward, bit for bit) instead of keeping B / C expanded to
+all H heads, v = dt x, the SSD's chunk states and intermediates, the conv's and the norm's tensors. At d_model 1024
+(scripts/saved_activation_bytes.py) that is 29.8 KB a token instead of 218 KB (fp32, torch SSD) or 105 KB (fp32,
+Triton SSD and fused ops), and 19 KB instead of 64 KB under bf16 autocast, for one more forward of `_mix` in
+backward; recompute=false keeps them all (issue 16: the layer ran out of memory where KDA, GDN and MLA fit).
 
 init (A_log [H], dt_bias [H] at construction; dt ~ exp U(log dt_min, log dt_max) floored at dt_init_floor):
     mamba     (default) mamba_ssm's: A_log = log U(A_init_range), dt_bias = softplus^-1(dt). The layer this one
@@ -29,6 +38,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from arena.errors import ConfigError
 from arena.kernels.fused import check_fused, use_fused
@@ -61,6 +71,7 @@ class Mamba2(Mixer):
         chunk_size: int = 64  # chunk length of chunk_ssd (mamba uses 256 on GPU; 64 suits short CPU runs)
         fused: str = "auto"  # Triton ops for the conv and the gated norm: auto (on CUDA) | on | off, kernels/fused
         init: str = "mamba"  # A_log / dt_bias scheme: mamba (mamba_ssm) | fla (the same) | zero_dt, module docstring
+        recompute: bool = True  # training: keep in_proj's output only, rerun conv..norm in backward (docstring)
 
     def __init__(self, d_model: int, cfg: Config):
         super().__init__(d_model, cfg)
@@ -97,12 +108,33 @@ class Mamba2(Mixer):
         return y.flatten(-2) * self.norm_weight.to(y.dtype)  # the weight spans all groups, so it comes after
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        zxbcdt = self.in_proj(x)  # [B, T, d_inner + conv_dim + H]
+        cache, h0 = (None, None) if state is None else (state["conv"], state["ssm"])
+        if self.cfg.recompute and torch.is_grad_enabled():
+            # backward keeps x and zxbcdt only: _mix runs again there, the same forward bit for bit (no randomness)
+            y, conv_cache, ssm = checkpoint(self._mix, x, zxbcdt, cache, h0, use_reentrant=False,
+                                            preserve_rng_state=False)
+        else:
+            y, conv_cache, ssm = self._mix(x, zxbcdt, cache, h0)
+        return self.out_proj(y.to(x.dtype)), {"conv": conv_cache, "ssm": ssm}
+
+    def _mix(self, x: torch.Tensor, zxbcdt: torch.Tensor, cache: torch.Tensor | None,
+             h0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Everything between in_proj and out_proj: conv, SSD (or one decode step), the D skip and the gated norm.
+
+        x: the layer input [B, T, D], read only to pick kernels (device, dtype); zxbcdt: in_proj's output.
+        Returns y [B, T, d_inner] (out_proj's input), the conv cache and the SSM state.
+        """
         Bsz, T, _ = x.shape
         H, P, G, N = self.nheads, self.cfg.headdim, self.cfg.ngroups, self.cfg.d_state
         fused = use_fused(self.cfg.fused, x)
-        z, xBC, dt = self.in_proj(x).split([self.d_inner, self.conv_dim, H], dim=-1)
-        conv = self.conv.fused if fused else self.conv
-        xBC, conv_cache = conv(xBC, None if state is None else state["conv"])
+        z, xBC, dt = zxbcdt.split([self.d_inner, self.conv_dim, H], dim=-1)
+        if fused:
+            xBC, conv_cache = self.conv.fused(xBC, cache)
+        elif T == 1 and cache is not None:  # decoding: one step over the cache, fewer ops than the T-token form
+            xBC, conv_cache = self.conv.step(xBC, cache)
+        else:
+            xBC, conv_cache = self.conv(xBC, cache)
         xs, Bm, Cm = xBC.split([self.d_inner, G * N, G * N], dim=-1)
 
         ct = torch.promote_types(x.dtype, torch.float32)  # A = -exp(A_log) can overflow in low precision
@@ -112,9 +144,11 @@ class Mamba2(Mixer):
         k, q = (m.to(ct).unflatten(-1, (G, 1, N)).expand(Bsz, T, G, H // G, N).reshape(Bsz, T, H, N) for m in (Bm, Cm))
         v, g = xs * dt[..., None], dt * A  # [B, T, H, P], [B, T, H]
 
-        h0 = None if state is None else state["ssm"]
         if T == 1 and h0 is not None:
-            o, ssm = ssd_decode_step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], h0)
+            step = ssd_decode_step
+            if self._triton_decode(x):  # one launch that reads and writes the state once
+                from arena.kernels.ssd.recurrent import fused_recurrent_ssd_decode_step as step
+            o, ssm = step(q[:, 0], k[:, 0], v[:, 0], g[:, 0], h0)
             o = o[:, None]  # [B, 1, H, P]
         elif self.cfg.impl == "naive":
             o, ssm = naive_recurrent_ssd(q, k, v, g, initial_state=h0, output_final_state=True)
@@ -136,12 +170,17 @@ class Mamba2(Mixer):
                               out_dtype=z.dtype).flatten(-2)
         else:
             y = self._gated_norm(y, z.to(ct))
-        return self.out_proj(y.to(x.dtype)), {"conv": conv_cache, "ssm": ssm}
+        return y, conv_cache, ssm
 
     def _triton_ssd(self, x: torch.Tensor) -> bool:
         """impl triton: wherever Triton runs (the CPU interpreter included); auto: on CUDA only; never for fp64.
         The same rule as the fused ops' `fused=on|auto` (use_fused)."""
         return self.cfg.impl != "torch" and use_fused("on" if self.cfg.impl == "triton" else "auto", x)
+
+    def _triton_decode(self, x: torch.Tensor) -> bool:
+        """The fused recurrent decode kernel (inference only, no backward) where the Triton SSD runs, else the torch
+        step `ssd_decode_step`, its fp32 twin."""
+        return not torch.is_grad_enabled() and self._triton_ssd(x)
 
     def state_size(self, seq_len: int) -> int:
         """SSM state [H, N, P] plus the conv cache [d_conv - 1, conv_dim]; constant in seq_len."""

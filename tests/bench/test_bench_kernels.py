@@ -267,3 +267,44 @@ def test_no_or_unknown_subcommand_prints_usage_and_fails(capsys):
     result = run_cli("kernelz")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "invalid choice: 'kernelz'" in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------- ssd
+
+def test_ssd_inputs_rows_and_bytes():
+    """Op ssd: q, k, v, g (no beta) and mamba_ssm's view of the same data; the torch and Triton (interpreter) rows
+    compute the recurrence of the token-loop oracle; the byte floor is the delta-rule count without beta."""
+    from arena.kernels.ssd import naive_recurrent_ssd
+
+    x = kernels.make_inputs("ssd", 2, 16, 3, 8, torch.float32, "cpu", seed=1)
+    assert x["q"].shape == (2, 16, 3, 8) and x["g"].shape == (2, 16, 3) and "beta" not in x
+    assert (x["g"] < 0).all() and x["g"].dtype == torch.float32
+    # Mamba2 forms v = dt * x and g = dt * A inside its kernel: the precomputed leaves must give q, k, v, g back
+    assert torch.allclose(x["mamba_x"] * x["mamba_dt"][..., None], x["v"], rtol=1e-5, atol=1e-6)
+    assert torch.allclose(x["mamba_dt"] * x["mamba_A"], x["g"])
+    want, _ = naive_recurrent_ssd(x["q"], x["k"], x["v"], x["g"])
+    for impl in ("arena.torch", "arena.triton"):  # tests/conftest.py sets TRITON_INTERPRET=1
+        call, _ = kernels.resolve("ssd", impl, 16, parsed("--torch-chunk", "8"))
+        assert torch.allclose(call(x), want, atol=1e-5), impl
+    row = fake_row("ssd", "arena.triton", 4096, 1.0, 3.0)
+    frame = report.derive(pd.DataFrame([row, fake_row("ssd", "fla", 4096, 1.5, 3.0)]), bandwidth=3.0e12)
+    triton = frame.set_index("impl").loc["arena.triton"]
+    assert triton["fwd_bytes"] == 4 * ONE + B * T * H * 4  # q, k, v read, o written (bf16); g fp32; no beta
+    assert triton["fwd_vs_fla"] == pytest.approx(1.5)
+    assert report.goal_lines(frame) == ["goal SSD fwd+bwd, fla/arena.triton: T=4096 1.00x "
+                                        "(goal >= 1x at T=4096, >= 1x at every T): met"]
+
+
+@pytest.mark.skipif(kernels.importlib.util.find_spec("mamba_ssm") is not None, reason="mamba_ssm is installed here")
+def test_ssd_anchors_missing_are_reasons_not_crashes():
+    with pytest.raises(kernels.Unavailable, match="mamba_ssm is not installed"):
+        kernels.resolve("ssd", "mamba_ssm", 16, parsed())
+    if kernels.importlib.util.find_spec("fla") is None:
+        with pytest.raises(kernels.Unavailable, match="fla-core is not installed"):
+            kernels.resolve("ssd", "fla", 16, parsed())
+
+
+def test_ssd_without_cuda_exits_2_with_one_line(tmp_path):
+    result = run_cli("kernels", "--ops", "ssd", "--out", str(tmp_path / "bench"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("arena.bench kernels needs a CUDA GPU")

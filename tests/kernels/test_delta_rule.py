@@ -229,11 +229,13 @@ def test_public_ops_take_their_options_by_keyword():
     try:
         from arena.kernels.fused.gated_norm import gated_rmsnorm, gated_rmsnorm_reference
         from arena.kernels.fused.short_conv import causal_conv1d, causal_conv1d_reference
+        from arena.kernels.ssd.recurrent import fused_recurrent_ssd, fused_recurrent_ssd_decode_step
         from arena.kernels.ssd.triton_ssd import chunk_ssd_triton
         from arena.kernels.triton_delta.chunk import chunk_delta_rule_triton
         from arena.kernels.triton_delta.recurrent import fused_recurrent_decode_step, fused_recurrent_delta_rule
         ops |= {chunk_delta_rule_triton: qkvgb, fused_recurrent_delta_rule: qkvgb,
                 fused_recurrent_decode_step: qkvgb + ["state"], chunk_ssd_triton: qkvg,
+                fused_recurrent_ssd: qkvg, fused_recurrent_ssd_decode_step: qkvg + ["state"],
                 gated_rmsnorm: ["o", "gate", "weight"], gated_rmsnorm_reference: ["o", "gate", "weight"],
                 causal_conv1d: ["x", "weight", "bias"], causal_conv1d_reference: ["x", "weight", "bias"]}
     except ImportError:  # no Triton here: its entry points cannot be imported, nor called

@@ -152,3 +152,50 @@ def test_bad_shapes_raise_value_error():
         for fn in (naive_recurrent_ssd, chunk_ssd):
             with pytest.raises(ValueError, match=name):
                 fn(q_, k_, v_, g_, initial_state=h_)
+
+
+def test_packed_sequences_match_each_sequence_alone():
+    """cu_seqlens in the token loop and the chunked form: o, the N final states and every gradient (dh0 per
+    sequence) equal a plain loop over the sequences; chunk_size 16 puts boundaries inside chunks."""
+    lengths = (1, 15, 16, 17, 0, 40)
+    T, N = sum(lengths), len(lengths)
+    q, k, v, g, _ = make_inputs(T, "mild", False)
+    q, k, v, g = (x[:1] for x in (q, k, v, g))
+    h0 = torch.randn(N, H, K, V)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    do, dS = torch.randn(1, T, H, V), torch.randn(N, H, K, V)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v, g, h0)]
+    outs, states, t0 = [], [], 0
+    for n, L in enumerate(lengths):
+        o, S = naive_recurrent_ssd(*(x[:, t0:t0 + L] for x in leaves[:4]), scale=0.5,
+                                   initial_state=leaves[4][n:n + 1], output_final_state=True)
+        outs.append(o)
+        states.append(S)
+        t0 += L
+    o_ref, S_ref = torch.cat(outs, 1), torch.cat(states, 0)
+    want = torch.autograd.grad((o_ref * do).sum() + (S_ref * dS).sum(), leaves)
+    for fn, opts in ((naive_recurrent_ssd, {}), (chunk_ssd, {"chunk_size": 16})):
+        args = [x.detach().clone().requires_grad_() for x in leaves]
+        o, S = fn(*args[:4], scale=0.5, initial_state=args[4], output_final_state=True, cu_seqlens=cu, **opts)
+        assert S.shape == (N, H, K, V)
+        assert_close("o", o_ref, o, 1e-5)
+        assert_close("final states", S_ref, S, 1e-5)
+        got = torch.autograd.grad((o * do).sum() + (S * dS).sum(), args)
+        for name, a, b in zip(["dq", "dk", "dv", "dg", "dh0"], want, got):
+            assert_close(f"{fn.__name__} {name}", a, b, 1e-5)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (torch.tensor([0, 5, 4, 8]), "rise from 0"),
+    (torch.tensor([0, 5]), "rise from 0"),
+    (torch.tensor([0.0, 8.0]), "int32/int64"),
+    ("B2", "packed into B=1"),
+])
+def test_bad_cu_seqlens_is_one_line_error(bad, match):
+    q, k, v, g, _ = make_inputs(8, "mild", False)  # B = 2
+    if bad != "B2":
+        q, k, v, g = (x[:1] for x in (q, k, v, g))
+    cu = torch.tensor([0, 3, 8]) if isinstance(bad, str) else bad
+    for fn in (naive_recurrent_ssd, chunk_ssd):
+        with pytest.raises(ValueError, match=match):
+            fn(q, k, v, g, cu_seqlens=cu)

@@ -124,3 +124,25 @@ def test_mamba2_auto_on_cpu_takes_the_torch_ssd(monkeypatch):
         build_mixer("mamba2", D_MODEL, impl=impl, **cfg)(torch.randn(1, 5, D_MODEL))
     with pytest.raises(AssertionError, match="Triton SSD ran"):
         build_mixer("mamba2", D_MODEL, impl="triton", **cfg).to(DEVICE)(torch.randn(1, 5, D_MODEL, device=DEVICE))
+
+
+def test_mamba2_decodes_with_the_fused_recurrent_kernel(monkeypatch):
+    """T = 1 after a state under no_grad: impl=triton takes the fused decode kernel (the interpreter here, CUDA on a
+    GPU) and matches the torch step; with gradients on, or impl=torch, the torch step runs."""
+    import arena.kernels.ssd.recurrent as recurrent
+
+    calls = []
+    kernel = recurrent.fused_recurrent_ssd_decode_step
+    monkeypatch.setattr(recurrent, "fused_recurrent_ssd_decode_step",
+                        lambda *a, **k: calls.append(1) or kernel(*a, **k))
+    fused, plain = pair("mamba2-groups", **CASES["mamba2-groups"])
+    x = torch.randn(3, 6, D_MODEL, device=DEVICE)
+    with torch.no_grad():
+        _, s = plain(x[:, :5])
+        y_ref, s_ref = plain(x[:, 5:], s)
+        y, s_new = fused(x[:, 5:], s)
+    assert calls == [1]
+    assert_close("decoded y", y_ref, y, TOL)
+    assert_close("decoded ssm state", s_ref["ssm"], s_new["ssm"], TOL)
+    fused(x[:, 5:], s)  # gradients on: the kernel has no backward, so the torch step runs
+    assert calls == [1]

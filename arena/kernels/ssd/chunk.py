@@ -12,6 +12,7 @@ Same recurrence and signature as `naive_recurrent_ssd`, computed with matmuls ov
 
     from arena.kernels.ssd import chunk_ssd
     o, S = chunk_ssd(q, k, v, g, initial_state=h0, output_final_state=True, chunk_size=64)
+    o, S = chunk_ssd(q, k, v, g, cu_seqlens=cu, backend="triton")    # packed sequences, B = 1: states [N, H, K, V]
 
 Tested against the token loop in tests/kernels/test_ssd.py.
 """
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from arena.errors import choice_error
-from arena.kernels.ssd.naive import check_inputs, compute_dtype
+from arena.kernels.ssd.naive import check_inputs, compute_dtype, run_packed
 
 BACKENDS = ("torch", "triton")  # triton: arena.kernels.ssd.triton_ssd (CUDA, or the interpreter), chunk 64
 TRITON_CHUNK_SIZE = 64  # the Triton SSD's only chunk (triton_ssd.CHUNK is this)
@@ -58,10 +59,13 @@ def chunk_ssd(
     output_final_state: bool = False,
     chunk_size: int = 64,
     backend: str = "torch",
+    cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """q, k: [B, T, H, K]; v: [B, T, H, V]; g: [B, T, H] (<= 0); initial_state: [B, H, K, V].
 
     Returns o: [B, T, H, V] in v's dtype and, if asked, the final state [B, H, K, V] in fp32 (fp64 for fp64).
+    cu_seqlens: int [N+1] offsets of N sequences packed along T (B must be 1); no state passes between them, and
+    initial_state / the final state are [N, H, K, V]. The torch path runs the sequences one by one.
     """
     if backend not in BACKENDS:
         raise choice_error("chunk_ssd backend", backend, BACKENDS)
@@ -71,11 +75,20 @@ def chunk_ssd(
         from arena.kernels.ssd.triton_ssd import chunk_ssd_triton
 
         return chunk_ssd_triton(q, k, v, g, scale=scale, initial_state=initial_state,
-                                output_final_state=output_final_state)
-    check_inputs(q, k, v, g, initial_state)
+                                output_final_state=output_final_state, cu_seqlens=cu_seqlens)
+    check_inputs(q, k, v, g, initial_state, cu_seqlens, op="chunk_ssd")
+    if cu_seqlens is not None:
+        return run_packed(chunk_ssd, q, k, v, g, cu_seqlens, initial_state, output_final_state, scale=scale,
+                          chunk_size=chunk_size)
     out_dtype, dtype = v.dtype, compute_dtype(q, k, v, g, initial_state)
     B, T, H, K = q.shape
     V = v.shape[-1]
+    if T == 0:  # an empty (packed) sequence: no output, the state passes through
+        final = None
+        if output_final_state:
+            final = (initial_state.to(dtype).clone() if initial_state is not None
+                     else q.new_zeros((B, H, K, V), dtype=dtype))
+        return v.new_zeros(v.shape), final
     C = max(1, min(chunk_size, T))  # a short sequence is one chunk: no wasted padding
     pad = -T % C
     q, k, v, g = (t.to(dtype) for t in (q, k, v, g))

@@ -2,6 +2,7 @@
 
     from arena.kernels.ssd.triton_ssd import chunk_ssd_triton
     o, S = chunk_ssd_triton(q, k, v, g, scale=1.0, initial_state=h0, output_final_state=True)
+    o, S = chunk_ssd_triton(q, k, v, g, cu_seqlens=cu, initial_state=h0)   # packed: B = 1, h0 [N, H, K, V]
 
 Same recurrence and signature as `arena.kernels.ssd.naive_recurrent_ssd` (per head, g_t <= 0 a scalar):
     S_t = exp(g_t) S_{t-1} + k_t v_t^T,   o_t = scale * S_t^T q_t
@@ -9,16 +10,20 @@ q, k: [B, T, H, K]; v: [B, T, H, V] (one dtype of fp32/fp16/bf16, K, V <= 256); 
 fp32. CUDA tensors, or CPU under the Triton interpreter (TRITON_INTERPRET=1; bf16 is wrong there).
 Tested in tests/kernels/test_triton_ssd.py.
 
-Tensors are indexed in their [B, T, H, *] layout; G = the chunk-local cumsum of g is recomputed (fp32) by every
-kernel from g, so nothing but the chunk-entry states is kept between forward and backward. Three launches:
+As in the delta-rule kernels (arena/kernels/triton_delta/chunk.py), batches are packed into one sequence axis
+([1, B*T, H, *]) and packed sequences (`cu_seqlens`) are split by the same `Layout`: every chunk lies inside one
+sequence, so nothing leaks between sequences. Fixed-length batches run the same kernels with IS_VARLEN off: sequence
+n starts at n * T and no table is built or read (`Chunks`). G = the chunk-local cumsum of g is recomputed (fp32) by
+every kernel from g, so nothing but the chunk-entry states is kept between forward and backward. Three launches:
 
-`ssd_fwd_kernel`, one program per (batch * head, block of V), sequential over the chunks, state S in fp32:
+`ssd_fwd_kernel`, one program per (sequence * head, block of V), sequential over the sequence's chunks, state S
+in fp32:
     o = (scale q exp(G)) S + A v,   A[r, j] = scale q_r.k_j exp(G_r - G_j) [j <= r]
     S <- exp(G_last) S + (k exp(G_last - G))^T v
   It stores the state entering every chunk when the backward will need it.
 `ssd_bwd_state_kernel` (same grid, chunks in reverse) carries dS, the gradient of the state leaving a chunk:
     dS <- exp(G_last) dS + (scale q exp(G))^T dO;   it stores dS per chunk and dS of the initial state.
-`ssd_bwd_intra_kernel`, one program per (chunk, batch * head), all chunks in parallel, loops over blocks of V:
+`ssd_bwd_intra_kernel`, one program per (chunk, head), all chunks in parallel, loops over blocks of V:
     dA = scale (dO v^T) * decay,  dq = scale exp(G) (dO S^T) + dA k,  dk = dA^T q + exp(G_last - G) (v dS^T),
     dv = A^T dO + (k exp(G_last - G)) dS
   and dG_r = q_r.dq_r - k_r.dk_r (+ exp(G_last) <dS, S> + sum_j k_j.(state part of dk_j) on the chunk's last
@@ -36,8 +41,11 @@ import triton.language as tl
 from arena.kernels.ssd.chunk import TRITON_CHUNK_SIZE
 from arena.kernels.ssd.naive import check_inputs
 from arena.kernels.triton_delta import output_buffer, triton_status
+from arena.kernels.triton_delta.chunk import CHUNK as DELTA_CHUNK
+from arena.kernels.triton_delta.chunk import Layout
 
 CHUNK = TRITON_CHUNK_SIZE  # 64, defined with chunk_ssd, which names it in its docs and FLOP counts
+assert CHUNK == DELTA_CHUNK, "the shared Layout cuts sequences into the delta-rule kernels' chunks"
 MAX_HEAD_DIM = 256
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -72,21 +80,36 @@ def _chunk_gates(g_ptr, t0, n_valid, stride_t, C: tl.constexpr):
 
 
 @triton.jit
+def _sequence(cu_ptr, chunk_off_ptr, i_n, T, NT, IS_VARLEN: tl.constexpr):
+    """(first token, end, index of its first chunk in the per-chunk buffers) of sequence i_n, in int64 (T * H * K
+    may pass 2^31): from the Layout's tables when packed, else sequence i_n of a batch of B sequences of T tokens
+    (no table: nothing for the host to build or copy)."""
+    if IS_VARLEN:
+        bos = tl.load(cu_ptr + i_n).to(tl.int64)
+        eos = tl.load(cu_ptr + i_n + 1).to(tl.int64)
+        c_off = tl.load(chunk_off_ptr + i_n).to(tl.int64)
+    else:
+        bos = i_n.to(tl.int64) * T
+        eos = bos + T
+        c_off = i_n.to(tl.int64) * NT
+    return bos, eos, c_off
+
+
+@triton.jit
 def ssd_fwd_kernel(
-    q_ptr, k_ptr, v_ptr, g_ptr, h0_ptr, o_ptr, ht_ptr, h_ptr,
-    scale, T, H, K, V, NT,
-    BK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr,
+    q_ptr, k_ptr, v_ptr, g_ptr, cu_ptr, chunk_off_ptr, h0_ptr, o_ptr, ht_ptr, h_ptr,
+    scale, T, NT, H, K, V,
+    BK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr, IS_VARLEN: tl.constexpr,
     HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, SAVE: tl.constexpr, PREC: tl.constexpr,
 ):
-    i_bh, i_v = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    tok0 = i_b.to(tl.int64) * T * H + i_h  # index of (b, t = 0, h) among the [B, T, H] vectors
-    zero64 = tok0 * 0  # chunk starts in int64: T * H * K may pass 2^31
-    q_ptr += tok0 * K
-    k_ptr += tok0 * K
-    v_ptr += tok0 * V + i_v * BV
-    o_ptr += tok0 * V + i_v * BV
-    g_ptr += tok0
+    i_nh, i_v = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, eos, c_off = _sequence(cu_ptr, chunk_off_ptr, i_n, T, NT, IS_VARLEN)
+    q_ptr += i_h * K
+    k_ptr += i_h * K
+    v_ptr += i_h * V + i_v * BV
+    o_ptr += i_h * V + i_v * BV
+    g_ptr += i_h
     Vb = V - i_v * BV  # columns left in this block
 
     rows = tl.arange(0, C)
@@ -95,17 +118,18 @@ def ssd_fwd_kernel(
     causal = rows[:, None] >= rows[None, :]
     state_idx = rk[:, None] * V + i_v * BV + cv[None, :]
     state_mask = (rk[:, None] < K) & (cv[None, :] < Vb)
-    state_off = i_bh.to(tl.int64) * K * V + state_idx
+    state_off = i_nh.to(tl.int64) * K * V + state_idx
     if HAS_H0:
         S = tl.load(h0_ptr + state_off, mask=state_mask, other=0.0).to(tl.float32)
     else:
         S = tl.zeros((BK, BV), dtype=tl.float32)
     dt = q_ptr.dtype.element_ty
-    for c in range(0, NT):
-        t0 = zero64 + c * C
-        n_valid = tl.minimum(T - t0, C)
+    n_chunks = tl.cdiv(eos - bos, C)
+    for c in range(0, n_chunks):
+        t0 = bos + c * C
+        n_valid = tl.minimum(eos - t0, C).to(tl.int32)
         if SAVE:
-            tl.store(h_ptr + (i_bh.to(tl.int64) * NT + c) * K * V + state_idx, S.to(h_ptr.dtype.element_ty),
+            tl.store(h_ptr + ((c_off + c) * H + i_h) * K * V + state_idx, S.to(h_ptr.dtype.element_ty),
                      mask=state_mask)
         G, G_last = _chunk_gates(g_ptr, t0, n_valid, H, C)
         q = _load_rows(q_ptr, t0, n_valid, H * K, C, BK, K)
@@ -125,35 +149,35 @@ def ssd_fwd_kernel(
 
 @triton.jit
 def ssd_bwd_state_kernel(
-    q_ptr, g_ptr, do_ptr, dht_ptr, dh_ptr, dh0_ptr,
-    scale, T, H, K, V, NT,
-    BK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr,
+    q_ptr, g_ptr, do_ptr, cu_ptr, chunk_off_ptr, dht_ptr, dh_ptr, dh0_ptr,
+    scale, T, NT, H, K, V,
+    BK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr, IS_VARLEN: tl.constexpr,
     HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
 ):
-    i_bh, i_v = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    tok0 = i_b.to(tl.int64) * T * H + i_h
-    zero64 = tok0 * 0
-    q_ptr += tok0 * K
-    do_ptr += tok0 * V + i_v * BV
-    g_ptr += tok0
+    i_nh, i_v = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, eos, c_off = _sequence(cu_ptr, chunk_off_ptr, i_n, T, NT, IS_VARLEN)
+    q_ptr += i_h * K
+    do_ptr += i_h * V + i_v * BV
+    g_ptr += i_h
     Vb = V - i_v * BV
 
     rk = tl.arange(0, BK)
     cv = tl.arange(0, BV)
     state_idx = rk[:, None] * V + i_v * BV + cv[None, :]
     state_mask = (rk[:, None] < K) & (cv[None, :] < Vb)
-    state_off = i_bh.to(tl.int64) * K * V + state_idx
+    state_off = i_nh.to(tl.int64) * K * V + state_idx
     if HAS_DHT:
         dS = tl.load(dht_ptr + state_off, mask=state_mask, other=0.0).to(tl.float32)
     else:
         dS = tl.zeros((BK, BV), dtype=tl.float32)
     dt = q_ptr.dtype.element_ty
-    for cc in range(0, NT):
-        c = NT - 1 - cc
-        t0 = zero64 + c * C
-        n_valid = tl.minimum(T - t0, C)
-        tl.store(dh_ptr + (i_bh.to(tl.int64) * NT + c) * K * V + state_idx, dS, mask=state_mask)
+    n_chunks = tl.cdiv(eos - bos, C)
+    for cc in range(0, n_chunks):
+        c = n_chunks - 1 - cc
+        t0 = bos + c * C
+        n_valid = tl.minimum(eos - t0, C).to(tl.int32)
+        tl.store(dh_ptr + ((c_off + c) * H + i_h) * K * V + state_idx, dS, mask=state_mask)
         G, G_last = _chunk_gates(g_ptr, t0, n_valid, H, C)
         q = _load_rows(q_ptr, t0, n_valid, H * K, C, BK, K)
         do = _load_rows(do_ptr, t0, n_valid, H * V, C, BV, Vb).to(dt)
@@ -165,25 +189,28 @@ def ssd_bwd_state_kernel(
 
 @triton.jit
 def ssd_bwd_intra_kernel(
-    q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, h_ptr, dh_ptr, dq_ptr, dk_ptr, dv_ptr, dg_ptr,
-    scale, T, H, K, V, NT,
-    BK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr,
+    q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, h_ptr, dh_ptr, chunk_ptr, dq_ptr, dk_ptr, dv_ptr, dg_ptr,
+    scale, T, NT, H, K, V,
+    BK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
 ):
-    i_c, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    tok0 = i_b.to(tl.int64) * T * H + i_h
-    q_ptr += tok0 * K
-    k_ptr += tok0 * K
-    dq_ptr += tok0 * K
-    dk_ptr += tok0 * K
-    v_ptr += tok0 * V
-    do_ptr += tok0 * V
-    dv_ptr += tok0 * V
-    g_ptr += tok0
-    dg_ptr += tok0
-    t0 = tok0 * 0 + i_c * C
-    n_valid = tl.minimum(T - t0, C)
-    state_base = (i_bh.to(tl.int64) * NT + i_c) * K * V
+    i_c, i_h = tl.program_id(0), tl.program_id(1)
+    if IS_VARLEN:  # the chunk's first token and its end, inside one sequence, from the Layout's table
+        t0 = tl.load(chunk_ptr + 2 * i_c).to(tl.int64)
+        n_valid = (tl.load(chunk_ptr + 2 * i_c + 1) - t0).to(tl.int32)
+    else:  # chunk j of sequence n, each of length T
+        j = i_c % NT
+        t0 = (i_c // NT).to(tl.int64) * T + j * C
+        n_valid = tl.minimum(T - j * C, C).to(tl.int32)
+    q_ptr += i_h * K
+    k_ptr += i_h * K
+    dq_ptr += i_h * K
+    dk_ptr += i_h * K
+    v_ptr += i_h * V
+    do_ptr += i_h * V
+    dv_ptr += i_h * V
+    g_ptr += i_h
+    dg_ptr += i_h
+    state_base = (i_c.to(tl.int64) * H + i_h) * K * V
 
     rows = tl.arange(0, C)
     rk = tl.arange(0, BK)
@@ -244,55 +271,78 @@ def _launch_config(K: int, V: int, dtype: torch.dtype) -> dict:
                 warps_state=4, warps_intra=8 if BK >= 128 else 4)
 
 
-def _forward(q, k, v, g, h0, scale, store_final: bool, save: bool):
-    B, T, H, K = q.shape
+class Chunks:
+    """Where the kernels find each sequence's chunks. Fixed-length batches (B sequences of T tokens, packed as
+    [1, B*T, ...]) compute them in the kernels; packed ones (cu_seqlens) read the tables of the delta rules'
+    `Layout`, whose chunks never straddle two sequences."""
+
+    def __init__(self, B: int, T: int, cu_seqlens: torch.Tensor | None, device: torch.device):
+        self.varlen = cu_seqlens is not None
+        if self.varlen:
+            layout = Layout(B, T, cu_seqlens, device)
+            self.N, self.NC, self.T, self.NT = layout.N, layout.NC, 0, 0
+            self.tables = (layout.cu, layout.chunk_offsets, layout.chunks)
+        else:
+            self.T, self.NT = T, triton.cdiv(T, CHUNK)
+            self.N, self.NC = B, B * self.NT
+            self.tables = (None, None, None)
+
+    def pointers(self, stand_in: torch.Tensor) -> tuple:
+        """(cu, chunk offsets, chunk table), a stand-in where a fixed-length batch has none (never read)."""
+        return tuple(stand_in if t is None else t for t in self.tables)
+
+
+def _forward(q, k, v, g, h0, scale, layout: Chunks, store_final: bool, save: bool):
+    _, _, H, K = q.shape
     V = v.shape[-1]
-    NT = triton.cdiv(T, CHUNK)
     cfg = _launch_config(K, V, q.dtype)
     dev = q.device
     o = output_buffer(v.shape, v.dtype, dev)
-    ht = output_buffer((B, H, K, V), torch.float32, dev) if store_final else None
-    h = output_buffer((B, H, NT, K, V), q.dtype, dev) if save else None  # the state entering every chunk
-    ssd_fwd_kernel[(B * H, triton.cdiv(V, cfg["BV"]))](
-        q, k, v, g, h0 if h0 is not None else o, o, ht if ht is not None else o, h if h is not None else o,
-        scale, T, H, K, V, NT,
-        BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, HAS_H0=h0 is not None, STORE_FINAL=store_final, SAVE=save,
-        PREC=cfg["PREC"], num_warps=cfg["warps_state"], num_stages=1)
+    ht = output_buffer((layout.N, H, K, V), torch.float32, dev) if store_final else None
+    h = output_buffer((layout.NC, H, K, V), q.dtype, dev) if save else None  # the state entering every chunk
+    cu, chunk_off, _ = layout.pointers(o)
+    ssd_fwd_kernel[(layout.N * H, triton.cdiv(V, cfg["BV"]))](
+        q, k, v, g, cu, chunk_off, h0 if h0 is not None else o, o,
+        ht if ht is not None else o, h if h is not None else o,
+        scale, layout.T, layout.NT, H, K, V,
+        BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, IS_VARLEN=layout.varlen, HAS_H0=h0 is not None,
+        STORE_FINAL=store_final, SAVE=save, PREC=cfg["PREC"], num_warps=cfg["warps_state"], num_stages=1)
     return o, ht, h
 
 
-def _backward(q, k, v, g, h, do, dht, scale, need_dh0: bool):
-    B, T, H, K = q.shape
+def _backward(q, k, v, g, h, do, dht, scale, layout: Chunks, need_dh0: bool):
+    _, _, H, K = q.shape
     V = v.shape[-1]
-    NT = triton.cdiv(T, CHUNK)
     cfg = _launch_config(K, V, q.dtype)
     dev = q.device
-    dh = output_buffer((B, H, NT, K, V), torch.float32, dev)  # gradient of the state leaving every chunk
-    dh0 = output_buffer((B, H, K, V), torch.float32, dev) if need_dh0 else None
-    ssd_bwd_state_kernel[(B * H, triton.cdiv(V, cfg["BV"]))](
-        q, g, do, dht if dht is not None else dh, dh, dh0 if dh0 is not None else dh,
-        scale, T, H, K, V, NT,
-        BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, HAS_DHT=dht is not None, STORE_DH0=need_dh0,
-        PREC=cfg["PREC"], num_warps=cfg["warps_state"], num_stages=1)
+    dh = output_buffer((layout.NC, H, K, V), torch.float32, dev)  # gradient of the state leaving every chunk
+    dh0 = output_buffer((layout.N, H, K, V), torch.float32, dev) if need_dh0 else None
+    cu, chunk_off, chunks = layout.pointers(dh)
+    ssd_bwd_state_kernel[(layout.N * H, triton.cdiv(V, cfg["BV"]))](
+        q, g, do, cu, chunk_off, dht if dht is not None else dh, dh, dh0 if dh0 is not None else dh,
+        scale, layout.T, layout.NT, H, K, V,
+        BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, IS_VARLEN=layout.varlen, HAS_DHT=dht is not None,
+        STORE_DH0=need_dh0, PREC=cfg["PREC"], num_warps=cfg["warps_state"], num_stages=1)
     dq = output_buffer(q.shape, q.dtype, dev)
     dk = output_buffer(k.shape, k.dtype, dev)
     dv = output_buffer(v.shape, v.dtype, dev)
     dg = output_buffer(g.shape, torch.float32, dev)
-    ssd_bwd_intra_kernel[(NT, B * H)](
-        q, k, v, g, do, h, dh, dq, dk, dv, dg,
-        scale, T, H, K, V, NT,
-        BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, PREC=cfg["PREC"], num_warps=cfg["warps_intra"], num_stages=1)
+    ssd_bwd_intra_kernel[(layout.NC, H)](
+        q, k, v, g, do, h, dh, chunks, dq, dk, dv, dg,
+        scale, layout.T, layout.NT, H, K, V,
+        BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, IS_VARLEN=layout.varlen, PREC=cfg["PREC"],
+        num_warps=cfg["warps_intra"], num_stages=1)
     return dq, dk, dv, dg, dh0
 
 
 class ChunkSSDTriton(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, g, h0, scale, output_final_state):
+    def forward(ctx, q, k, v, g, h0, scale, output_final_state, layout):
         save = any(ctx.needs_input_grad[:5])
-        o, ht, h = _forward(q, k, v, g, h0, scale, output_final_state, save)
+        o, ht, h = _forward(q, k, v, g, h0, scale, layout, output_final_state, save)
         if save:
             ctx.save_for_backward(q, k, v, g, h)
-        ctx.scale = scale
+        ctx.scale, ctx.layout = scale, layout
         ctx.set_materialize_grads(False)  # an unused final state costs no dht buffer
         return o, ht
 
@@ -301,8 +351,8 @@ class ChunkSSDTriton(torch.autograd.Function):
         q, k, v, g, h = ctx.saved_tensors
         do = torch.zeros_like(v) if do is None else do.to(v.dtype).contiguous()
         dht = None if dht is None else dht.float().contiguous()
-        dq, dk, dv, dg, dh0 = _backward(q, k, v, g, h, do, dht, ctx.scale, ctx.needs_input_grad[4])
-        return dq, dk, dv, dg, dh0, None, None
+        dq, dk, dv, dg, dh0 = _backward(q, k, v, g, h, do, dht, ctx.scale, ctx.layout, ctx.needs_input_grad[4])
+        return dq, dk, dv, dg, dh0, None, None, None
 
 
 def chunk_ssd_triton(
@@ -314,29 +364,37 @@ def chunk_ssd_triton(
     scale: float = 1.0,
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """q, k: [B, T, H, K]; v: [B, T, H, V]; g: [B, T, H] (<= 0); initial_state: [B, H, K, V].
 
     Returns o: [B, T, H, V] in v's dtype and, if asked, the final state [B, H, K, V] in fp32. Differentiable in
-    q, k, v, g and initial_state.
+    q, k, v, g and initial_state. cu_seqlens: int [N+1] offsets of N sequences packed along T (B must be 1); no
+    state passes between them, and initial_state / the final state are [N, H, K, V].
     """
-    check_inputs(q, k, v, g, initial_state)
+    op = "chunk_ssd_triton"
+    N = check_inputs(q, k, v, g, initial_state, cu_seqlens, op=op)
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in DTYPES:
-        raise ValueError(f"chunk_ssd_triton: q, k, v must share one dtype of fp32/fp16/bf16, "
-                         f"got {q.dtype}/{k.dtype}/{v.dtype}")
+        raise ValueError(f"{op}: q, k, v must share one dtype of fp32/fp16/bf16, got {q.dtype}/{k.dtype}/{v.dtype}")
     B, T, H, K = q.shape
     V = v.shape[-1]
     if max(K, V) > MAX_HEAD_DIM:
-        raise ValueError(f"chunk_ssd_triton: head dims up to {MAX_HEAD_DIM} are supported, got K={K}, V={V}")
+        raise ValueError(f"{op}: head dims up to {MAX_HEAD_DIM} are supported, got K={K}, V={V}")
     ok, reason = triton_status(q.device)
     if not ok:
-        raise ValueError(f"chunk_ssd_triton: the Triton kernels cannot run here ({reason})")
+        raise ValueError(f"{op}: the Triton kernels cannot run here ({reason})")
     h0 = None if initial_state is None else initial_state.float().contiguous()
     if B * T * H == 0:  # nothing to launch; zero-size grids are not launchable
         o = v.new_zeros(v.shape)
         ht = None
         if output_final_state:
-            ht = h0.clone() if h0 is not None else q.new_zeros((B, H, K, V), dtype=torch.float32)
+            ht = h0.clone() if h0 is not None else q.new_zeros((N, H, K, V), dtype=torch.float32)
         return o, ht
-    return ChunkSSDTriton.apply(q.contiguous(), k.contiguous(), v.contiguous(), g.float().contiguous(), h0,
-                                float(scale), bool(output_final_state))
+    layout = Chunks(B, T, cu_seqlens, q.device)
+
+    def packed(x):
+        return x.reshape(1, B * T, *x.shape[2:]).contiguous()
+
+    o, ht = ChunkSSDTriton.apply(packed(q), packed(k), packed(v), packed(g).float(), h0, float(scale),
+                                 bool(output_final_state), layout)
+    return o.reshape(B, T, H, V), ht
