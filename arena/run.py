@@ -94,13 +94,14 @@ NOT_HASHED = ("results_dir", "logger", "resume")
 # the earlier runs. A key whose default changes what a run computes does not belong here.
 HASH_NEUTRAL = {
     # KDA/GDN/Mamba2 init, KDA's gate and MLA's input conv (issue 14's reference), GDN's decay switch: defaults = the
-    # old layers
-    "mixer": ("init", "gate", "gate_lower_bound", "conv_size", "decay"),
+    # old layers; Mamba2's recompute (issue 16) changes what backward keeps, not one bit of what it computes
+    "mixer": ("init", "gate", "gate_lower_bound", "conv_size", "decay", "recompute"),
     # cuda_graphs replays the same kernels (runs recorded before it trained eagerly); checkpoint_every only adds
     # checkpoint files; parallel=none is how every earlier run trained (the world size is never in the config, so
     # a run resumed with another number of torchrun processes is found)
     "train": ("cuda_graphs", "checkpoint_every", "parallel"),
     "eval": ("lm_eval",),  # lm-eval after training (issue 17): off by default, and it changes no trained number
+    "task": ("filler_avoids_keys",),  # mqar's key-free filler (issue 14.2): off by default = Zoology's generator
 }
 FINISHED = ("completed", "diverged")  # a rerun of these gives the same answer; "failed" (or interrupted) is rerun
 
@@ -109,7 +110,7 @@ def _neutral_defaults(group: str, node: dict) -> dict:
     """HASH_NEUTRAL keys of `node` (the config's `group` node) -> their schema default; {} for a node no schema
     knows (a config recorded by an older arena)."""
     try:
-        schema = schema_for(group, node.get("name")) if group == "mixer" else schema_for(group)
+        schema = schema_for(group, node.get("name")) if group in ("mixer", "task") else schema_for(group)
     except KeyError:
         return {}
     fields = {f.name: _field_default(f) for f in dataclasses.fields(schema)}

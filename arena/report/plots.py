@@ -119,6 +119,22 @@ def extrapolation_table(lengths: pd.DataFrame, chosen: pd.DataFrame, fixed: dict
     return pd.DataFrame(rows, columns=columns)
 
 
+def multiples_table(extrapolation: pd.DataFrame) -> pd.DataFrame:
+    """The extrapolation table at whole multiples of the training length (1x, 2x, 4x, ...): one row per (task,
+    series, training length, multiple) with the test score's mean and 95% CI over seeds and the best shortcut at
+    that length. Only tasks trained at one length qualify (parity's 3-16 tokens padded to 64 have no multiple)."""
+    columns = ["task", "series", "metric", "train_len", "multiple", "length", "test_metric_mean", "test_metric_ci95",
+               "n_seeds", "shortcut_metric"]
+    if extrapolation.empty:
+        return pd.DataFrame(columns=columns)
+    ratio = extrapolation["length"] / extrapolation["train_len"]
+    one_length = ((extrapolation["train_min_len"] == extrapolation["train_len"])
+                  & (extrapolation["train_max_len"] == extrapolation["train_len"]))
+    keep = one_length & (ratio >= 1) & (ratio == ratio.round())
+    rows = extrapolation[keep].assign(multiple=ratio[keep].round().astype(int))
+    return rows[columns].sort_values(["task", "series", "multiple"]).reset_index(drop=True)
+
+
 # ----------------------------------------------------------------------------------------------- helpers
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 LINESTYLES = ("-", "--", "-.", ":")

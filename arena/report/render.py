@@ -58,7 +58,7 @@ FIGURES = {  # file name -> section title
 COUNT_COLUMNS = {"params_total", "params_mixer", "state_size", "flops_per_token"}  # printed as 58,384
 INTEGER_COLUMNS = {"train_len", "seed", "steps", "n_seeds", "n_runs", "n_completed", "n_diverged", "n_failed",
                    "step", "length", "seeds", *COUNT_COLUMNS}
-RATE_COLUMNS = {"lr"}
+RATE_COLUMNS = {"lr", "lr (chosen)"}
 
 
 @dataclass
@@ -202,6 +202,7 @@ def build_tables(root, length: int | None = None) -> dict:
     for other in (w for w in caught if not issubclass(w.category, ReportWarning)):  # pandas' own: as usual
         warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
     found = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, ReportWarning)))
+    extrapolation = plots.extrapolation_table(lengths, chosen, fixed)
     return {
         "runs": runs, "curves": curves, "lengths": lengths, "selected": selected, "lr_table": lr_table(runs),
         "lm_eval": lm_eval, "lm_eval_table": lm_eval_table(runs, lm_eval),
@@ -209,7 +210,8 @@ def build_tables(root, length: int | None = None) -> dict:
         "length_table": plots.length_table(selected),
         "convergence_table": plots.convergence_table(curves, chosen, fixed),
         "frontier_table": plots.frontier_table(at_length),
-        "extrapolation_table": plots.extrapolation_table(lengths, chosen, fixed),
+        "extrapolation_table": extrapolation,
+        "multiples_table": plots.multiples_table(extrapolation),
         "capability_matrix": capability_matrix(selected, length),
         "mse_curves": regression.curve_table(root, chosen),  # regression tasks only; empty otherwise
     }
@@ -271,6 +273,33 @@ FIGURE_TABLES = {
 }
 
 
+MULTIPLES_CAPTION = (
+    "Accuracy at multiples of the training length (the question of a length-extrapolation study: does a model keep "
+    "its accuracy at 2x, 4x, 8x, ... the length it was trained at?). Each cell is the mean test score over seeds "
+    "± the 95% CI half-width (Student's t; none for one seed), of the runs at the learning rate chosen on "
+    "validation (held-out data of the training length); 1x is the test split at the training length. "
+    f"{DAGGER}: not above the best shortcut baseline at that length, whose score is the task's `best shortcut` row. "
+    "Numbers per cell in lengths_by_multiple.csv.")
+
+
+def multiples_display(table: pd.DataFrame) -> pd.DataFrame:
+    """multiples_table as one row per (task, series) and one column per multiple ("1x", "2x", ...), each cell
+    "mean ± CI" (with a dagger where it does not beat the shortcut), and a `best shortcut` row per task."""
+    table = table.assign(text=[accuracy_text(m, c) + (f" {DAGGER}" if not_above(m, s) else "") for m, c, s in
+                               zip(table["test_metric_mean"], table["test_metric_ci95"], table["shortcut_metric"])],
+                         n_seeds=table["n_seeds"].astype(float), _order=0)
+    keys = ["task", "train_len", "metric"]
+    shortcut = table.groupby(keys + ["multiple"], as_index=False)["shortcut_metric"].median()
+    shortcut = shortcut.assign(series="best shortcut", n_seeds=math.nan, _order=1,  # after the task's models
+                               text=[f"{v:.3f}" if pd.notna(v) else "" for v in shortcut["shortcut_metric"]])
+    both = pd.concat([table, shortcut], ignore_index=True)
+    index = ["task", "train_len", "_order", "series", "metric"]
+    wide = both.pivot_table(index=index, columns="multiple", values="text", aggfunc="first", fill_value="")
+    wide.columns = [f"{m}x" for m in wide.columns]
+    wide["seeds"] = both.groupby(index)["n_seeds"].max()
+    return wide.reset_index().drop(columns="_order")
+
+
 def build_blocks(root, tables: dict, figures: dict) -> list[Block]:
     runs, selected = tables["runs"], tables["selected"]
     settings = setting_columns(runs)
@@ -326,6 +355,9 @@ def build_blocks(root, tables: dict, figures: dict) -> list[Block]:
         if name == "capability_matrix.png":
             table = table.reset_index().rename_axis(columns=None)
         blocks.append(Block("table", table=table))
+        multiples = tables.get("multiples_table", pd.DataFrame())
+        if name == "length_extrapolation.png" and not multiples.empty:  # the same data at 1x, 2x, 4x, ...
+            blocks += [Block("p", MULTIPLES_CAPTION), Block("table", table=multiples_display(multiples))]
     if figures.get(REGRESSION_FIGURE) is not None:
         blocks += [Block("h2", "In-context regression: MSE against the number of examples"),
                    Block("p", "For regression tasks the scores above are minus the test MSE (higher is better, so "
@@ -478,6 +510,9 @@ def write_tables(root, tables: dict, out=None) -> Path:
             csv_ready(tables[name]).to_csv(staging / f"{name}.csv", index=False, float_format="%.6g")
         if not tables.get("lm_eval", pd.DataFrame()).empty:  # runs trained with eval.lm_eval.tasks only
             tables["lm_eval"].to_csv(staging / "lm_eval.csv", index=False, float_format="%.6g")
+        if not tables.get("multiples_table", pd.DataFrame()).empty:  # runs scored at eval.lengths
+            csv_ready(tables["multiples_table"]).to_csv(staging / "lengths_by_multiple.csv", index=False,
+                                                        float_format="%.6g")
         if not tables.get("mse_curves", pd.DataFrame()).empty:  # regression tasks only
             tables["mse_curves"].to_csv(staging / "mse_curves.csv", index=False, float_format="%.6g")
         figures = draw_figures(tables, staging)
@@ -485,6 +520,8 @@ def write_tables(root, tables: dict, out=None) -> Path:
         (staging / "report.md").write_text(render_markdown(blocks))
         (staging / "report.html").write_text(render_html(blocks, staging))
         out.mkdir(exist_ok=True)
+        if tables.get("multiples_table", pd.DataFrame()).empty:  # no table now: none kept from an older report
+            (out / "lengths_by_multiple.csv").unlink(missing_ok=True)
         for stale in (set(FIGURES) | set(figures)) - {name for name, path in figures.items() if path}:
             (out / stale).unlink(missing_ok=True)  # a plot skipped now must not survive from an older report
         for path in sorted(staging.iterdir()):  # each file whole, by rename; the page last

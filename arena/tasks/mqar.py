@@ -12,6 +12,14 @@ Example (seq_len=16, num_kv_pairs=3, vocab_size=32, random_non_queries=False), d
     targets :  .  .   .   .   .   .  | 19  .  .  .  31  .  30  .  .  .     (scored: positions 6, 10, 12)
 
 With random_non_queries=True (the default) the `_` filler is uniform random tokens instead of 0.
+
+Length extrapolation: `at_length(L)` (the Task default) keeps num_kv_pairs and grows the query region, so the
+filler grows and the query gaps, drawn from the same power law over more slots, reach further from the context.
+Random filler may hold the sequence's own keys (Zoology's generator does), each followed by a random token: a
+second, wrong "pair" for that key. At vocab_size 8192, 16 pairs, that hits 0.7% of the queries at 256 tokens and
+10% at 8,192 (1,024 ids: 5% and 33%), so a length curve would fall for the data's sake, not the model's.
+`filler_avoids_keys=True` draws the filler from the ids that are not this sequence's keys: a key then occurs only
+in its pair and its query at every length (conf/task/mqar_filler.yaml, conf/experiment/nope_vs_rope.yaml).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ class MQAR(Task):
         power_a: float = 0.01  # query-gap power law p(g) ~ g^(a-1); 1.0 = uniform placement
         num_passes: int = 1  # >1 repeats the context ("just read twice")
         random_non_queries: bool = True  # filler tokens uniform random (True) or 0 (False)
+        filler_avoids_keys: bool = False  # random filler never holds this sequence's keys (for long test lengths)
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -55,6 +64,9 @@ class MQAR(Task):
             raise ConfigError(f"task mqar: vocab_size={V} gives {V // 2 - 1} keys, fewer than num_kv_pairs={n}")
         if not 0 < cfg.power_a <= 1:
             raise ConfigError(f"task mqar: power_a={cfg.power_a} must lie in (0, 1]")
+        if cfg.filler_avoids_keys and not cfg.random_non_queries:
+            raise ConfigError("task mqar: filler_avoids_keys=true needs random_non_queries=true (the filler is 0 "
+                              "otherwise, never a key)")
 
     def symbols(self) -> list[Symbols]:
         half = self.cfg.vocab_size // 2  # filler between queries: id 0, or random ids (random_non_queries)
@@ -81,10 +93,21 @@ class MQAR(Task):
         inputs = np.zeros((num_examples, L), dtype=np.int64)
         inputs[:, :ctx_len] = context
         query_pos = ctx_len + 2 * gaps  # [E, N]
-        if c.random_non_queries:
-            filler = rng.integers(0, V, size=(num_examples, L - ctx_len))
-            inputs[:, ctx_len:] = filler
+        if c.random_non_queries and c.filler_avoids_keys:
+            inputs[:, ctx_len:] = draw_avoiding(rng, V, np.sort(keys, axis=1), L - ctx_len)
+        elif c.random_non_queries:
+            inputs[:, ctx_len:] = rng.integers(0, V, size=(num_examples, L - ctx_len))
         np.put_along_axis(inputs, query_pos, keys, axis=1)
         targets = np.full((num_examples, L), IGNORE, dtype=np.int64)
         np.put_along_axis(targets, query_pos, values, axis=1)
         return Batch(torch.from_numpy(inputs), torch.from_numpy(targets))
+
+
+def draw_avoiding(rng: np.random.Generator, vocab_size: int, excluded: np.ndarray, length: int) -> np.ndarray:
+    """[E, length] ids uniform over [0, vocab_size) minus each row's `excluded` ids ([E, N], sorted ascending,
+    distinct): a draw from the V - N ids left, shifted past every excluded id at or below it (ascending order
+    makes one pass enough)."""
+    out = rng.integers(0, vocab_size - excluded.shape[1], size=(excluded.shape[0], length))
+    for j in range(excluded.shape[1]):
+        out += out >= excluded[:, j: j + 1]
+    return out

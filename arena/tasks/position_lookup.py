@@ -21,7 +21,8 @@ this generator (P_j shown as @j):
 
 Length extrapolation: `at_length(L)` lengthens the context to fill L (num_items = L - 1 - 2 * num_queries)
 while keeping the vocabulary, so queries still name positions in [0, num_positions) but the sequence and the
-lookback distance grow.
+lookback distance grow. `num_items=0` fills the training sequence the same way (conf/task/position_lookup_fill.yaml),
+so that the training length is the length trained on: with a fixed num_items a long seq_len is mostly padding.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch
 
 from arena.errors import ConfigError
 from arena.tasks import register_task
-from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task, sample_distinct
+from arena.tasks.base import IGNORE, PAD, Batch, Symbols, Task, sample_distinct, setting
 from arena.tasks.shortcuts import running_mode
 
 SEP, FIRST_POSITION = 1, 2
@@ -48,20 +49,26 @@ class PositionLookup(Task):
     class Config(Task.Config):
         seq_len: int = 32  # L >= num_items + 1 + 2 * num_queries
         vocab_size: int = 34  # 2 + num_positions + symbols: here 16 symbols
-        num_items: int = 16  # context length N (symbols before the separator)
+        num_items: int = 16  # context length N (symbols before the separator); 0 = fill seq_len (L - 1 - 2 * q)
         num_positions: int = 16  # position-id tokens; queries name positions [0, num_positions), <= num_items
         num_queries: int = 4  # scored answers per sequence (distinct positions)
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        n, p, q, L = cfg.num_items, cfg.num_positions, cfg.num_queries, cfg.seq_len
+        p, q, L = cfg.num_positions, cfg.num_queries, cfg.seq_len
+        if cfg.num_items < 0:
+            raise ConfigError(f"task position_lookup: num_items={cfg.num_items} must be >= 1, or 0 to fill seq_len")
+        # 0: the context fills the sequence, so training sees no padding and at_length(seq_len) is the training
+        # distribution itself (a length curve's 1x point)
+        self.num_items = n = cfg.num_items or L - 1 - 2 * q
+        items = setting("num_items", cfg.num_items, n)
         if q < 1 or p < q:
             raise ConfigError(f"task position_lookup: num_queries={q} must be >= 1 and <= num_positions={p}")
         if n < p:
-            raise ConfigError(f"task position_lookup: num_positions={p} must be <= num_items={n}")
+            raise ConfigError(f"task position_lookup: num_positions={p} must be <= {items}")
         if n + 1 + 2 * q > L:
             raise ConfigError(
-                f"task position_lookup: seq_len={L} cannot fit num_items={n} and num_queries={q}; "
+                f"task position_lookup: seq_len={L} cannot fit {items} and num_queries={q}; "
                 f"needs seq_len >= {n + 1 + 2 * q}"
             )
         if self.num_symbols < 2:
@@ -81,6 +88,9 @@ class PositionLookup(Task):
                 Symbols(FIRST_POSITION, "@", "position ids (@j names position j)", count=p),
                 Symbols(FIRST_POSITION + p, "x", "symbols", count=self.num_symbols)]
 
+    def auto_settings(self) -> dict[str, object]:
+        return {"num_items": self.num_items}
+
     def at_length(self, seq_len: int) -> Task:
         """Same vocabulary and query range; the context grows to fill `seq_len`."""
         items = seq_len - 1 - 2 * self.cfg.num_queries
@@ -92,7 +102,7 @@ class PositionLookup(Task):
 
     def sample(self, rng: np.random.Generator, num_examples: int, split: str) -> Batch:
         c = self.cfg
-        n, q = c.num_items, c.num_queries
+        n, q = self.num_items, c.num_queries
         first_symbol = FIRST_POSITION + c.num_positions
         context = rng.integers(first_symbol, c.vocab_size, size=(num_examples, n))
         where = sample_distinct(rng, num_examples, 0, c.num_positions, q)  # [E, q]

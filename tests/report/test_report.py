@@ -288,7 +288,8 @@ def test_report_writes_every_file_and_plot(report):
     root, out = report
     assert out == root / "report"
     names = {p.name for p in out.iterdir()}
-    assert names == {"runs.csv", "curves.csv", "lengths.csv", "selected.csv", "report.md", "report.html", *FIGURES}
+    assert names == {"runs.csv", "curves.csv", "lengths.csv", "selected.csv", "report.md", "report.html", *FIGURES,
+                     "lengths_by_multiple.csv"}  # the mqar runs are scored at 2x, 4x the length they trained at
     for name in FIGURES:
         data = (out / name).read_bytes()
         assert len(data) > 5000 and data[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -401,3 +402,11 @@ def test_an_error_midway_leaves_no_partial_report(results_grid, tmp_path, monkey
     with pytest.raises(RuntimeError, match="plotting failed"):
         write_report(results_grid, out)
     assert list((tmp_path / "reports").iterdir()) == []  # no report folder, no staging folder
+
+
+def test_small_learning_rates_keep_their_digits():
+    """The results table showed a chosen rate of 3e-4 as "0.000" (3 decimals), hiding which rate won."""
+    from arena.report.render import cell
+
+    assert cell(3e-4, "lr (chosen)") == "0.0003" and cell(5e-5, "lr") == "5e-05"
+    assert cell(0.1234, "valid (mean)") == "0.123"

@@ -8,12 +8,19 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from arena.tasks import build_task, get_task
 from arena.tasks.__main__ import main
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "task"
 CONFIGS = sorted(p.stem for p in CONF.glob("*.yaml"))
+
+
+def task_class(option: str) -> str:
+    """The task class a conf/task option builds: its schema, `/schema/task/<class>@_here_` (stack_deep: stack)."""
+    return re.fullmatch(r"/schema/task/(\w+)@_here_", yaml.safe_load((CONF / f"{option}.yaml").read_text())
+                        ["defaults"][0]).group(1)
 
 
 def show(capsys, *argv: str) -> str:
@@ -39,7 +46,7 @@ def test_list_names_every_task_config_with_its_full_description(capsys):
     assert [line.split()[0] for line in out] == CONFIGS  # stack_kimi and mqar-style reuses of a class included
     for line in out:
         name, description = line.split(maxsplit=1)
-        cls = get_task("stack" if name in ("stack_kimi", "stack_deep") else name)
+        cls = get_task(task_class(name))
         assert description.startswith(cls.__doc__.splitlines()[0]), f"{name}: {description!r}"
         assert not description.endswith("...")
     kimi = next(line for line in out if line.startswith("stack_kimi "))

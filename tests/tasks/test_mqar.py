@@ -71,3 +71,63 @@ def test_too_long_for_sequence_fails_in_one_line():
 
 def test_registry_lists_mqar():
     assert "mqar" in list_tasks()
+
+
+# MQAR with filler at long context (conf/task/mqar_filler.yaml, issue 14.2) ---------------------------------------
+
+def test_key_free_filler_scores_every_length_with_the_training_pairs():
+    """filler_avoids_keys: at the training length and at 8x, the test split keeps the 16 pairs (16 scored answers a
+    context-only solver gets right), only the filler grows, and no key of the sequence occurs outside its pair and
+    its query; the filler still covers every other id (other keys, values, 0)."""
+    task = build_task("mqar", seq_len=128, vocab_size=64, num_kv_pairs=16, filler_avoids_keys=True)
+    for length in (128, 1024):
+        long = task.at_length(length)
+        assert long.cfg.num_kv_pairs == 16 and long.seq_len == length
+        batch = long.generate(100, seed=[0, 1], split="test")
+        seen = set()
+        for inputs, targets in zip(batch.inputs.tolist(), batch.targets.tolist()):
+            scored = {t: y for t, y in enumerate(targets) if y != IGNORE}
+            assert len(scored) == 16 and solve(inputs, 16, 1) == scored  # every key occurrence is a query
+            keys = set(inputs[0:32:2])
+            filler = [tok for t, tok in enumerate(inputs) if t >= 32 and t not in scored]
+            assert not keys & set(filler)
+            seen.update(filler)
+        if length == 1024:  # ~90k filler tokens over 64 ids: each id appears as filler in some sequence
+            assert seen == set(range(64))
+
+
+def test_zoology_filler_repeats_keys_at_long_lengths():
+    """The default generator (Zoology's) puts the sequence's keys into the filler: why the knob exists."""
+    task = build_task("mqar", seq_len=128, vocab_size=64, num_kv_pairs=16).at_length(1024)
+    batch = task.generate(20, seed=0)
+    inputs, targets = batch.inputs, batch.targets
+    repeats = sum(len(set(row[0:32:2]) & {tok for t, tok in enumerate(row[32:], 32) if tgt[t] == IGNORE})
+                  for row, tgt in zip(inputs.tolist(), targets.tolist()))
+    assert repeats > 0
+
+
+def test_key_free_filler_is_uniform_over_the_other_ids():
+    import numpy as np
+
+    from arena.tasks.mqar import draw_avoiding
+
+    excluded = np.array([[1, 2, 5], [0, 6, 7]])
+    out = draw_avoiding(np.random.default_rng(0), 8, excluded, 20000)
+    for row, banned in zip(out, excluded):
+        counts = np.bincount(row, minlength=8)
+        assert (counts[banned] == 0).all()
+        allowed = np.delete(counts, banned)
+        assert allowed.min() > 0.9 * len(row) / 5 and allowed.max() < 1.1 * len(row) / 5
+
+
+def test_key_free_filler_needs_random_filler():
+    with pytest.raises(ConfigError, match="filler_avoids_keys=true needs random_non_queries=true"):
+        build_task("mqar", filler_avoids_keys=True, random_non_queries=False)
+
+
+def test_preset_setting_is_zoologys_256_16_with_key_free_filler():
+    from arena.config_schema import compose_options
+
+    cfg = compose_options("task", ["mqar_filler"])["mqar_filler"]
+    assert (cfg["name"], cfg["seq_len"], cfg["num_kv_pairs"], cfg["filler_avoids_keys"]) == ("mqar", 256, 16, True)
+    assert cfg["random_non_queries"] is True

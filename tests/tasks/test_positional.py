@@ -170,6 +170,25 @@ def test_position_lookup_bad_knobs_fail_in_one_line(overrides, message):
         build_task("position_lookup", **overrides)
 
 
+def test_position_lookup_fill_trains_at_its_length_and_its_curve_starts_there():
+    """num_items=0 fills seq_len with context (conf/task/position_lookup_fill.yaml): no padding in training, and
+    at_length(seq_len), the length curve's 1x point, draws the training distribution itself."""
+    task = build_task("position_lookup", seq_len=64, num_items=0)
+    assert task.auto_settings() == {"num_items": 64 - 1 - 2 * 4}
+    batch = task.generate(50, 0)
+    assert (batch.inputs != 0).all(), "the context, separator and queries fill the sequence"
+    check_solver(task, solve_position_lookup, num_examples=50)
+    same = task.at_length(64)
+    assert same.generate(50, 3).inputs.equal(task.generate(50, 3).inputs)
+
+
+def test_position_lookup_fill_error_names_the_derived_count():
+    with pytest.raises(ConfigError, match=r"num_positions=16 must be <= num_items=auto \(11\)"):
+        build_task("position_lookup", seq_len=20, num_items=0)
+    with pytest.raises(ConfigError, match="num_items=-1 must be >= 1, or 0 to fill seq_len"):
+        build_task("position_lookup", num_items=-1)
+
+
 # learning -------------------------------------------------------------------------------------------------------
 
 def test_gdn_learns_flip_flop_short_run(smoke_train):
