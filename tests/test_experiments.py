@@ -45,6 +45,24 @@ def sweep_grid(name: str) -> list[list[str]]:
     return [list(point) for point in itertools.product(*axes)]
 
 
+TEXT_MINI = REPO / "data" / "text_lm_mini" / "corpus.jsonl"  # text_lm_mini's corpus, built from the shipped stories
+
+
+@pytest.fixture(autouse=True, scope="module")
+def text_lm_corpus():
+    """The text_lm presets read a corpus that scripts/make_text_lm_corpus.py writes (git-ignored): the mini's is built
+    here from the shipped stories (deterministic, a second); text_lm's own (Debian's Jane Austen package) is not
+    fetched by the tests: where it is missing its points compose on the mini's corpus (text_lm_path)."""
+    if not (TEXT_MINI.parent / "PROVENANCE.txt").exists():  # written last: the folder is whole
+        subprocess.run([sys.executable, "scripts/make_text_lm_corpus.py", "--source", "tiny_stories"], cwd=REPO,
+                       check=True, capture_output=True)
+
+
+def text_lm_path(name: str) -> list[str]:
+    full = REPO / "data" / "text_lm" / "corpus.jsonl"
+    return [f"task.path={TEXT_MINI}"] if name == "text_lm" and not full.exists() else []
+
+
 @pytest.fixture(autouse=True)
 def hydra_conf():
     """Hydra's compose API on conf/, initialised once per test (each initialisation costs ~0.2 s)."""
@@ -54,8 +72,8 @@ def hydra_conf():
 
 def compose_point(name: str, point: list[str]) -> dict:
     """The resolved job config of one grid point (HydraConfig set, as inside `python -m arena.run`)."""
-    cfg = compose(config_name="config", overrides=[f"+experiment={name}", *point, "train.device=cpu"],
-                  return_hydra_config=True)
+    cfg = compose(config_name="config", overrides=[f"+experiment={name}", *point, "train.device=cpu",
+                                                   *text_lm_path(name)], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # the ${hydra:runtime.choices.*} interpolations read it
     try:
         choices = dict(cfg.hydra.runtime.choices)
@@ -85,7 +103,7 @@ def check_point_matches(config: dict, point: list[str]) -> None:
 
 def test_every_preset_file_is_global_and_has_a_mini_twin():
     assert set(FULL) == {"kimi_synthetic", "zoology_mqar", "state_tracking", "nope_vs_rope", "reasoning", "kda_vs_gdn",
-                         "icl_regression"}
+                         "icl_regression", "text_lm"}
     assert set(MINI) == {f"{name}_mini" for name in FULL}
     for name in PRESETS:
         text = (CONF / "experiment" / f"{name}.yaml").read_text()
@@ -138,6 +156,39 @@ def test_kimi_preset_is_figure_4():
         assert config["task"]["num_stacks"] == 64 and config["task"]["vocab_size"] == 128
 
 
+def test_text_lm_preset_compares_six_models_of_one_recipe_at_matched_size():
+    """arch= names the six models (a sweep axis cannot pair model=hybrid_3to1 with mixer=mla_nope); every one has
+    the same d_model, depth, MLP, data and tokens, and their parameter counts lie within 10 % of their mean."""
+    from arena.run import mixer_specs as specs
+
+    grid = sweep_grid("text_lm")
+    assert [p[0] for p in grid] == [f"arch={a}" for a in ("kda", "gdn", "mamba2", "mla", "mla_nope", "hybrid_3to1")]
+    counts, layouts = {}, {}
+    for point in grid:
+        cfg = compose(config_name="config", overrides=["+experiment=text_lm", *point, "train.device=cpu",
+                                                       *text_lm_path("text_lm")], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        try:
+            choices = dict(cfg.hydra.runtime.choices)
+            with open_dict(cfg):
+                del cfg["hydra"]
+            config = OmegaConf.to_container(cfg, resolve=True)
+            run = Run(config, specs(cfg, choices["mixer"]), choices["mixer"])
+        finally:
+            HydraConfig.instance().cfg = None
+        arch = point[0].split("=")[1]
+        counts[arch] = sum(p.numel() for p in run.model.parameters())
+        layouts[arch] = [b.mixer.__class__.__name__ for b in run.model.blocks]
+        assert (config["model"]["d_model"], config["model"]["n_layers"], config["task"]["seq_len"]) == (256, 16, 1024)
+        assert config["eval"]["lm_eval"]["tasks"] == ["text_lm_ppl", "text_lm_cloze"]
+        assert choices["model"] == ("hybrid_3to1" if arch == "hybrid_3to1" else "tiny")
+        assert choices["mixer"] == ("mla_nope" if arch == "hybrid_3to1" else arch)
+    mean = sum(counts.values()) / len(counts)
+    assert all(abs(n / mean - 1) < 0.10 for n in counts.values()), counts
+    assert 20e6 <= min(counts.values()) and max(counts.values()) <= 50e6, counts
+    assert len(set(layouts["hybrid_3to1"])) == 2 and layouts["hybrid_3to1"][3] != layouts["hybrid_3to1"][0]
+
+
 def test_hybrid_model_takes_the_chosen_mixer_as_fourth_layer():
     config = compose_point("nope_vs_rope_mini", ["model=hybrid_3to1_mixer", "mixer=mla"])
     assert config["model"]["layout"] == ["kda", "kda", "kda", "mla"]
@@ -155,7 +206,7 @@ def run_sweep(name: str, results_dir: Path, env: dict) -> subprocess.CompletedPr
 def test_mini_preset_runs_end_to_end_with_its_report(name, tmp_path):
     """The whole grid of a mini through `python -m arena.run -m` (every point leaves a finished summary.json),
     then `python -m arena.report` over it; for the fastest mini also a rerun, which must skip every point."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = run_sweep(name, tmp_path, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = [json.loads(p.read_text()) for p in tmp_path.rglob("summary.json")]
@@ -164,6 +215,9 @@ def test_mini_preset_runs_end_to_end_with_its_report(name, tmp_path):
     configs = [OmegaConf.load(p) for p in tmp_path.rglob("config.yaml") if p.parent.name != ".hydra"]
     assert {c.experiment for c in configs} == {name}
     assert len({s["config_hash"] for s in summaries}) == len(summaries)  # every grid point once
+    if name == "text_lm_mini":  # lm-eval's offline tasks ran at the end of every run, none failed
+        assert all(set(s.get("lm_eval", {})) == {"text_lm_ppl", "text_lm_cloze"} for s in summaries), \
+            [s.get("lm_eval_error") for s in summaries]
 
     if name == FASTEST_MINI:  # rerunning the sweep finds every point finished: nothing runs again
         again = run_sweep(name, tmp_path, env)
@@ -182,7 +236,15 @@ def test_mini_preset_runs_end_to_end_with_its_report(name, tmp_path):
                 "frontier.png", "capability_matrix.png"]
     if any("length_eval" in s for s in summaries):
         expected.append("length_extrapolation.png")
+    if any("lm_eval" in s for s in summaries):  # lm-eval scores: the report's standard-benchmarks table
+        expected.append("lm_eval.csv")
     if any("test_mse_curve" in s for s in summaries):  # a regression study: MSE against in-context examples
         expected += ["mse_vs_examples.png", "mse_curves.csv"]
     for file in expected:
         assert (out / file).stat().st_size > 0, file
+    if name == "nope_vs_rope_mini":  # the study's answer: accuracy at 1x, 2x, 4x (, 8x) the training length per model
+        multiples = pd.read_csv(out / "lengths_by_multiple.csv")
+        assert set(multiples["task"]) == {"induction_heads", "position_lookup_fill", "mqar_filler"}
+        assert (multiples.groupby(["task", "series"])["multiple"].apply(set) >= {1, 2, 4}).all()
+        assert multiples.groupby("task")["series"].nunique().eq(4).all()  # mla, mla_nope, both hybrids
+        assert "Accuracy at multiples of the training length" in (out / "report.md").read_text()
