@@ -7,9 +7,9 @@ Runs a few tokens (any T is correct, but the loop over T is sequential) against 
 The decode step has the contract and signature of its fp32 twin `arena.kernels.ssd.ssd_decode_step`.
 Per token, in fp32 (the state is [K, V], keys on rows; Mamba2: q = C, k = B, v = dt * x, g = dt * A):
     S <- exp(g_t) S + k_t v_t^T;   o_t = scale * S^T q_t
-Organized as the delta rules' decode kernel (arena/kernels/triton_delta/recurrent.py): one program owns one
-(batch, head) and a block of BV value columns with the whole [K, BV] state block in fp32 registers; S^T q reduces
-over K inside the program, so splitting V across programs is exact. A decode step is bound by the state's bytes,
+It runs the delta rules' decode kernel (arena/kernels/triton_delta/recurrent.py) with the delta term compiled out
+(DELTA_RULE=False): one program owns one (batch, head) and a block of BV value columns with the whole [K, BV] state
+block in fp32 registers; S^T q reduces over K inside the program, so splitting V across programs is exact. A decode step is bound by the state's bytes,
 so one launch that reads and writes it once is the memory floor. Training uses `chunk_ssd`: no backward here.
 Needs CUDA, or TRITON_INTERPRET=1 on CPU; this module imports triton, so import it behind triton_status().
 Tested in tests/kernels/test_ssd_recurrent.py.
@@ -19,50 +19,16 @@ from __future__ import annotations
 
 import torch
 import triton
-import triton.language as tl
 
 from arena.kernels.ssd.naive import check_inputs
 from arena.kernels.triton_delta import output_buffer, triton_status
-from arena.kernels.triton_delta.recurrent import MAX_K, _block_v, _num_warps
+from arena.kernels.triton_delta.recurrent import MAX_K, _block_v, _fused_recurrent_kernel, _num_warps
 
 
 def _no_grad_check(op: str, *tensors) -> None:
     if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors):
         raise RuntimeError(f"{op} is inference only (no backward); for training use chunk_ssd, "
                            "or call this under torch.no_grad()")
-
-
-@triton.jit
-def _fused_recurrent_ssd_kernel(q, k, v, g, h0, o, ht, scale, T,
-                                H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
-                                BV: tl.constexpr, HAS_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr):
-    # Inputs are contiguous: q, k [B, T, H, K]; v, o [B, T, H, V]; g [B, T, H]; h0, ht [B, H, K, V].
-    # Offsets in int64: B * T * H * V passes 2^31 on long prompts.
-    i_bh = tl.program_id(0).to(tl.int64)
-    i_v = tl.program_id(1)
-    i_b = i_bh // H
-    i_h = i_bh % H
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k = o_k < K
-    m_v = o_v < V
-    m_kv = m_k[:, None] & m_v[None, :]
-    p_state = i_bh * K * V + o_k[:, None] * V + o_v[None, :]
-
-    b_s = tl.zeros([BK, BV], dtype=tl.float32)
-    if HAS_INITIAL_STATE:
-        b_s += tl.load(h0 + p_state, mask=m_kv, other=0.0).to(tl.float32)
-    for t in range(0, T):
-        i_tok = (i_b * T + t) * H + i_h  # row of [B * T * H]
-        # Masked lanes load 0: padded key rows of the state stay 0, so they add nothing to the sum over K.
-        b_q = tl.load(q + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32) * scale
-        b_k = tl.load(k + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32)
-        b_v = tl.load(v + i_tok * V + o_v, mask=m_v, other=0.0).to(tl.float32)
-        b_s = b_s * tl.exp(tl.load(g + i_tok).to(tl.float32)) + b_k[:, None] * b_v[None, :]
-        b_o = tl.sum(b_s * b_q[:, None], axis=0)  # [BV]
-        tl.store(o + i_tok * V + o_v, b_o.to(o.dtype.element_ty), mask=m_v)
-    if STORE_FINAL_STATE:
-        tl.store(ht + p_state, b_s, mask=m_kv)
 
 
 def fused_recurrent_ssd(q, k, v, g, *, scale=1.0, initial_state=None, output_final_state=True):
@@ -101,10 +67,11 @@ def fused_recurrent_ssd(q, k, v, g, *, scale=1.0, initial_state=None, output_fin
     BV = _block_v(BK, V)  # the delta rules' tuning: the same state-bound loop, one dot fewer per token
     grid = (B * H, triton.cdiv(V, BV))
     # Absent tensors get a stand-in pointer; the constexpr flags compile their loads and stores out.
-    _fused_recurrent_ssd_kernel[grid](
-        q, k, v, g, o if h0 is None else h0, o, o if ht is None else ht, float(scale), T,
-        H=H, K=K, V=V, BK=BK, BV=BV, HAS_INITIAL_STATE=h0 is not None, STORE_FINAL_STATE=ht is not None,
-        num_warps=_num_warps(BK, BV),
+    # the delta rules' kernel without its delta term (DELTA_RULE=False: beta is never read, g stands in for it)
+    _fused_recurrent_kernel[grid](
+        q, k, v, g, g, o if h0 is None else h0, o, o if ht is None else ht, float(scale), T,
+        H=H, K=K, V=V, BK=BK, BV=BV, PER_CHANNEL_GATE=False, HAS_INITIAL_STATE=h0 is not None,
+        STORE_FINAL_STATE=ht is not None, NEG_EIGVAL=False, DELTA_RULE=False, num_warps=_num_warps(BK, BV),
     )
     return o, ht
 

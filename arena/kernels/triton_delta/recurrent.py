@@ -30,9 +30,10 @@ MAX_K = 256  # the [K, BV] state block lives in registers; beyond this it spills
 def _fused_recurrent_kernel(q, k, v, g, beta, h0, o, ht, scale, T,
                             H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                             PER_CHANNEL_GATE: tl.constexpr, HAS_INITIAL_STATE: tl.constexpr,
-                            STORE_FINAL_STATE: tl.constexpr, NEG_EIGVAL: tl.constexpr):
+                            STORE_FINAL_STATE: tl.constexpr, NEG_EIGVAL: tl.constexpr, DELTA_RULE: tl.constexpr):
     # Inputs are contiguous: q, k, g(per channel) [B, T, H, K]; v, o [B, T, H, V]; g(per head), beta [B, T, H];
     # h0, ht [B, H, K, V]. Offsets in int64: B * T * H * V passes 2^31 on long prompts.
+    # DELTA_RULE=False is Mamba2's SSD (arena/kernels/ssd/recurrent.py): S <- exp(g) S + k v^T, no beta (not read).
     i_bh = tl.program_id(0).to(tl.int64)
     i_v = tl.program_id(1)
     i_b = i_bh // H
@@ -53,16 +54,19 @@ def _fused_recurrent_kernel(q, k, v, g, beta, h0, o, ht, scale, T,
         b_q = tl.load(q + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32) * scale
         b_k = tl.load(k + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32)
         b_v = tl.load(v + i_tok * V + o_v, mask=m_v, other=0.0).to(tl.float32)
-        b_beta = tl.load(beta + i_tok).to(tl.float32)
-        if NEG_EIGVAL:
-            b_beta = 2.0 * b_beta
         if PER_CHANNEL_GATE:
             b_g = tl.load(g + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32)
             b_s = b_s * tl.exp(b_g)[:, None]
         else:
             b_s = b_s * tl.exp(tl.load(g + i_tok).to(tl.float32))
-        b_u = b_beta * (b_v - tl.sum(b_s * b_k[:, None], axis=0))  # [BV]
-        b_s += b_k[:, None] * b_u[None, :]
+        if DELTA_RULE:
+            b_beta = tl.load(beta + i_tok).to(tl.float32)
+            if NEG_EIGVAL:
+                b_beta = 2.0 * b_beta
+            b_u = b_beta * (b_v - tl.sum(b_s * b_k[:, None], axis=0))  # [BV]
+            b_s += b_k[:, None] * b_u[None, :]
+        else:
+            b_s += b_k[:, None] * b_v[None, :]
         b_o = tl.sum(b_s * b_q[:, None], axis=0)  # [BV]
         tl.store(o + i_tok * V + o_v, b_o.to(o.dtype.element_ty), mask=m_v)
     if STORE_FINAL_STATE:
@@ -129,7 +133,8 @@ def fused_recurrent_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=No
     _fused_recurrent_kernel[grid](
         q, k, v, g, beta, o if h0 is None else h0, o, o if ht is None else ht, scale, T,
         H=H, K=K, V=V, BK=BK, BV=BV, PER_CHANNEL_GATE=per_channel, HAS_INITIAL_STATE=h0 is not None,
-        STORE_FINAL_STATE=ht is not None, NEG_EIGVAL=bool(allow_neg_eigval), num_warps=_num_warps(BK, BV),
+        STORE_FINAL_STATE=ht is not None, NEG_EIGVAL=bool(allow_neg_eigval), DELTA_RULE=True,
+        num_warps=_num_warps(BK, BV),
     )
     return o, ht
 
