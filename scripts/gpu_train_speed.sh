@@ -25,7 +25,7 @@ bench)  # the same benchmark file against this tree and against the baseline pac
   timeout 170 python3 -m arena.bench train out="$out/bench_after" > "$out/bench_after.log" 2>&1
   echo "bench after exit $?"
   if [ -d .baseline/arena ]; then
-    cp arena/bench/train.py arena/bench/train_kernels.py .baseline/arena/bench/  # the benchmark, not its package
+    cp arena/bench/train*.py .baseline/arena/bench/  # the benchmark (train.py and its train_*.py), not its package
     (cd .baseline && PYTHONPATH=/tmp/site:$PWD timeout 170 python3 -m arena.bench.train out="$out/bench_before" \
       > "$out/bench_before.log" 2>&1; echo "bench before exit $?")
   fi ;;

@@ -1,5 +1,5 @@
-"""scripts/fla_layer_parity.py: its mappings, checks and verdicts without fla, and (where fla imports) one case
-per layer end to end on CPU.
+"""scripts/fla_layer_parity.py and its parts (scripts/fla_parity/): its mappings, checks and verdicts without fla,
+and (where fla imports) one case per layer end to end on CPU.
 
     python -m pytest -q tests/test_fla_parity_script.py                       # CI: fla is absent, its tests skip
     PYTHONPATH=/tmp/fla python -m pytest -q tests/test_fla_parity_script.py   # with fla 0.6 (see the script)
@@ -27,21 +27,23 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("fla_layer_parity", REPO / "scripts" / "fla_layer_parity.py")
 P = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = P  # dataclasses look their module up by name
-spec.loader.exec_module(P)
+sys.modules[spec.name] = P  # as an import would
+spec.loader.exec_module(P)  # puts scripts/ on sys.path: its parts are the package scripts/fla_parity
+from fla_parity import cases, fla_import, naive_ops, runner  # noqa: E402
+from fla_parity import mapping as mappings  # noqa: E402
 
 CPU = torch.device("cpu")
 HAVE_FLA = importlib.util.find_spec("fla") is not None
 
 
 def arena_for(case):
-    return P.arena_layer(case, "torch", CPU)
+    return runner.arena_layer(case, "torch", CPU)
 
 
-@pytest.mark.parametrize("case", P.CASES, ids=lambda c: f"{c.layer}-{c.config}")
+@pytest.mark.parametrize("case", cases.CASES, ids=lambda c: f"{c.layer}-{c.config}")
 def test_mapping_uses_every_arena_parameter_once(case):
     arena = arena_for(case)
-    sources = [a for a in P.mapping_for(case.layer, arena).values() if a != P.ZERO]
+    sources = [a for a in mappings.mapping_for(case.layer, arena).values() if a != mappings.ZERO]
     assert sorted(sources) == sorted(n for n, _ in arena.named_parameters())
 
 
@@ -61,56 +63,56 @@ class Arena(nn.Module):
 
 def test_load_mapped_copies_and_zeroes():
     ref, arena = Ref(), Arena()
-    P.load_mapped(ref, arena, {"a.weight": "w", "a.bias": P.ZERO, "c": "c2"})
+    mappings.load_mapped(ref, arena, {"a.weight": "w", "a.bias": mappings.ZERO, "c": "c2"})
     assert torch.equal(ref.a.weight, arena.w) and torch.equal(ref.c, arena.c2)
     assert torch.equal(ref.a.bias, torch.zeros(3))
 
 
 @pytest.mark.parametrize("mapping, words", [
     ({"a.weight": "w", "c": "c2"}, ["no arena counterpart", "a.bias"]),  # a reference parameter left unset
-    ({"a.weight": "w", "a.bias": P.ZERO, "c": P.ZERO}, ["not used", "c2"]),  # an arena parameter unused
-    ({"a.weight": "c2", "a.bias": P.ZERO, "c": "w"}, ["(3, 4) != arena c2 (2,)"]),  # shapes differ
-    ({"a.weight": "w", "a.bias": P.ZERO, "c": "c2", "b": "w"}, ["does not have: b"]),  # a name fla lacks
+    ({"a.weight": "w", "a.bias": mappings.ZERO, "c": mappings.ZERO}, ["not used", "c2"]),  # an arena parameter unused
+    ({"a.weight": "c2", "a.bias": mappings.ZERO, "c": "w"}, ["(3, 4) != arena c2 (2,)"]),  # shapes differ
+    ({"a.weight": "w", "a.bias": mappings.ZERO, "c": "c2", "b": "w"}, ["does not have: b"]),  # a name fla lacks
 ])
 def test_load_mapped_names_what_does_not_fit(mapping, words):
     ref = Ref()
-    with pytest.raises(P.MappingError) as err:
-        P.load_mapped(ref, Arena(), mapping)
+    with pytest.raises(mappings.MappingError) as err:
+        mappings.load_mapped(ref, Arena(), mapping)
     assert all(w in str(err.value) for w in words), str(err.value)
 
 
 def test_unset_reference_parameters_are_left_nan():
     ref = Ref()
-    with pytest.raises(P.MappingError):
-        P.load_mapped(ref, Arena(), {"a.weight": "w", "c": "c2"})
+    with pytest.raises(mappings.MappingError):
+        mappings.load_mapped(ref, Arena(), {"a.weight": "w", "c": "c2"})
     assert torch.isnan(ref.a.bias).all()  # a missed parameter poisons every output instead of keeping its init
 
 
 def case_named(layer, config):
-    return next(c for c in P.CASES if c.layer == layer and c.config == config)
+    return next(c for c in cases.CASES if c.layer == layer and c.config == config)
 
 
 def test_reference_arguments_follow_arena_config():
-    kda = P.fla_kwargs("kda", arena_for(case_named("kda", "H2 K32 V64 rank64")))
+    kda = mappings.fla_kwargs("kda", arena_for(case_named("kda", "H2 K32 V64 rank64")))
     assert (kda["num_heads"], kda["head_dim"], kda["expand_v"]) == (2, 32, 2.0)
-    neg = P.fla_kwargs("gdn", arena_for(case_named("gdn", "H2 K32 V64 neg-eig")))
+    neg = mappings.fla_kwargs("gdn", arena_for(case_named("gdn", "H2 K32 V64 neg-eig")))
     assert neg["allow_neg_eigval"] and neg["use_gate"] and neg["output_gate_activation"] == "swish"
-    assert P.fla_kwargs("kda", arena_for(case_named("kda", "H2 K48 V48 (HK != D)")))["head_dim"] == 48
-    m = P.fla_kwargs("mamba2", arena_for(case_named("mamba2", "N32 P32 H4 bias, no conv bias")))
+    assert mappings.fla_kwargs("kda", arena_for(case_named("kda", "H2 K48 V48 (HK != D)")))["head_dim"] == 48
+    m = mappings.fla_kwargs("mamba2", arena_for(case_named("mamba2", "N32 P32 H4 bias, no conv bias")))
     assert (m["num_heads"], m["head_dim"], m["state_size"], m["use_bias"], m["use_conv_bias"]) == (4, 32, 32, True,
                                                                                                     False)
-    assert P.fla_kwargs("mamba2", arena_for(case_named("mamba2", "N16 P16 H8 G2")))["n_groups"] == 2
+    assert mappings.fla_kwargs("mamba2", arena_for(case_named("mamba2", "N16 P16 H8 G2")))["n_groups"] == 2
 
 
 def test_differences_name_their_closest_case():
-    names = {(c.layer, c.config) for c in P.CASES}
-    for d in P.DIFFERENCES:
+    names = {(c.layer, c.config) for c in cases.CASES}
+    for d in cases.DIFFERENCES:
         assert d.kind in ("unmappable", "differs", "note")
         assert d.kind == "note" or (d.layer, d.closest) in names, d.feature
 
 
 def result(y, dx=None, grads=None):
-    return P.Result(torch.tensor(y), None if dx is None else torch.tensor(dx), grads)
+    return runner.Result(torch.tensor(y), None if dx is None else torch.tensor(dx), grads)
 
 
 @pytest.mark.parametrize("got, passed", [
@@ -122,17 +124,19 @@ def result(y, dx=None, grads=None):
 ])
 def test_compare_applies_each_tolerance(got, passed):
     ref = result([1.0, 2.0], [1.0, 1.0], {"W": torch.tensor([1.0])})
-    row = P.compare(P.Row("x", "fla", "c", "fp32", "torch"), ref, got, {"W": "w", "B": P.ZERO}, P.TOL_FP32)
+    row = runner.compare(runner.Row("x", "fla", "c", "fp32", "torch"), ref, got, {"W": "w", "B": mappings.ZERO},
+                         cases.TOL_FP32)
     assert row.passed is passed
 
 
 def test_only_fla_grouped_mamba2_fallback_is_a_known_reference_bug():
     g1, g2 = case_named("mamba2", "N16 P16 H8 G1"), case_named("mamba2", "N16 P16 H8 G2")
-    assert P.known_reference_bug(g2, "torch_forward", arena_for(g2))
-    assert not P.known_reference_bug(g1, "torch_forward", arena_for(g1))
-    assert not P.known_reference_bug(g2, "mamba_ssm split_conv1d_scan", arena_for(g2))
-    row = P.Row("mamba2", "fla", "c", "fp32", "torch", known="why")
-    assert P.verdict(row).startswith("no: reference bug") and P.verdict(P.Row("kda", "", "", "", "")) == "**NO**"
+    assert runner.known_reference_bug(g2, "torch_forward", arena_for(g2))
+    assert not runner.known_reference_bug(g1, "torch_forward", arena_for(g1))
+    assert not runner.known_reference_bug(g2, "mamba_ssm split_conv1d_scan", arena_for(g2))
+    row = runner.Row("mamba2", "fla", "c", "fp32", "torch", known="why")
+    assert runner.verdict(row).startswith("no: reference bug")
+    assert runner.verdict(runner.Row("kda", "", "", "", "")) == "**NO**"
 
 
 @pytest.mark.parametrize("argv, key", [
@@ -163,8 +167,8 @@ def fla_mods(monkeypatch):
     from triton.runtime.autotuner import Autotuner
 
     monkeypatch.setattr(Autotuner, "prune_configs", Autotuner.prune_configs)  # restored after the test
-    mods = P.import_fla()
-    P.interpreter_first_config()
+    mods = fla_import.import_fla()
+    naive_ops.interpreter_first_config()
     return mods
 
 
@@ -173,15 +177,15 @@ def smoke_args(layers):
                            bf16="autocast", layers=layers)
 
 
-@pytest.mark.parametrize("layer", P.LAYERS)
+@pytest.mark.parametrize("layer", cases.LAYERS)
 def test_smoke_case_matches_fla(fla_mods, layer):
-    case = next(c for c in P.CASES if c.layer == layer and c.smoke)
-    rows = P.run_case(case, "fla", smoke_args([layer]), fla_mods, CPU)
-    assert rows and all(r.passed for r in rows), P.table(rows)
+    case = next(c for c in cases.CASES if c.layer == layer and c.smoke)
+    rows = runner.run_case(case, "fla", smoke_args([layer]), fla_mods, CPU)
+    assert rows and all(r.passed for r in rows), runner.table(rows)
 
 
 def test_swapped_same_shape_weights_fail(fla_mods, monkeypatch):
-    swapped = {**P.kda_mapping(), "f_proj.0.weight": "g_a.weight", "g_proj.0.weight": "f_a.weight"}
-    monkeypatch.setattr(P, "kda_mapping", lambda: swapped)
-    rows = P.run_case(case_named("kda", "H2 K32 V32"), "fla", smoke_args(["kda"]), fla_mods, CPU)
+    swapped = {**mappings.kda_mapping(), "f_proj.0.weight": "g_a.weight", "g_proj.0.weight": "f_a.weight"}
+    monkeypatch.setattr(mappings, "kda_mapping", lambda: swapped)
+    rows = runner.run_case(case_named("kda", "H2 K32 V32"), "fla", smoke_args(["kda"]), fla_mods, CPU)
     assert rows and not any(r.passed for r in rows)

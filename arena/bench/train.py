@@ -44,47 +44,33 @@ Writes <out>/train_<device>_<stamp>.csv (device, torch, triton versions in colum
 then prints the table. Tests: tests/bench/test_bench_train.py.
 """
 
+# The parts live beside this file: train_config.py (arguments, run configs), train_steps.py (timing, the two loops),
+# train_parts.py (per-component timings), train_kernels.py (the kernel calls), train_report.py (table, CSV, PNG).
+# All of them must also run inside a checkout of an older arena (the benchmark's "before" table):
+# scripts/gpu_train_speed.sh copies arena/bench/train*.py there.
+
 from __future__ import annotations
 
 import argparse
 import gc
 import math
-import re
-import statistics
 import sys
-import time
-from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 
-from arena.bench.train_kernels import kernel_specs, make_kernel_inputs
+from arena.bench.train_config import (
+    BENCH_KEYS,
+    PASSTHROUGH,
+    Settings,
+    check_rows,
+    compose_rows,
+    parse_items,
+    settings_from,
+)
+from arena.bench.train_parts import generation_ms, kernel_fwdbwd_ms, mixer_fwdbwd_ms, peak_memory
+from arena.bench.train_report import cell, format_table, slug, write_csv, write_plot
+from arena.bench.train_steps import PlainSteps, TrainerSteps, pick_loop, window_ms
 
-DEFAULT_MIXERS = ("kda", "gdn", "mamba2", "mla", "mla_nope", "hybrid_3to1")
-# rows that are a model layout rather than one mixer: name -> (conf/model choice, the `mixer=` choice)
-LAYOUT_ROWS = {"hybrid_3to1": ("hybrid_3to1", "kda")}
-ROW_MODEL = "kimi_2l"  # the model of every single-mixer row
-PASSTHROUGH = ("model", "mixer", "train", "task")  # `<group>.<key>=value` goes to the run config
-LOOPS = ("auto", "trainer", "plain")
-BENCH_KEYS = ("mixers", "seq_lens", "batch_size", "task", "steps", "warmup", "loop", "out")
-CUDA_DEFAULTS = {"seq_lens": [256, 1024, 2048], "batch_size": 64, "steps": 30, "warmup": 10}
-CPU_DEFAULTS = {"seq_lens": [64], "batch_size": 4, "steps": 10, "warmup": 3}  # the whole command in seconds
-CPU_D_MODEL = 64
 PREFIX = "arena.bench train"
-
-
-@dataclass
-class Settings:
-    mixers: list[str]
-    seq_lens: list[int]
-    batch_size: int
-    task: str
-    steps: int
-    warmup: int
-    loop: str
-    out: Path
-    cuda: bool  # whether the runs go to a CUDA device (decides the defaults)
-    overrides: list[str] = field(default_factory=list)  # passed through to the run config, in order
 
 
 # ------------------------------------------------------------------------------------------------ arguments
@@ -93,382 +79,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help=f"bench keys ({', '.join(BENCH_KEYS)}) or {'/'.join(p + '.*' for p in PASSTHROUGH)} "
                              "overrides of the run config")
-
-
-def parse_items(items: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Split key=value items into bench settings (values parsed as YAML) and run-config overrides.
-
-    Raises a one-line ValueError for an item without `=`, an unknown key or a value of the wrong kind.
-    """
-    from omegaconf import OmegaConf
-
-    bench, passthrough = {}, []
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{item!r} is not key=value")
-        group, dot, _ = key.lstrip("+~").partition(".")
-        if dot and group in PASSTHROUGH:
-            passthrough.append(item)
-            continue
-        if key not in BENCH_KEYS:
-            raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(BENCH_KEYS)}, or "
-                             f"{', '.join(p + '.<key>' for p in PASSTHROUGH)} for the run config")
-        try:
-            bench[key] = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={value}"]))["value"]
-        except Exception:
-            raise ValueError(f"{key}={value!r} cannot be parsed; write lists as [a,b]") from None
-    for key in ("mixers", "seq_lens"):
-        if key in bench and not isinstance(bench[key], list):
-            bench[key] = [bench[key]]
-    if "mixers" in bench:
-        bench["mixers"] = [str(m) for m in bench["mixers"]]
-        if not bench["mixers"]:
-            raise ValueError("mixers=[] is empty; name at least one mixer")
-    if "seq_lens" in bench:
-        bench["seq_lens"] = [_positive("seq_lens", v) for v in bench["seq_lens"]] or _empty("seq_lens")
-    for key in ("batch_size", "steps"):
-        if key in bench:
-            bench[key] = _positive(key, bench[key])
-    if "warmup" in bench and (not _is_int(bench["warmup"]) or bench["warmup"] < 0):
-        raise ValueError(f"warmup={bench['warmup']!r} must be an integer >= 0")
-    if "loop" in bench and bench["loop"] not in LOOPS:
-        raise ValueError(f"loop={bench['loop']!r} is not valid; choose one of: {', '.join(LOOPS)}")
-    for key in ("task", "out"):
-        if key in bench:
-            bench[key] = str(bench[key])
-    return bench, passthrough
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _positive(key: str, value) -> int:
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{key}: {value!r} must be a positive integer")
-    return value
-
-
-def _empty(key: str):
-    raise ValueError(f"{key}=[] is empty; give at least one value")
-
-
-def _override_value(overrides: list[str], key: str) -> str | None:
-    """The last value given to `key` among the pass-through overrides, or None."""
-    values = [item.partition("=")[2] for item in overrides if item.partition("=")[0] == key]
-    return values[-1] if values else None
-
-
-def settings_from(items: list[str], cuda_available: bool) -> Settings:
-    """Parse and check the command line; the defaults depend on whether the runs go to CUDA."""
-    bench, passthrough = parse_items(items)
-    device = _override_value(passthrough, "train.device") or "auto"
-    cuda = cuda_available if device == "auto" else device.startswith("cuda")
-    defaults = CUDA_DEFAULTS if cuda else CPU_DEFAULTS
-    s = Settings(mixers=bench.get("mixers", list(DEFAULT_MIXERS)), seq_lens=bench.get("seq_lens", defaults["seq_lens"]),
-                 batch_size=bench.get("batch_size", defaults["batch_size"]), task=bench.get("task", "palindrome"),
-                 steps=bench.get("steps", defaults["steps"]), warmup=bench.get("warmup", defaults["warmup"]),
-                 loop=bench.get("loop", "auto"), out=Path(bench.get("out", "results/bench")), cuda=cuda,
-                 overrides=passthrough)
-    from arena.run import group_options
-
-    allowed = group_options("mixer") + list(LAYOUT_ROWS)
-    for name in s.mixers:
-        if name not in allowed:
-            raise ValueError(f"mixers: {name!r} is not valid; choose from {', '.join(allowed)}")
-    if s.task not in group_options("task"):
-        raise ValueError(f"task={s.task!r} is not valid; choose one of: {', '.join(group_options('task'))}")
-    return s
-
-
-# ------------------------------------------------------------------------------------------------ run configs
-
-def row_overrides(s: Settings, mixer: str, T: int) -> tuple[str, str, list[str]]:
-    """(model choice, mixer choice, Hydra overrides) of one row; the user's overrides come last and win."""
-    model, chosen = LAYOUT_ROWS.get(mixer, (ROW_MODEL, mixer))
-    values = {"task.seq_len": T, "task.num_train": 0, "train.batch_size": s.batch_size}
-    if s.task == "palindrome":
-        values["task.vocab_size"] = 16
-    if not s.cuda:
-        values["model.d_model"] = CPU_D_MODEL
-    elif mixer in LAYOUT_ROWS:  # the layout at kimi_2l's width, so its layers are the single-mixer rows' layers
-        values["model.d_model"] = 256
-    given = {item.partition("=")[0] for item in s.overrides}
-    fixed = [f"{k}={v}" for k, v in values.items() if k not in given]
-    return model, chosen, [f"model={model}", f"mixer={chosen}", f"task={s.task}", *fixed, *s.overrides]
-
-
-def compose_rows(s: Settings) -> list[dict]:
-    """Compose and validate the run config of every row before anything is measured.
-
-    Each row: mixer, T, config (resolved dict), specs (mixer specs per layout name), chosen. Builds every Run once
-    on the CPU, so bad values (impossible shapes, unknown names) fail here in one line, not after an hour.
-    """
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from arena.config_utils import one_line
-    from arena.run import CONF, mixer_specs  # arena.run registers the config schemas (arena.config_schema)
-
-    rows = []
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="bench_train"):
-        for mixer in s.mixers:
-            for T in s.seq_lens:
-                model, chosen, overrides = row_overrides(s, mixer, T)
-                try:  # Hydra checks group choices, keys and types against the schemas
-                    cfg = compose(config_name="config", overrides=overrides)
-                except Exception as exc:  # its messages span lines: one_line keeps the substance in one
-                    raise ValueError(one_line(exc, overrides=overrides)) from None
-                config = OmegaConf.to_container(cfg, resolve=True)
-                rows.append({"mixer": mixer, "T": T, "model": model, "config": config,
-                             "specs": mixer_specs(cfg, chosen), "chosen": chosen})
-    return rows
-
-
-def check_rows(rows: list[dict]) -> None:
-    """Build each row's Run on the CPU (a small model: milliseconds) so its ConfigErrors surface up front."""
-    from arena.train import Run
-
-    for row in rows:
-        config = {**row["config"], "train": {**row["config"]["train"], "device": "cpu"}}
-        Run(config, row["specs"], row["chosen"])
-
-
-# ------------------------------------------------------------------------------------------------------ timing
-
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def window_ms(step, start: int, count: int, device) -> float:
-    """Mean ms of `step(i)` for i in start .. start + count - 1, between two synchronizes."""
-    _sync(device)
-    t0 = time.perf_counter()
-    for i in range(start, start + count):
-        step(i)
-    _sync(device)
-    return (time.perf_counter() - t0) * 1e3 / count
-
-
-def median_ms(fn, reps: int, warmup: int, device) -> float:
-    """Median ms of `fn()` over `reps` calls after `warmup` untimed ones (CUDA events on CUDA)."""
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    if device.type != "cuda":
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
-    _sync(device)
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-    for start, end in events:
-        start.record()
-        fn()
-        end.record()
-    _sync(device)
-    return statistics.median(start.elapsed_time(end) for start, end in events)
-
-
-# ------------------------------------------------------------------------------------------------- the steps
-
-class Diverged(RuntimeError):
-    """The loss became non-finite (the old loop would have stopped the run there)."""
-
-
-def _plain_step(run, model, optimizer, step: int, batch=None) -> None:
-    """The loop body of arena/train.py at d3f81f9: one optimizer step, with its host syncs and .item()s.
-    `batch` None generates the step's batch (task.generate(B, [seed, 3, step])) as that loop did."""
-    import torch
-    import torch.nn.functional as F
-
-    from arena.evaluate import scored_logits
-    from arena.train import lr_at
-
-    cfg, device, amp = run.train_cfg, run.device, run.amp
-    if batch is None:
-        batch = run.task.generate(cfg.batch_size, [cfg.seed, 3, step])
-    batch = batch.to(device)
-    for group in optimizer.param_groups:
-        group["lr"] = lr_at(step, cfg)
-    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-        logits, targets = scored_logits(model, batch)
-    loss = F.cross_entropy(logits, targets)
-    if not torch.isfinite(loss):
-        raise Diverged(f"loss became {loss.item()} at step {step}")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    optimizer.step()
-    _sync(device)
-    loss.item()
-    (logits.argmax(-1) == targets).sum().item()
-
-
-class PlainSteps:
-    """Steps of the old loop: `full(i)` generates batch i, `reused(i)` steps on one batch already on the device."""
-    loop = "plain"
-
-    def __init__(self, run):
-        from arena.train import make_optimizer
-
-        self.run, self.model = run, run.model
-        self.optimizer = make_optimizer(self.model, run.train_cfg)
-        self.fixed = None
-
-    def full(self, step: int) -> None:
-        _plain_step(self.run, self.model, self.optimizer, step)
-
-    def reused(self, step: int) -> None:
-        if self.fixed is None:
-            cfg = self.run.train_cfg
-            self.fixed = self.run.task.generate(cfg.batch_size, [cfg.seed, 3, step]).to(self.run.device)
-        _plain_step(self.run, self.model, self.optimizer, step, self.fixed)
-
-    def close(self) -> None:
-        pass
-
-
-class TrainerSteps:
-    """Steps of arena.train.Trainer on arena.train.batch_stream batches (prefetched, no host sync)."""
-    loop = "trainer"
-
-    def __init__(self, run):
-        import arena.train as train
-
-        self.trainer = train.Trainer(run)
-        model = getattr(self.trainer, "model", None)
-        self.model = run.model if model is None else model
-        self.stream = train.batch_stream(run, start_step=0)
-        self.fixed = None
-
-    def full(self, step: int) -> None:
-        self.trainer.step(next(self.stream), step)
-
-    def reused(self, step: int) -> None:
-        if self.fixed is None:
-            self.fixed = next(self.stream)
-        self.trainer.step(self.fixed, step)
-
-    def close(self) -> None:
-        close = getattr(self.stream, "close", None)
-        if close is not None:
-            close()  # stops the stream's background workers
-
-
-def has_trainer() -> bool:
-    import arena.train as train
-
-    return hasattr(train, "Trainer") and hasattr(train, "batch_stream")
-
-
-def pick_loop(requested: str) -> str:
-    if requested == "auto":
-        return "trainer" if has_trainer() else "plain"
-    if requested == "trainer" and not has_trainer():
-        raise ValueError("loop=trainer but this arena.train has no Trainer / batch_stream; use loop=plain or auto")
-    return requested
-
-
-# ------------------------------------------------------------------------------------------------ components
-
-def _blocks(model) -> list:
-    model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper
-    return list(model.blocks)
-
-
-def _input_dtype(block, amp, device):
-    """The dtype `block.mixer` receives in training: what its pre-norm returns under the step's autocast."""
-    import torch
-
-    D = block.mixer.d_model
-    with torch.no_grad(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-        return block.mixer_norm(torch.zeros(1, 1, D, device=device)).dtype
-
-
-def mixer_fwdbwd_ms(model, B: int, T: int, amp, device, reps: int, warmup: int, seed: int) -> float:
-    """Sum over layers of the median ms of block.mixer forward + backward on a random input."""
-    import torch
-
-    total = 0.0
-    for layer, block in enumerate(_blocks(model)):
-        mixer, autocast = block.mixer, torch.autocast(device.type, dtype=amp, enabled=amp is not None)
-        gen = torch.Generator(device=device).manual_seed(seed + layer)
-        x = torch.randn(B, T, mixer.d_model, generator=gen, device=device,
-                        dtype=_input_dtype(block, amp, device)).requires_grad_(True)
-        with autocast:
-            y, _ = mixer(x)
-        dy = torch.randn(y.shape, generator=gen, device=device, dtype=torch.float32).to(y.dtype)
-        del y
-        params = list(mixer.parameters())
-
-        def fn(mixer=mixer, x=x, dy=dy, params=params, autocast=autocast):
-            for p in params:
-                p.grad = None
-            x.grad = None
-            with autocast:
-                y, _ = mixer(x)
-            y.backward(dy)
-
-        total += median_ms(fn, reps, warmup, device)
-        for p in params:
-            p.grad = None
-    return total
-
-
-def kernel_fwdbwd_ms(model, B: int, T: int, amp, device, reps: int, warmup: int, seed: int) -> tuple[float, str]:
-    """(sum over layers of the median ms of each layer's sequence kernel fwd + bwd, "op xN + ..." summary)."""
-    import torch
-
-    total, ops = 0.0, {}
-    for layer, block in enumerate(_blocks(model)):
-        autocast = torch.autocast(device.type, dtype=amp, enabled=amp is not None)
-        for spec in kernel_specs(block.mixer, B, T, amp, _input_dtype(block, amp, device)):
-            inputs = make_kernel_inputs(spec, device, seed + layer)
-            with autocast:
-                o = spec.call(inputs)
-            gen = torch.Generator(device=device).manual_seed(seed + 1000 + layer)
-            do = torch.randn(o.shape, generator=gen, device=device, dtype=torch.float32).to(o.dtype)
-            del o
-
-            def fn(spec=spec, inputs=inputs, do=do, autocast=autocast):
-                for t in inputs.values():
-                    t.grad = None
-                with autocast:
-                    o = spec.call(inputs)
-                o.backward(do)
-
-            total += median_ms(fn, reps, warmup, device)
-            ops[spec.op] = ops.get(spec.op, 0) + 1
-    return total, " + ".join(f"{op} x{n}" for op, n in ops.items())
-
-
-def generation_ms(run, reps: int) -> float:
-    """Median ms of task.generate(B, [seed, 3, i]) on the host, as the training loop calls it."""
-    cfg, times = run.train_cfg, []
-    for i in range(reps):
-        t0 = time.perf_counter()
-        run.task.generate(cfg.batch_size, [cfg.seed, 3, i])
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def peak_memory(device) -> tuple[int, str]:
-    import resource
-
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_process_max_rss"  # Linux: KiB
 
 
 # ------------------------------------------------------------------------------------------------------ rows
@@ -533,100 +143,6 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-# ----------------------------------------------------------------------------------------------------- output
-
-COLUMNS = [("mixer", "mixer"), ("T", "T"), ("B", "B"), ("step_ms", "ms/step"), ("step_nogen_ms", "ms/step no gen"),
-           ("gen_ms", "gen ms"), ("tokens_per_s", "tokens/s"), ("peak_memory_bytes", "peak MiB"),
-           ("mixer_fwdbwd_ms", "mixers fwd+bwd ms"), ("kernel_fwdbwd_ms", "kernels fwd+bwd ms"), ("loop", "loop"),
-           ("note", "note")]
-
-
-def _cell(key: str, value) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "n/a"
-    if key == "peak_memory_bytes":
-        return f"{value / 2**20:.0f}"
-    if key == "tokens_per_s":
-        return f"{value:,.0f}"
-    if key.endswith("_ms"):
-        return f"{value:.0f}" if value >= 1000 else f"{value:.3g}"
-    return str(value).replace("|", "/")
-
-
-def format_table(rows: list[dict]) -> str:
-    """A Markdown table, one line per (mixer, T)."""
-    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        lines.append("| " + " | ".join(_cell(key, r[key]) for key, _ in COLUMNS) + " |")
-    return "\n".join(lines)
-
-
-def slug(name: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3': a file-name-safe device tag."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "device"
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    """Atomically (a temporary file, then os.replace): a reader never sees half a table."""
-    import csv
-    import io
-
-    from arena.provenance import write_atomic
-
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(path, text.getvalue())
-
-
-def write_plot(rows: list[dict], path: Path, title: str) -> None:
-    """Left: tokens/s against T per mixer. Right: at the largest T, per mixer, the step (with and without
-    generation), the mixer layers and their kernels (fwd+bwd) and the batch generation, in ms."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(13, 4.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2)
-    mixers = list(dict.fromkeys(r["mixer"] for r in rows))
-    lengths = sorted({r["T"] for r in rows})
-    for i, mixer in enumerate(mixers):
-        points = sorted((r["T"], r["tokens_per_s"]) for r in rows if r["mixer"] == mixer
-                        and math.isfinite(r["tokens_per_s"]))
-        if points:
-            left.plot(*zip(*points), marker="o", color=f"C{i}", label=mixer)
-    left.set_xscale("log", base=2)
-    left.set_xticks(lengths, [str(T) for T in lengths])
-    left.set_yscale("log")
-    left.set_xlabel("sequence length T")
-    left.set_ylabel("tokens / s (full training step)")
-    left.grid(True, which="both", alpha=0.3)
-    if left.lines:
-        left.legend(fontsize="small")
-    T = lengths[-1]
-    parts = [("step_ms", "step"), ("step_nogen_ms", "step, no gen"), ("mixer_fwdbwd_ms", "mixer layers fwd+bwd"),
-             ("kernel_fwdbwd_ms", "kernels fwd+bwd"), ("gen_ms", "batch generation")]
-    at_T = {r["mixer"]: r for r in rows if r["T"] == T}
-    width = 0.8 / len(parts)
-    for j, (key, label) in enumerate(parts):
-        values = [at_T[m][key] if m in at_T else math.nan for m in mixers]
-        right.bar([i + (j - (len(parts) - 1) / 2) * width for i in range(len(mixers))],
-                  [v if math.isfinite(v) else 0.0 for v in values], width, label=label, color=f"C{j}")
-    right.set_xticks(range(len(mixers)), mixers)
-    right.set_ylabel("ms")
-    right.set_title(f"T = {T}")
-    right.grid(True, axis="y", alpha=0.3)
-    right.legend(fontsize="small")
-    fig.suptitle(title)
-    try:
-        from arena.provenance import save_figure_atomic
-    except ImportError:  # an older arena (this file also runs inside a baseline checkout): a plain save
-        fig.savefig(path, format="png", dpi=110)
-        return
-    save_figure_atomic(fig, path, dpi=110)
-
-
 # ------------------------------------------------------------------------------------------------------- main
 
 def run(s: Settings, rows: list[dict], loop: str) -> int:
@@ -648,8 +164,8 @@ def run(s: Settings, rows: list[dict], loop: str) -> int:
     for row in rows:
         result = {**measure_row(row, s, loop), **meta}
         results.append(result)
-        print(f"{PREFIX}: {row['mixer']} T={row['T']}: {_cell('step_ms', result['step_ms'])} ms/step, "
-              f"{_cell('tokens_per_s', result['tokens_per_s'])} tokens/s"
+        print(f"{PREFIX}: {row['mixer']} T={row['T']}: {cell('step_ms', result['step_ms'])} ms/step, "
+              f"{cell('tokens_per_s', result['tokens_per_s'])} tokens/s"
               + (f" ({result['note']})" if result["note"] else ""), file=sys.stderr, flush=True)
     s.out.mkdir(parents=True, exist_ok=True)
     tag = slug(meta["device"]) if device.type == "cuda" else "cpu"

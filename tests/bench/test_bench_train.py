@@ -20,7 +20,7 @@ import torch
 
 import arena.mixers.mamba2 as mamba2_module
 import arena.mixers.mla as mla_module
-from arena.bench import train as bench
+from arena.bench import train_config, train_kernels, train_steps
 from arena.bench.__main__ import main
 from arena.mixers import build_mixer
 from arena.mixers.gdn import GatedDeltaNet
@@ -71,7 +71,7 @@ def test_cli_hybrid_row_sums_its_layers(tmp_path):
     assert {r["kernel_ops"] for r in rows} == {"chunk_kda x3 + sdpa_attention x1"}
 
 
-@pytest.mark.skipif(not bench.has_trainer(), reason="this arena.train has no Trainer / batch_stream yet")
+@pytest.mark.skipif(not train_steps.has_trainer(), reason="this arena.train has no Trainer / batch_stream yet")
 def test_cli_trainer_loop_is_the_default_when_present(tmp_path):
     out = tmp_path / "bench"
     assert main(["train", "mixers=[gdn]", f"out={out}", *TINY]) == 0
@@ -106,14 +106,30 @@ def test_module_runs_standalone_and_rejects_unknown_key(tmp_path):
     assert not out.exists()
 
 
+def test_bench_files_import_only_each_other_from_arena_bench():
+    # scripts/gpu_train_speed.sh copies arena/bench/train*.py into an old checkout: they may not need another file
+    # of this arena/bench (train.py's `__main__` block takes OneLineParser from the old one, guarded there)
+    import ast
+
+    files = sorted((REPO / "arena" / "bench").glob("train*.py"))
+    assert {p.name for p in files} >= {"train.py", "train_config.py", "train_steps.py", "train_kernels.py"}
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                if name.startswith("arena.bench"):
+                    assert name.startswith("arena.bench.train") or name == "arena.bench.__main__", (path.name, name)
+
+
 def test_parse_items_splits_bench_keys_from_run_overrides():
-    bench_keys, passthrough = bench.parse_items(
+    bench_keys, passthrough = train_config.parse_items(
         ["mixers=kda", "seq_lens=[256,1024]", "train.compile=true", "+mixer.x=1", "task=stack_kimi"])
     assert bench_keys == {"mixers": ["kda"], "seq_lens": [256, 1024], "task": "stack_kimi"}
     assert passthrough == ["train.compile=true", "+mixer.x=1"]
-    s = bench.settings_from(["train.device=cpu"], cuda_available=True)  # the runs go to the CPU: small defaults
+    s = train_config.settings_from(["train.device=cpu"], cuda_available=True)  # the runs go to the CPU: small defaults
     assert (s.cuda, s.batch_size, s.seq_lens, s.steps) == (False, 4, [64], 10)
-    assert bench.settings_from([], cuda_available=True).seq_lens == [256, 1024, 2048]
+    assert train_config.settings_from([], cuda_available=True).seq_lens == [256, 1024, 2048]
 
 
 # ---------------------------------------------------------------------------------------------- kernel inputs
@@ -159,14 +175,14 @@ def test_kernel_specs_match_the_call_the_forward_makes(monkeypatch, name, amp):
     x = torch.randn(B, T, mixer.d_model)
     with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
         mixer(x)
-    (spec,) = bench.kernel_specs(mixer, B, T, amp, x.dtype)
+    (spec,) = train_kernels.kernel_specs(mixer, B, T, amp, x.dtype)
     tensors, scalars, kwargs = calls[0]
     assert tensors == list(spec.tensors.values())
     assert scalars == list(spec.args) and kwargs == spec.kwargs
     if name.startswith("mla"):
         assert spec.args == (pytest.approx(mixer.scale),)
     # the bench calls the very kernel the mixer calls (through the same table), with inputs of that recipe
-    inputs = bench.make_kernel_inputs(spec, torch.device("cpu"))
+    inputs = train_kernels.make_kernel_inputs(spec, torch.device("cpu"))
     with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
         o = spec.call(inputs)
     assert len(calls) == 2 and calls[1][0] == tensors
@@ -175,8 +191,8 @@ def test_kernel_specs_match_the_call_the_forward_makes(monkeypatch, name, amp):
 
 def test_make_kernel_inputs_follow_the_recipe():
     mixer = build_mixer("kda", 32, num_heads=2)
-    (spec,) = bench.kernel_specs(mixer, 2, 8)
-    x = bench.make_kernel_inputs(spec, torch.device("cpu"), seed=3)
+    (spec,) = train_kernels.kernel_specs(mixer, 2, 8)
+    x = train_kernels.make_kernel_inputs(spec, torch.device("cpu"), seed=3)
     assert all(t.is_leaf and t.requires_grad for t in x.values())
     for name in ("q", "k"):
         assert torch.allclose(x[name].norm(dim=-1), torch.ones(2, 8, 2), atol=1e-5)
