@@ -20,9 +20,12 @@ The three request types:
   context_len=1, <eod> as the prefix), each window scored from an empty state, summed per document.
 - generate_until: LanguageModel.generate (one prefill, then token steps carrying each layer's cache or state),
   batched over requests whose contexts have the same token count and the same generation settings (left padding
-  would run pad tokens through a recurrent state); greedy unless do_sample with temperature > 0; max_gen_toks
-  tokens (default 256) are generated, then the text is cut at <eod> and at the first stop string of `until`.
-Tests: tests/test_lm_eval.py.
+  would run pad tokens through a recurrent state); greedy unless do_sample with temperature > 0 (then top_k and
+  top_p apply); at most max_gen_toks tokens (default 256). The text is cut at <eod>, then at each stop string of
+  `until` in turn (lm-eval's Hugging Face model: `text.split(stop)[0]`). A batch stops early once every row's cut
+  is settled (_StopWatch: checked on the decoded text, so a stop string may span tokens), with the same output
+  as generating all max_gen_toks tokens.
+Tests: tests/test_lm_eval.py, tests/test_lm_eval_generate.py (generate_until: early stop, top_p).
 """
 
 from __future__ import annotations
@@ -55,6 +58,17 @@ def _int_arg(key: str, value, low: int) -> int:
     if number is None or number < low:
         raise ConfigError(f"lm-eval model arena: {key}={value!r} must be an integer >= {low}")
     return number
+
+
+def _top_p_arg(value) -> float | None:
+    """A generation kwarg top_p as a float in (0, 1), or None for no nucleus cut (None or 1)."""
+    try:
+        number = None if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = None
+    if value is not None and (number is None or not 0 < number <= 1):
+        raise ConfigError(f"lm-eval model arena: top_p={value!r} must be a number in (0, 1] (1 = no nucleus cut)")
+    return None if value is None or number == 1 else number
 
 
 class ArenaLM(TemplateLM):
@@ -187,8 +201,9 @@ class ArenaLM(TemplateLM):
         return totals
 
     # --- generation ---------------------------------------------------------------------------------------------
-    def _generation_settings(self, gen_kwargs: dict) -> tuple[list[str], int, float, int | None]:
-        """(stop strings, max_gen_toks, temperature (0 = greedy), top_k) from a request's generation kwargs."""
+    def _generation_settings(self, gen_kwargs: dict) -> tuple[list[str], int, float, int | None, float | None]:
+        """(stop strings, max_gen_toks, temperature (0 = greedy), top_k, top_p) from a request's generation kwargs;
+        top_k and top_p are None when greedy or unrestricted."""
         kwargs = dict(gen_kwargs or {})
         until = kwargs.pop("until", None) or []
         until = [until] if isinstance(until, str) else list(until)
@@ -197,43 +212,91 @@ class ArenaLM(TemplateLM):
         temperature = float(kwargs.pop("temperature", 0.0) or 0.0)
         top_k = kwargs.pop("top_k", None)
         top_p = kwargs.pop("top_p", None)
-        if do_sample and temperature > 0 and top_p not in (None, 1, 1.0):
-            raise ConfigError(f"lm-eval model arena: top_p={top_p} is not supported (temperature and top_k are)")
         if kwargs:
             log.warning("lm-eval model arena: ignoring generation kwargs %s", sorted(kwargs))
         if not do_sample or temperature <= 0:
-            return until, max_gen_toks, 0.0, None
-        return until, max_gen_toks, temperature, None if top_k is None else int(top_k)
+            return until, max_gen_toks, 0.0, None, None
+        return until, max_gen_toks, temperature, None if top_k is None else int(top_k), _top_p_arg(top_p)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        """Continuations through LanguageModel.generate, cut at <eod> and at the first stop string."""
+        """Continuations through LanguageModel.generate, cut at <eod> and at the stop strings; a batch ends as soon
+        as every row's output is settled (_StopWatch)."""
         groups: dict[tuple, list[int]] = {}
         prepared = []
         for index, req in enumerate(requests):
             context, gen_kwargs = req.args
-            until, max_gen_toks, temperature, top_k = self._generation_settings(gen_kwargs)
+            until, max_gen_toks, temperature, top_k, top_p = self._generation_settings(gen_kwargs)
             ids = self.tok_encode(context) or [self.eot_token_id]  # an empty context starts a document
             ids = ids[-max(1, self.max_length - max_gen_toks):]  # room for the generated tokens, as lm-eval's HF LM
-            prepared.append((ids, until))
-            groups.setdefault((len(ids), max_gen_toks, temperature, top_k), []).append(index)
+            prepared.append((ids, [stop for stop in until if stop]))  # '' never cuts (lm-eval ignores it too)
+            groups.setdefault((len(ids), max_gen_toks, temperature, top_k, top_p), []).append(index)
         results: list = [None] * len(requests)
         batches = [(key, members[i: i + self.batch_size]) for key, members in groups.items()
                    for i in range(0, len(members), self.batch_size)]
-        for (length, max_gen_toks, temperature, top_k), members in tqdm(batches, disable=disable_tqdm,
-                                                                        desc="arena generate_until"):
+        for (_, max_gen_toks, temperature, top_k, top_p), members in tqdm(batches, disable=disable_tqdm,
+                                                                          desc="arena generate_until"):
             prompt = torch.tensor([prepared[i][0] for i in members], dtype=torch.int64, device=self._device)
+            watch = _StopWatch([prepared[i][1] for i in members], self.tok_decode, self.eot_token_id)
             with torch.autocast(self._device.type, dtype=self.amp, enabled=self.amp is not None):
-                out = self.model.generate(prompt, max_gen_toks, temperature=temperature, top_k=top_k)
-            for i, new in zip(members, out[:, length:].tolist()):
-                if self.eot_token_id in new:
-                    new = new[: new.index(self.eot_token_id)]
-                text = self.tok_decode(new)
-                for stop in prepared[i][1]:
-                    if stop and stop in text:
-                        text = text[: text.index(stop)]
-                results[i] = text
+                self.model.generate(prompt, max_gen_toks, temperature=temperature, top_k=top_k, top_p=top_p,
+                                    stop=watch)
+            for row, i in enumerate(members):
+                results[i] = text = watch.output(row)
                 self.cache_hook.add_partial("generate_until", requests[i].args, text)
         return results
+
+
+def cut_at_stops(text: str, until: list[str]) -> str:
+    """`text` cut at each stop string of `until` in turn, as lm-eval's Hugging Face model does
+    (`text.split(stop)[0]` per stop): a later stop cuts only where it lies wholly before the earlier cuts."""
+    for stop in until:
+        if stop:
+            text = text.split(stop)[0]
+    return text
+
+
+class _StopWatch:
+    """`LanguageModel.generate`'s `stop` for one generate_until batch: keeps each row's new tokens and says stop
+    once every row's output is settled, i.e. no further token could change it:
+    - the row produced <eod> (the text is cut there), or
+    - the first stop string of `until` (in its order) found in the decoded text, at its first occurrence ending
+      at character e of L decoded, has e <= L - (longest earlier stop - 1): an earlier stop, absent so far, can
+      then only start at or after e, so its cut leaves this one whole, and this one cuts at its start; every
+      later stop then cuts (or not) within text already decoded (the first stop of `until` settles a row as soon
+      as it appears). So `cut_at_stops` of this text equals that of any longer one.
+    Decoded text, not token ids: a stop string may span tokens, or be tokenized otherwise than the model wrote it.
+    Trailing U+FFFD is left out of L (a byte token cut inside a UTF-8 character; the next token completes it).
+    Assumes a decoded prefix stays a prefix of the longer decode (true of byte tokens and byte-level BPE).
+    Costs one device-to-host copy of [B] token ids per step and one decode per unsettled row."""
+
+    def __init__(self, until: list[list[str]], decode, eod: int):
+        self.until, self.decode, self.eod = until, decode, eod
+        self.tokens: list[list[int]] = [[] for _ in until]
+        self.done = [False] * len(until)
+
+    def __call__(self, token: torch.Tensor) -> bool:
+        for row, new in enumerate(token[:, 0].tolist()):
+            self.tokens[row].append(new)
+            if not self.done[row]:
+                self.done[row] = new == self.eod or self._settled(row)
+        return all(self.done)
+
+    def _settled(self, row: int) -> bool:
+        text = self.decode(self.tokens[row]).rstrip("\ufffd")
+        longest_before = 0
+        for stop in self.until[row]:
+            start = text.find(stop)
+            if start >= 0:
+                return start + len(stop) <= len(text) - max(0, longest_before - 1)
+            longest_before = max(longest_before, len(stop))
+        return False
+
+    def output(self, row: int) -> str:
+        """Row `row`'s text: its tokens up to <eod>, decoded, cut at the stop strings."""
+        new = self.tokens[row]
+        if self.eod in new:
+            new = new[: new.index(self.eod)]
+        return cut_at_stops(self.decode(new), self.until[row])
 
 
 def _config_seq_len(run_dir) -> int | None:

@@ -11,15 +11,18 @@
     logits, states = model(next_tokens, states)    # continue from the returned per-layer states
     tokens = model.generate(prompt, max_new_tokens=16)                       # greedy: [B, T0] -> [B, T0 + 16]
     tokens = model.generate(prompt, 16, temperature=0.8, top_k=20, generator=torch.Generator().manual_seed(0))
+    tokens = model.generate(prompt, 16, temperature=0.8, top_p=0.9, stop=lambda token: bool((token == 0).all()))
 
 Decoding (`generate`): one parallel prefill over the prompt from each mixer's `empty_state` (MLA preallocates its
 latent cache for prompt + new tokens there), then one T = 1 call per new token that feeds only that token with
 the per-layer states: KDA/GDN take their recurrent decode step (the fused Triton kernel on CUDA), Mamba2 its SSD
-step, MLA the absorbed step over its in-place cache. Tests: tests/test_generate.py; docs/mixers.md §4.1.
+step, MLA the absorbed step over its in-place cache. `stop` (a callable shown each step's new tokens [B, 1]) can end
+generation early. Tests: tests/test_generate.py; docs/mixers.md §4.1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,15 +147,18 @@ class LanguageModel(nn.Module):
 
     @torch.inference_mode()
     def generate(self, prompt: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None,
-                 return_logits: bool = False):
+                 top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
+                 return_logits: bool = False, stop: Callable[[torch.Tensor], bool] | None = None):
         """Continue `prompt` [B, T0] (int64) by `max_new_tokens` tokens -> [B, T0 + max_new_tokens].
 
         Greedy (argmax) at temperature 0; otherwise samples softmax(logits / temperature), restricted to the
-        `top_k` most likely tokens if given, with torch.multinomial and `generator`. Runs in eval mode (restored
-        after). return_logits=True also returns the fp32 logits each new token was picked from, [B, new, vocab].
+        `top_k` most likely tokens if given, then to the nucleus of `top_p` if given (the most likely tokens whose
+        probabilities first sum to >= top_p; None or 1 = no restriction), with torch.multinomial and `generator`.
+        `stop`, if given, is called with each step's new tokens [B, 1] in order; when it returns True generation
+        ends there, so fewer than max_new_tokens tokens may come back. Runs in eval mode (restored after).
+        return_logits=True also returns the fp32 logits each new token was picked from, [B, new, vocab].
         """
-        self._check_generate_args(prompt, max_new_tokens, temperature, top_k, generator)
+        self._check_generate_args(prompt, max_new_tokens, temperature, top_k, generator, top_p, stop)
         was_training = self.training
         self.eval()
         try:
@@ -163,8 +169,10 @@ class LanguageModel(nn.Module):
             for step in range(max_new_tokens):
                 last = logits[:, -1].float()  # [B, vocab]
                 picked_from.append(last)
-                token = self._pick(last, temperature, top_k, generator)  # [B, 1]
+                token = self._pick(last, temperature, top_k, generator, top_p)  # [B, 1]
                 tokens.append(token)
+                if stop is not None and stop(token):
+                    break  # checked before the forward: the token that ends generation needs none
                 if step + 1 < max_new_tokens:  # the last token needs no forward of its own
                     logits, states = self(token, states)
         finally:
@@ -176,17 +184,26 @@ class LanguageModel(nn.Module):
         return out, torch.stack(picked_from, dim=1) if picked_from else prompt.new_zeros(B, 0, vocab).float()
 
     @staticmethod
-    def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, generator) -> torch.Tensor:
-        """Next token [B, 1] from logits [B, vocab]: argmax at temperature 0, else a (top-k) sample."""
+    def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, generator,
+              top_p: float | None = None) -> torch.Tensor:
+        """Next token [B, 1] from logits [B, vocab]: argmax at temperature 0, else a (top-k, top-p) sample."""
         if temperature == 0:
             return logits.argmax(dim=-1, keepdim=True)
         logits = logits / temperature
         if top_k is not None and top_k < logits.shape[-1]:
             kth = logits.topk(top_k, dim=-1).values[:, -1:]  # [B, 1], the k-th largest
             logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p is not None and top_p < 1:
+            # nucleus: drop a token when the more likely ones before it already hold top_p of the mass, so the
+            # most likely token always stays; the order is temperature, top-k, top-p, as Hugging Face's warpers
+            sorted_p, order = logits.softmax(dim=-1).sort(dim=-1, descending=True)  # [B, vocab] each
+            drop_sorted = sorted_p.cumsum(dim=-1) - sorted_p >= top_p
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
+            logits = logits.masked_fill(drop, float("-inf"))
         return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
 
-    def _check_generate_args(self, prompt, max_new_tokens, temperature, top_k, generator) -> None:
+    def _check_generate_args(self, prompt, max_new_tokens, temperature, top_k, generator, top_p=None,
+                             stop=None) -> None:
         vocab = self.cfg.vocab_size
         if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.dtype != torch.int64 \
                 or prompt.shape[0] < 1 or prompt.shape[1] < 1:
@@ -203,8 +220,14 @@ class LanguageModel(nn.Module):
             raise ConfigError(f"generate: temperature={temperature!r} must be a finite number >= 0 (0 = greedy)")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= vocab):
             raise ConfigError(f"generate: top_k={top_k!r} must be None or an integer in [1, {vocab}] (vocab_size)")
+        if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))
+                                  or not 0 < top_p <= 1):
+            raise ConfigError(f"generate: top_p={top_p!r} must be None or a number in (0, 1] (1 = no nucleus cut)")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ConfigError(f"generate: generator must be a torch.Generator or None, got {type(generator).__name__}")
+        if stop is not None and not callable(stop):
+            raise ConfigError(f"generate: stop must be None or a callable (new tokens [B, 1] -> bool), got "
+                              f"{type(stop).__name__}")
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters per component: embedding, mixers (per layer kind), mlp, norms, lm_head, total."""

@@ -83,6 +83,63 @@ def test_sampling_is_reproducible_and_top1_is_greedy(layout):
     assert (top2 == tokens[:, 13:, None]).any(-1).all()
 
 
+def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Reference nucleus of each row of logits [N, vocab] (already divided by the temperature): the fewest most
+    likely tokens whose probabilities sum to >= top_p, as a bool mask [N, vocab]; one row at a time, in float64."""
+    keep = torch.zeros(logits.shape, dtype=torch.bool)
+    for n, row in enumerate(logits.double().softmax(-1)):
+        total = 0.0
+        for token in row.argsort(descending=True).tolist():
+            keep[n, token] = True
+            total += float(row[token])
+            if total >= top_p:
+                break
+    return keep
+
+
+def test_top_p_samples_within_the_nucleus_and_top_p_one_is_plain_sampling():
+    model = make_model(["kda"])
+    prompt = prompt_batch()
+
+    def sample(seed, n=24, **kw):
+        return model.generate(prompt, n, temperature=1.5, generator=torch.Generator().manual_seed(seed), **kw)
+
+    assert torch.equal(sample(0, top_p=0.6), sample(0, top_p=0.6)), "a seed must fix the sample"
+    assert torch.equal(sample(5, top_p=1.0), sample(5)), "top_p = 1 must be plain sampling, draw for draw"
+    assert torch.equal(sample(5, top_p=1e-6), model.generate(prompt, 24)), "a tiny nucleus is the argmax alone"
+    tokens, logits = sample(7, top_p=0.6, return_logits=True)
+    keep = nucleus(logits.reshape(-1, VOCAB) / 1.5, 0.6)  # [B * new, vocab]
+    assert keep.sum(-1).min() >= 1 and keep.sum(-1).max() >= 3, "the test needs nuclei of several tokens"
+    picked = tokens[:, 13:].reshape(-1)
+    assert keep[torch.arange(len(picked)), picked].all(), "a token outside the top-p nucleus was sampled"
+    # and plain sampling of the same logits does leave the nucleus: the check above has teeth
+    plain, plain_logits = sample(7, return_logits=True)
+    plain_keep = nucleus(plain_logits.reshape(-1, VOCAB) / 1.5, 0.6)
+    assert not plain_keep[torch.arange(len(picked)), plain[:, 13:].reshape(-1)].all()
+    # top_k then top_p: the nucleus of the top-2 renormalized distribution
+    tokens, logits = sample(8, top_k=2, top_p=0.6, return_logits=True)
+    top2 = (logits / 1.5).topk(2, dim=-1)
+    cut = torch.full_like(logits, float("-inf")).scatter(-1, top2.indices, top2.values).reshape(-1, VOCAB)
+    assert nucleus(cut, 0.6)[torch.arange(len(picked)), tokens[:, 13:].reshape(-1)].all()
+
+
+def test_stop_ends_generation_early_with_the_same_tokens():
+    """`stop` sees each step's new tokens [B, 1] in order; True ends generation there: the tokens so far equal
+    the full generation's, and no forward runs for the token that stopped it (prefill + 3 steps for 4 tokens)."""
+    model = make_model(["mla"])
+    prompt = prompt_batch()
+    full = model.generate(prompt, 10)
+    seen, forwards = [], []
+    hook = model.register_forward_hook(lambda module, args, out: forwards.append(args[0].shape[1]))
+    try:
+        out = model.generate(prompt, 10, stop=lambda token: seen.append(token.clone()) or len(seen) == 4)
+    finally:
+        hook.remove()
+    assert torch.equal(out, full[:, :17]) and torch.equal(torch.cat(seen, 1), full[:, 13:17])
+    assert forwards == [13, 1, 1, 1]
+    assert torch.equal(model.generate(prompt, 10, stop=lambda token: False), full)
+
+
 def test_generate_restores_training_mode_and_zero_new_tokens():
     model = make_model(["mla"]).train()
     prompt = prompt_batch()
@@ -101,7 +158,12 @@ def test_generate_restores_training_mode_and_zero_new_tokens():
     (dict(temperature=1.0, top_k=0), r"top_k=0 must be None or an integer in \[1, 37\]"),
     (dict(temperature=1.0, top_k=VOCAB + 1), "top_k=38 must be"),
     (dict(temperature=1.0, generator=0), "generator must be a torch.Generator"),
-], ids=["1d", "float", "oov", "neg-new", "float-new", "neg-temp", "nan-temp", "topk0", "topk-big", "generator"])
+    (dict(temperature=1.0, top_p=0.0), r"top_p=0.0 must be None or a number in \(0, 1\]"),
+    (dict(temperature=1.0, top_p=1.5), "top_p=1.5 must be"),
+    (dict(temperature=1.0, top_p=True), "top_p=True must be"),
+    (dict(stop=3), "stop must be None or a callable"),
+], ids=["1d", "float", "oov", "neg-new", "float-new", "neg-temp", "nan-temp", "topk0", "topk-big", "generator",
+        "topp0", "topp-big", "topp-bool", "stop"])
 def test_bad_arguments_fail_in_one_line(kwargs, match):
     model = make_model(["kda"])
     args = dict(prompt=prompt_batch(), max_new_tokens=3) | kwargs

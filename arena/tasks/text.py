@@ -320,6 +320,11 @@ class TextTokenizer:
     def decode(self, ids) -> str:
         """Ids -> text; <eod> and ids past the tokenizer (a padded vocabulary) are dropped, and a byte sequence cut
         inside a UTF-8 character decodes with U+FFFD."""
+        if self._tok is None and isinstance(ids, list):
+            try:  # fast path (lm-eval decodes every row at every generation step): bytes() refuses ids past 255
+                return bytes(ids).decode("utf-8", errors="replace")
+            except (TypeError, ValueError):
+                pass
         ids = [int(i) for i in ids if 0 <= int(i) < self.eod]
         if self._tok is None:
             return bytes(ids).decode("utf-8", errors="replace")
