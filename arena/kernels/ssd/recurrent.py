@@ -9,8 +9,9 @@ Per token, in fp32 (the state is [K, V], keys on rows; Mamba2: q = C, k = B, v =
     S <- exp(g_t) S + k_t v_t^T;   o_t = scale * S^T q_t
 It runs the delta rules' decode kernel (arena/kernels/triton_delta/recurrent.py) with the delta term compiled out
 (DELTA_RULE=False): one program owns one (batch, head) and a block of BV value columns with the whole [K, BV] state
-block in fp32 registers; S^T q reduces over K inside the program, so splitting V across programs is exact. A decode step is bound by the state's bytes,
-so one launch that reads and writes it once is the memory floor. Training uses `chunk_ssd`: no backward here.
+block in fp32 registers; S^T q reduces over K inside the program, so splitting V across programs is exact. A decode
+step is bound by the state's bytes, so one launch that reads and writes it once is the memory floor. Training uses
+`chunk_ssd`: no backward here.
 Needs CUDA, or TRITON_INTERPRET=1 on CPU; this module imports triton, so import it behind triton_status().
 Tested in tests/kernels/test_ssd_recurrent.py.
 """
