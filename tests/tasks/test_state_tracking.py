@@ -73,7 +73,7 @@ MOD_SETTINGS = {
 
 @pytest.mark.parametrize("name", ["modular_arithmetic", "modular_arithmetic_brackets"])
 @pytest.mark.parametrize("setting", MOD_SETTINGS, ids=list(MOD_SETTINGS))
-@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("split", ["train", "valid", "test"])  # valid: what early stopping and the lr choice read
 def test_modular_arithmetic_labels_agree_with_python_eval(name, setting, split):
     overrides = dict(MOD_SETTINGS[setting])
     if name.endswith("brackets") and "vocab_size" in overrides:
@@ -126,7 +126,7 @@ WORD_CASES = [(n, s) for n in ("s3", "s5", "a5") for s in WORD_SETTINGS if (n, s
 
 
 @pytest.mark.parametrize("name,setting", WORD_CASES, ids=[f"{n}-{s}" for n, s in WORD_CASES])
-@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
 def test_word_problem_labels_are_prefix_products(name, setting, split):
     task = build_task(name, **WORD_SETTINGS[setting])
     elements = group_elements(name)
@@ -142,7 +142,7 @@ def test_word_problem_labels_are_prefix_products(name, setting, split):
         assert targets[:n] == expected and all(y == IGNORE for y in targets[n:])
         if setting == "swaps":
             assert all(sum(a != b for a, b in enumerate(elements[tok - 1])) in (0, 2) for tok in inputs[:n])
-    lo, hi = (task.cfg.train_min_len, task.cfg.train_max_len) if split == "train" else (
+    lo, hi = (task.cfg.train_min_len, task.cfg.train_max_len) if split != "test" else (  # valid: training lengths
         task.cfg.test_min_len, task.cfg.test_max_len)
     lengths = {content_length(x) for x, _ in rows(task, 500, split)}
     assert min(lengths) == lo and max(lengths) == hi
