@@ -18,18 +18,10 @@ Tested in tests/kernels/test_ssd_recurrent.py.
 
 from __future__ import annotations
 
-import torch
-import triton
-
 from arena.kernels.ssd.naive import check_inputs
-from arena.kernels.triton_delta import output_buffer, triton_status
-from arena.kernels.triton_delta.recurrent import MAX_K, _block_v, _fused_recurrent_kernel, _num_warps
+from arena.kernels.triton_delta.recurrent import Hints, launch_recurrent
 
-
-def _no_grad_check(op: str, *tensors) -> None:
-    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors):
-        raise RuntimeError(f"{op} is inference only (no backward); for training use chunk_ssd, "
-                           "or call this under torch.no_grad()")
+SSD_HINTS = Hints("chunk_ssd", "arena.kernels.ssd.naive", "arena.kernels.ssd.ssd_decode_step")
 
 
 def fused_recurrent_ssd(q, k, v, g, *, scale=1.0, initial_state=None, output_final_state=True):
@@ -41,40 +33,9 @@ def fused_recurrent_ssd(q, k, v, g, *, scale=1.0, initial_state=None, output_fin
     """
     op = "fused_recurrent_ssd"
     check_inputs(q, k, v, g, initial_state, op=op)
-    _no_grad_check(op, q, k, v, g, initial_state)
-    if torch.float64 in (q.dtype, k.dtype, v.dtype):
-        raise ValueError(f"{op}: computes in fp32 and has no fp64 path; use arena.kernels.ssd.naive for fp64")
-    tensors = (q, k, v, g) + (() if initial_state is None else (initial_state,))
-    if any(x.device != q.device for x in tensors):
-        raise ValueError(f"{op}: all inputs must be on one device, got {sorted({str(x.device) for x in tensors})}")
-    ok, reason = triton_status(q.device)
-    if not ok:
-        raise RuntimeError(f"{op}: Triton cannot run here ({reason}); use arena.kernels.ssd.ssd_decode_step")
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    if K > MAX_K:
-        raise ValueError(f"{op}: K={K} > {MAX_K}: the [K, BV] state block would not fit in registers")
-
-    q, k, v, g = (x.contiguous() for x in (q, k, v, g))
-    h0 = None if initial_state is None else initial_state.to(torch.float32).contiguous()
-    o = output_buffer((B, T, H, V), v.dtype, v.device)
-    ht = output_buffer((B, H, K, V), torch.float32, v.device) if output_final_state else None
-    if B * H == 0 or V == 0:
-        if ht is not None:
-            ht.zero_()
-        return o, ht
-
-    BK = triton.next_power_of_2(K)
-    BV = _block_v(BK, V)  # the delta rules' tuning: the same state-bound loop, one dot fewer per token
-    grid = (B * H, triton.cdiv(V, BV))
-    # Absent tensors get a stand-in pointer; the constexpr flags compile their loads and stores out.
-    # the delta rules' kernel without its delta term (DELTA_RULE=False: beta is never read, g stands in for it)
-    _fused_recurrent_kernel[grid](
-        q, k, v, g, g, o if h0 is None else h0, o, o if ht is None else ht, float(scale), T,
-        H=H, K=K, V=V, BK=BK, BV=BV, PER_CHANNEL_GATE=False, HAS_INITIAL_STATE=h0 is not None,
-        STORE_FINAL_STATE=ht is not None, NEG_EIGVAL=False, DELTA_RULE=False, num_warps=_num_warps(BK, BV),
-    )
-    return o, ht
+    # the delta rules' kernel without its delta term (beta=None: DELTA_RULE=False)
+    return launch_recurrent(op, SSD_HINTS, q, k, v, g, None, initial_state, scale=float(scale),
+                            output_final_state=output_final_state)
 
 
 def fused_recurrent_ssd_decode_step(q, k, v, g, state, *, scale=1.0):

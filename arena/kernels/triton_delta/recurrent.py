@@ -16,6 +16,8 @@ Needs CUDA, or TRITON_INTERPRET=1 on CPU; this module imports triton, so import 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -84,10 +86,63 @@ def _num_warps(BK: int, BV: int) -> int:
     return 4 if BK * BV >= 4096 else 2
 
 
-def _no_grad_check(op: str, *tensors) -> None:
-    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in tensors):
-        raise RuntimeError(f"{op} is inference only (no backward); for training use the chunk kernels "
-                           "(chunk_kda / chunk_gated_delta_rule), or call this under torch.no_grad()")
+class Hints(NamedTuple):
+    """What an op's one-line errors point to instead: its training kernels, fp64 reference and torch decode step."""
+    training: str
+    fp64: str
+    decode: str
+
+
+DELTA_HINTS = Hints("the chunk kernels (chunk_kda / chunk_gated_delta_rule)", "arena.kernels.kda.naive",
+                    "arena.kernels.kda.naive.kda_decode_step")
+
+
+def launch_recurrent(op: str, hints: Hints, q, k, v, g, beta, initial_state, *, scale, output_final_state,
+                     allow_neg_eigval=False):
+    """The shared body of the fused recurrent ops, after each op has checked its own input shapes: the checks
+    that concern this kernel (inference only, no fp64, one device, Triton available, K <= MAX_K), the output
+    buffers and the launch. beta=None runs Mamba2's SSD (DELTA_RULE=False; g stands in for the unread beta).
+    scale None is K**-0.5."""
+    delta_rule = beta is not None
+    inputs = (q, k, v, g) + ((beta,) if delta_rule else ())
+    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (*inputs, initial_state)):
+        raise RuntimeError(f"{op} is inference only (no backward); for training use {hints.training}, "
+                           "or call this under torch.no_grad()")
+    if torch.float64 in (q.dtype, k.dtype, v.dtype):
+        raise ValueError(f"{op}: computes in fp32 and has no fp64 path; use {hints.fp64} for fp64")
+    tensors = inputs + (() if initial_state is None else (initial_state,))
+    if any(x.device != q.device for x in tensors):
+        raise ValueError(f"{op}: all inputs must be on one device, got {sorted({str(x.device) for x in tensors})}")
+    ok, reason = triton_status(q.device)
+    if not ok:
+        raise RuntimeError(f"{op}: Triton cannot run here ({reason}); use {hints.decode}")
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    if K > MAX_K:
+        raise ValueError(f"{op}: K={K} > {MAX_K}: the [K, BV] state block would not fit in registers")
+    scale = K ** -0.5 if scale is None else float(scale)
+
+    q, k, v, g = (x.contiguous() for x in (q, k, v, g))
+    beta = beta.contiguous() if delta_rule else g
+    h0 = None if initial_state is None else initial_state.to(torch.float32).contiguous()
+    o = output_buffer((B, T, H, V), v.dtype, v.device)
+    ht = output_buffer((B, H, K, V), torch.float32, v.device) if output_final_state else None
+    if B * H == 0 or V == 0:
+        if ht is not None:
+            ht.zero_()
+        return o, ht
+
+    BK = triton.next_power_of_2(K)
+    BV = _block_v(BK, V)  # the SSD shares the tuning: the same state-bound loop, one dot fewer per token
+    grid = (B * H, triton.cdiv(V, BV))
+    # Absent tensors get a stand-in pointer; the constexpr flags compile their loads and stores out.
+    _fused_recurrent_kernel[grid](
+        q, k, v, g, beta, o if h0 is None else h0, o, o if ht is None else ht, scale, T,
+        H=H, K=K, V=V, BK=BK, BV=BV, PER_CHANNEL_GATE=g.dim() == 4, HAS_INITIAL_STATE=h0 is not None,
+        STORE_FINAL_STATE=ht is not None, NEG_EIGVAL=bool(allow_neg_eigval), DELTA_RULE=delta_rule,
+        num_warps=_num_warps(BK, BV),
+    )
+    return o, ht
 
 
 def fused_recurrent_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=None, output_final_state=True,
@@ -100,43 +155,9 @@ def fused_recurrent_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=No
     Returns (o [B, T, H, V] in v's dtype, final state [B, H, K, V] fp32, or None if not output_final_state).
     """
     op = "fused_recurrent_delta_rule"
-    per_channel = g.dim() == 4
-    check_inputs(op, q, k, v, g, beta, initial_state, per_channel=per_channel)
-    _no_grad_check(op, q, k, v, g, beta, initial_state)
-    if torch.float64 in (q.dtype, k.dtype, v.dtype):
-        raise ValueError(f"{op}: computes in fp32 and has no fp64 path; use arena.kernels.kda.naive for fp64")
-    tensors = (q, k, v, g, beta) + (() if initial_state is None else (initial_state,))
-    if any(x.device != q.device for x in tensors):
-        raise ValueError(f"{op}: all inputs must be on one device, got {sorted({str(x.device) for x in tensors})}")
-    ok, reason = triton_status(q.device)
-    if not ok:
-        raise RuntimeError(f"{op}: Triton cannot run here ({reason}); use arena.kernels.kda.naive.kda_decode_step")
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    if K > MAX_K:
-        raise ValueError(f"{op}: K={K} > {MAX_K}: the [K, BV] state block would not fit in registers")
-    scale = K ** -0.5 if scale is None else float(scale)
-
-    q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
-    h0 = None if initial_state is None else initial_state.to(torch.float32).contiguous()
-    o = output_buffer((B, T, H, V), v.dtype, v.device)
-    ht = output_buffer((B, H, K, V), torch.float32, v.device) if output_final_state else None
-    if B * H == 0 or V == 0:
-        if ht is not None:
-            ht.zero_()
-        return o, ht
-
-    BK = triton.next_power_of_2(K)
-    BV = _block_v(BK, V)
-    grid = (B * H, triton.cdiv(V, BV))
-    # Absent tensors get a stand-in pointer; the constexpr flags compile their loads and stores out.
-    _fused_recurrent_kernel[grid](
-        q, k, v, g, beta, o if h0 is None else h0, o, o if ht is None else ht, scale, T,
-        H=H, K=K, V=V, BK=BK, BV=BV, PER_CHANNEL_GATE=per_channel, HAS_INITIAL_STATE=h0 is not None,
-        STORE_FINAL_STATE=ht is not None, NEG_EIGVAL=bool(allow_neg_eigval), DELTA_RULE=True,
-        num_warps=_num_warps(BK, BV),
-    )
-    return o, ht
+    check_inputs(op, q, k, v, g, beta, initial_state, per_channel=g.dim() == 4)
+    return launch_recurrent(op, DELTA_HINTS, q, k, v, g, beta, initial_state, scale=scale,
+                            output_final_state=output_final_state, allow_neg_eigval=allow_neg_eigval)
 
 
 def fused_recurrent_decode_step(q, k, v, g, beta, state, *, scale=None, allow_neg_eigval=False):
