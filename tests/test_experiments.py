@@ -75,6 +75,11 @@ def hydra_conf():
 
 def compose_point(name: str, point: list[str]) -> dict:
     """The resolved job config of one grid point (HydraConfig set, as inside `python -m arena.run`)."""
+    return compose_run(name, point)[0]
+
+
+def compose_run(name: str, point: list[str]) -> tuple[dict, Run, dict]:
+    """compose_point's config, with the Run built from it and the job's group choices."""
     cfg = compose(config_name="config", overrides=[f"+experiment={name}", *point, "train.device=cpu",
                                                    *text_lm_path(name)], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # the ${hydra:runtime.choices.*} interpolations read it
@@ -89,7 +94,7 @@ def compose_point(name: str, point: list[str]) -> dict:
     assert config["experiment"] == name
     assert config["results_dir"] == f"results/runs/{name}"
     assert len(run.model.blocks) == config["model"]["n_layers"]
-    return config
+    return config, run, choices
 
 
 def check_point_matches(config: dict, point: list[str]) -> None:
@@ -162,23 +167,11 @@ def test_kimi_preset_is_figure_4():
 def test_text_lm_preset_compares_six_models_of_one_recipe_at_matched_size():
     """arch= names the six models (a sweep axis cannot pair model=hybrid_3to1 with mixer=mla_nope); every one has
     the same d_model, depth, MLP, data and tokens, and their parameter counts lie within 10 % of their mean."""
-    from arena.run import mixer_specs as specs
-
     grid = sweep_grid("text_lm")
     assert [p[0] for p in grid] == [f"arch={a}" for a in ("kda", "gdn", "mamba2", "mla", "mla_nope", "hybrid_3to1")]
     counts, layouts = {}, {}
     for point in grid:
-        cfg = compose(config_name="config", overrides=["+experiment=text_lm", *point, "train.device=cpu",
-                                                       *text_lm_path("text_lm")], return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        try:
-            choices = dict(cfg.hydra.runtime.choices)
-            with open_dict(cfg):
-                del cfg["hydra"]
-            config = OmegaConf.to_container(cfg, resolve=True)
-            run = Run(config, specs(cfg, choices["mixer"]), choices["mixer"])
-        finally:
-            HydraConfig.instance().cfg = None
+        config, run, choices = compose_run("text_lm", point)
         arch = point[0].split("=")[1]
         counts[arch] = sum(p.numel() for p in run.model.parameters())
         layouts[arch] = [b.mixer.__class__.__name__ for b in run.model.blocks]
