@@ -1,4 +1,5 @@
-"""Numerical comparison helpers shared by the tests and the GPU check scripts.
+"""Numerical comparison helpers shared by the tests and the GPU check scripts, and `load_script` for the tests of
+scripts/*.py.
 
 The metric is fla's: relative RMS error `||ref - out||_rms / ||ref||_rms`. It means the same at every scale,
 so there is no absolute escape by default: a reference of magnitude 1e-7 is held to the ratio like one of
@@ -8,7 +9,24 @@ noise in practice) passes an explicit `atol` derived from the size of the quanti
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import torch
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"  # a checkout's scripts/ (they are not installed)
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/<name>.py imported as module `name` (and registered in sys.modules, as an import would: dataclasses
+    look their module up by name), for tests of what a script defines; a checkout only."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def rel_rms_error(ref: torch.Tensor, out: torch.Tensor) -> float:

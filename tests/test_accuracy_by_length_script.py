@@ -7,7 +7,6 @@ known token must get 1.0 up to it and 0 after it. The run's task is rebuilt from
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,13 @@ import torch.nn.functional as F
 import yaml
 
 from arena.tasks import build_task
+from arena.testing import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "accuracy_by_length.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("accuracy_by_length", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("accuracy_by_length")
 
 
 class WordOracle:

@@ -24,11 +24,10 @@ import pytest
 import torch
 from torch import nn
 
+from arena.testing import load_script
+
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("fla_layer_parity", REPO / "scripts" / "fla_layer_parity.py")
-P = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = P  # as an import would
-spec.loader.exec_module(P)  # puts scripts/ on sys.path: its parts are the package scripts/fla_parity
+P = load_script("fla_layer_parity")  # puts scripts/ on sys.path: its parts are the package scripts/fla_parity
 from fla_parity import cases, fla_import, naive_ops, runner  # noqa: E402
 from fla_parity import mapping as mappings  # noqa: E402
 

@@ -8,7 +8,6 @@ their products over L tokens follow from the formulas in arena/mixers/gdn.py alo
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -16,15 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from arena.model import LanguageModel, ModelConfig
+from arena.testing import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "parity_gates.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("parity_gates", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("parity_gates")
 
 
 def _model(decay: bool) -> LanguageModel:

@@ -6,7 +6,6 @@ Run: PYTHONPATH=. pytest tests/test_profile_script.py -q
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,10 @@ import torch.nn.functional as F
 from arena.kernels.kda import chunk_kda
 from arena.kernels.triton_delta import chunk as tri_chunk
 from arena.kernels.triton_delta import interpreting
-from arena.testing import assert_close
+from arena.testing import assert_close, load_script
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("profile_triton_delta", REPO / "scripts" / "profile_triton_delta.py")
-prof = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(prof)
+prof = load_script("profile_triton_delta")
 
 
 def test_parse_config():

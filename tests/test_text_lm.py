@@ -11,7 +11,6 @@ text_lm_mini.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import struct
 import subprocess
@@ -22,15 +21,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from arena.testing import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "make_text_lm_corpus.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("make_text_lm_corpus", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def corpus_script():
+    return load_script("make_text_lm_corpus")
 
 
 def r_block(strings: list[str | None], version: int = 3) -> bytes:
@@ -49,7 +47,7 @@ def r_block(strings: list[str | None], version: int = 3) -> bytes:
 
 
 def test_r_reader_reads_serialized_character_vectors():
-    m = load_script()
+    m = corpus_script()
     first, second = ["EMMA", "", None, "Zoë said: “yes”."], ["a", "b"]
     blocks = m.rdb_blocks(r_block(first) + r_block(second, version=2))
     assert [m.r_strings(b) for b in blocks] == [first, second]
@@ -58,7 +56,7 @@ def test_r_reader_reads_serialized_character_vectors():
 
 
 def test_austen_reader_cuts_chapters_and_joins_paragraph_lines():
-    m = load_script()
+    m = corpus_script()
     para = "It is a truth universally acknowledged, that a single man in possession"
     book = ["TITLE", "", "Chapter 1", "", para, "of a good fortune.", "", "Second paragraph " * 12, "",
             "CHAPTER II", "", "VOLUME II", "", "Another chapter " * 15, "", "THE END"]

@@ -9,19 +9,17 @@ its first case; the sweep must report that case as CRASH, resume in a fresh proc
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from arena.testing import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "validate_kv_grid.py"
-spec = importlib.util.spec_from_file_location("validate_kv_grid", SCRIPT)
-kv = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = kv
-spec.loader.exec_module(kv)
+kv = load_script("validate_kv_grid")
 
 
 def test_grid_covers_the_issue():

@@ -9,21 +9,17 @@ Run: PYTHONPATH=. pytest tests/test_validate_script.py -q
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from arena.kernels.kda import naive_recurrent_kda
+from arena.testing import load_script
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("validate_triton_gpu", REPO / "scripts" / "validate_triton_gpu.py")
-vt = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = vt  # dataclasses look their module up by name
-spec.loader.exec_module(vt)
+vt = load_script("validate_triton_gpu")
 
 
 @pytest.mark.parametrize("op", ["kda", "gdn"])

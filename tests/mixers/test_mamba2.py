@@ -7,7 +7,6 @@ Run: PYTHONPATH=. pytest tests/mixers/test_mamba2.py -q
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -18,13 +17,11 @@ from arena.errors import ConfigError
 from arena.kernels.fused import use_fused
 from arena.mixers import build_mixer
 from arena.mixers.common import ShortConv
-from arena.testing import assert_close
+from arena.testing import assert_close, load_script
 
 D_MODEL = 32
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("saved_activation_bytes", REPO / "scripts" / "saved_activation_bytes.py")
-sab = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sab)
+sab = load_script("saved_activation_bytes")
 
 
 @pytest.mark.parametrize("ngroups,chunk_size", [(1, 64), (1, 16), (2, 16)], ids=["G1-C64", "G1-C16", "G2-C16"])
