@@ -39,23 +39,15 @@ class ShortConv(nn.Module):
         # k shifted multiply-adds instead of a grouped nn.Conv1d call: same result, and far faster for
         # depthwise convs on CPU (fp64 grouped conv falls back to a per-channel loop)
         weight = self.conv.weight[:, 0, :]  # [C, k]
-        y = sum(padded[:, i: i + T] * weight[:, i] for i in range(k))
+        if T == 1:  # decoding: the window times the taps, one multiply and one sum (fewer ops than k shifted adds)
+            y = (padded * weight.t()).sum(1, keepdim=True)
+        else:
+            y = sum(padded[:, i: i + T] * weight[:, i] for i in range(k))
         if self.conv.bias is not None:
             y = y + self.conv.bias
         if self.activation:
             y = F.silu(y)
         return y, padded[:, T:]
-
-    def step(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`forward` for one token x: [B, 1, C] after `cache` in fewer ops (decoding): the k taps as one multiply and
-        one sum over the window instead of k shifted multiply-adds."""
-        padded = torch.cat([cache, x], dim=1)  # [B, k, C]: the window; from row 1 on, the next cache
-        y = (padded * self.conv.weight[:, 0, :].t()).sum(1, keepdim=True)  # [B, 1, C]
-        if self.conv.bias is not None:
-            y = y + self.conv.bias
-        if self.activation:
-            y = F.silu(y)
-        return y, padded[:, 1:]
 
     def fused(self, x: torch.Tensor, cache: torch.Tensor | None = None,
               norm_head_dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

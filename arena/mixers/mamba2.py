@@ -129,12 +129,7 @@ class Mamba2(Mixer):
         H, P, G, N = self.nheads, self.cfg.headdim, self.cfg.ngroups, self.cfg.d_state
         fused = use_fused(self.cfg.fused, x)
         z, xBC, dt = zxbcdt.split([self.d_inner, self.conv_dim, H], dim=-1)
-        if fused:
-            xBC, conv_cache = self.conv.fused(xBC, cache)
-        elif T == 1 and cache is not None:  # decoding: one step over the cache, fewer ops than the T-token form
-            xBC, conv_cache = self.conv.step(xBC, cache)
-        else:
-            xBC, conv_cache = self.conv(xBC, cache)
+        xBC, conv_cache = (self.conv.fused if fused else self.conv)(xBC, cache)
         xs, Bm, Cm = xBC.split([self.d_inner, G * N, G * N], dim=-1)
 
         ct = torch.promote_types(x.dtype, torch.float32)  # A = -exp(A_log) can overflow in low precision

@@ -1,6 +1,6 @@
 """Mamba2 mixer checks beyond the contract: torch (chunked) == naive (token loop) on the same weights,
 state_size == the elements actually held, config errors, init ranges and the gate-before-norm order; the training
-memory guard (recompute: what backward keeps per token) and the one-token conv step.
+memory guard (recompute: what backward keeps per token) and the one-token form of the short conv.
 
 Run: PYTHONPATH=. pytest tests/mixers/test_mamba2.py -q
 """
@@ -138,9 +138,11 @@ def test_recompute_gives_the_same_outputs_and_gradients(ngroups):
 
 @pytest.mark.parametrize("bias,activation", [(True, True), (False, False)], ids=["bias-silu", "plain"])
 def test_conv_step_is_forward_for_one_token(bias, activation):
-    """ShortConv.step (decoding) gives forward's output and next cache for T = 1, bit for bit."""
+    """ShortConv's one-token form (decoding: the window times the taps) gives the output and next cache of its
+    multi-token form over the same inputs, bit for bit."""
     conv = ShortConv(24, 4, bias=bias, activation=activation)
     cache, x = torch.randn(3, 3, 24), torch.randn(3, 1, 24)
-    y_ref, cache_ref = conv(x, cache)
-    y, next_cache = conv.step(x, cache)
-    assert torch.equal(y, y_ref) and torch.equal(next_cache, cache_ref)
+    window = torch.cat([cache, x], dim=1)  # the T-token form from a zero cache: its last row sees exactly these
+    y_ref, cache_ref = conv(window)
+    y, next_cache = conv(x, cache)
+    assert torch.equal(y, y_ref[:, -1:]) and torch.equal(next_cache, cache_ref)
