@@ -4,7 +4,8 @@
 # `results/runs/<name>` (unpacked here from that archive) into the next call and the same command skips every
 # finished point (config_hash) and goes on. Every call writes to the same sweep folder ($runs/sweep), so a point
 # that TIME_LIMIT stopped (SIGTERM: it checkpoints at its next step) resumes from that checkpoint in its own run dir
-# instead of starting again in a new folder.
+# instead of starting again in a new folder. The archive leaves out every checkpoint (files come back from the device
+# at 16 MiB at most); the checkpoints of the runs that did not finish go to $OUT/<name>_resume.tgz, to unpack beside it.
 #   EXPERIMENT=kda_vs_gdn bash scripts/gpu_sweep.sh                     # the whole preset grid
 #   EXPERIMENT=kda_vs_gdn EXTRA="mixer=kda mixer.gate=bounded" bash scripts/gpu_sweep.sh   # a narrowed grid
 # Afterwards, here: python -m arena.report results/runs/<name> --out results/<date>_<name>
@@ -29,5 +30,14 @@ timeout "$TIME_LIMIT" python3 -m arena.run -m +experiment="$EXPERIMENT" hydra/la
 echo "sweep exit $? (124 = stopped at TIME_LIMIT; rerun with the archive carried to go on)"
 python3 scripts/sweep_throughput.py "$runs" --wall $(( $(date +%s) - start ))
 echo "finished runs: $before before this call, $(find "$runs" -name summary.json | wc -l) now"
-tar czf "$out/${EXPERIMENT}_runs.tgz" "$runs"
+tar czf "$out/${EXPERIMENT}_runs.tgz" --exclude=checkpoint "$runs"
+# a point stopped mid-run resumes from its checkpoint: pack those of unfinished run dirs (finished ones need none)
+unfinished=()
+while IFS= read -r ckpt; do
+  [ -f "$(dirname "$ckpt")/summary.json" ] || unfinished+=("$ckpt")
+done < <(find "$runs" -type d -name checkpoint 2>/dev/null)
+if [ "${#unfinished[@]}" -gt 0 ]; then
+  tar czf "$out/${EXPERIMENT}_resume.tgz" "${unfinished[@]}"
+  echo "checkpoints of ${#unfinished[@]} unfinished runs: $out/${EXPERIMENT}_resume.tgz ($(du -h "$out/${EXPERIMENT}_resume.tgz" | cut -f1))"
+fi
 grep -h "arena: \(completed\|diverged\|error\)" "$out/${EXPERIMENT}_sweep.log" | tail -20
