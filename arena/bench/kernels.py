@@ -340,6 +340,10 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     cells = [(op, T, impl) for op in args.ops for T in args.lengths for impl in RUN_ORDER[op]]
     rows, refs, group = [], {}, None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{datetime.now().strftime('%Y-%m-%d_%H%M%S')}_kernels_{report.slug(name)}"
+    partial = out / f"{stem}.partial.csv"  # the rows so far, so a run cut off by a time limit keeps what it measured
     with tqdm(cells, desc="kernels", unit="cell", file=sys.stderr, dynamic_ncols=True) as bar:
         for op, T, impl in bar:
             if (op, T) != group:  # a new (op, T): drop the previous reference output
@@ -347,6 +351,10 @@ def run(args: argparse.Namespace) -> int:
                 _free()
             bar.set_postfix_str(f"{op} {impl} T={T}")
             rows.append(measure_cell(op, impl, T, args, device, refs))
+            row = rows[-1]  # one line per cell as it lands (first calls compile and autotune: minutes for some)
+            tqdm.write(f"{op} {impl} T={T}: fwd {row['fwd_ms']:.3f} ms, fwd+bwd {row['fwdbwd_ms']:.3f} ms"
+                       + (f" ({row['note']})" if row["note"] else ""), file=sys.stderr)
+            report.write_csv(pd.DataFrame(rows), partial)
     refs = {}
     _free()
     frame = report.derive(pd.DataFrame(rows), bandwidth)
@@ -359,13 +367,11 @@ def run(args: argparse.Namespace) -> int:
     print(report.format_table(frame))
     for line in report.goal_lines(frame):
         print(line)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{datetime.now().strftime('%Y-%m-%d_%H%M%S')}_kernels_{report.slug(name)}"
     csv_path, png_path = out / f"{stem}.csv", out / f"{stem}.png"
     report.write_csv(frame, csv_path)
     report.write_plot(frame, png_path, f"{name} · {args.dtype}, H={args.heads}, K=V=D={args.dim}, "
                                        f"B·T={args.tokens}")
+    partial.unlink(missing_ok=True)
     print(f"wrote {csv_path} and {png_path}")
     return 0
 

@@ -70,9 +70,12 @@ def check(inputs, dtype, scale=1.0, with_h0=True, final=True, tol=None):
         assert_close("final state", S_ref, S, tol)
     else:
         assert S is None
+    # dg is exactly 0 where no state reaches a gate (T = 1 without h0): the kernel's sum of products of rounded
+    # terms leaves ~1e-7 there, so a zero reference gets a floor of 1e-5 x the largest of dq, dk, dv
+    floor = 1e-5 * max(x.abs().max().item() for x in g_ref[:3])
     for name, want, got in zip(["dq", "dk", "dv", "dg", "dh0"], g_ref, g_tri):
         assert got.dtype == {"dg": torch.float32, "dh0": torch.float32}.get(name, dtype), name
-        assert_close(name, want, got.float(), 2 * tol if name == "dg" else tol)
+        assert_close(name, want, got.float(), 2 * tol if name == "dg" else tol, atol=floor if name == "dg" else 0.0)
 
 
 CASES = [  # (id, B, T, H, K, V, dtype, options)
