@@ -178,3 +178,22 @@ def test_in_place_step_of_the_graph_chains_like_the_eager_step():
             for key in ("recurrent", "ssm", "conv", "conv_q", "conv_k", "conv_v", "c_kv_buffer"):
                 if key in new:
                     torch.testing.assert_close(kept[key], new[key], rtol=0, atol=0, msg=f"{mixer} {key}")
+
+
+@pytest.mark.parametrize("impl,fused", [("triton", True), ("torch", False)])
+def test_mamba2_layer_step_times_the_op_its_decode_path_takes(impl, fused, monkeypatch):
+    """The layer_step row of Mamba2 must time what Mamba2's T = 1 path runs: the fused Triton step where the Triton SSD
+    runs (impl=triton runs it under the CPU interpreter), the torch step otherwise."""
+    from arena.bench.model_parts import layer_step
+    from arena.kernels.ssd import recurrent
+    from arena.mixers import build_mixer
+
+    calls = []
+    real = recurrent.fused_recurrent_ssd_decode_step
+    monkeypatch.setattr(recurrent, "fused_recurrent_ssd_decode_step",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    mixer = build_mixer("mamba2", 32, impl=impl, d_state=16, headdim=16)
+    fn, floor_bytes, state_bytes = layer_step(mixer, 2, torch.device("cpu"), torch.float32)
+    fn()
+    assert bool(calls) == fused
+    assert state_bytes == 2 * mixer.nheads * 16 * 16 * 4

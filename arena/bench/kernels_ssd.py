@@ -70,7 +70,7 @@ def _fla_op():
 
 def resolve_ssd(impl: str, T: int, args):
     """(call, detail) of one `ssd` implementation, as arena.bench.kernels.resolve; raises Unavailable."""
-    from arena.bench.kernels import Unavailable, _triton_status
+    from arena.bench.kernels import Unavailable, _bypass_fla_hopper_guard, _triton_status
     from arena.kernels.ssd import chunk_ssd
 
     if impl == "arena.triton":
@@ -87,7 +87,9 @@ def resolve_ssd(impl: str, T: int, args):
         return (lambda x: chunk_ssd(x["q"], x["k"], x["v"], x["g"], backend="torch", chunk_size=C)[0]), f"C={C}"
     if impl == "fla":
         fn = _fla_op()
-        return (lambda x: fn(x["q"], x["k"], x["v"], g=x["g"], scale=1.0)[0]), "chunk_simple_gla"
+        # its backward is the same gated chunk_bwd_dqkwg that fla#640 refuses on Hopper with Triton < 3.7.1
+        detail = "chunk_simple_gla" + (f"; {_bypass_fla_hopper_guard()}" if args.fla_bypass_640 else "")
+        return (lambda x: fn(x["q"], x["k"], x["v"], g=x["g"], scale=1.0)[0]), detail
     if impl == "mamba_ssm":
         fn = _mamba_op()
 

@@ -231,7 +231,8 @@ def decode_runner(model, states, B, device, graph: bool):
 def layer_step(mixer, B: int, device, act_dtype):
     """(fn, floor bytes, state bytes) of one recurrent layer's state update alone at batch B, on random inputs of
     the shapes and dtypes its decode step feeds it: KDA / GDN the op run_delta_rule picks (the fused Triton step on
-    CUDA), Mamba2 ssd_decode_step in fp32. Floor: the inputs and the state read once, the state and o written once.
+    CUDA), Mamba2 the op its T = 1 path picks (fused_recurrent_ssd_decode_step where the Triton SSD runs, else
+    ssd_decode_step), in fp32 as its step computes. Floor: the inputs and the state read once, the state and o written once.
     None for a layer without a recurrent state (MLA)."""
     import torch
 
@@ -257,6 +258,9 @@ def layer_step(mixer, B: int, device, act_dtype):
         H, N, P = mixer.nheads, mixer.cfg.d_state, mixer.cfg.headdim
         q, k, v = torch.randn(B, H, N, device=device), torch.randn(B, H, N, device=device), \
             torch.randn(B, H, P, device=device)
+        with torch.inference_mode():
+            if mixer._triton_decode(torch.empty(1, 1, 1, device=device, dtype=act_dtype)):
+                from arena.kernels.ssd.recurrent import fused_recurrent_ssd_decode_step as op
         g, S = -torch.rand(B, H, device=device) * 0.1, torch.randn(B, H, N, P, device=device) * 0.01
         inputs, o_bytes = (q, k, v, g), B * H * P * 4
     else:

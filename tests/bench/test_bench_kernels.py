@@ -9,6 +9,7 @@ exercised on the GPU machine, not here.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import subprocess
@@ -308,3 +309,25 @@ def test_ssd_without_cuda_exits_2_with_one_line(tmp_path):
     result = run_cli("kernels", "--ops", "ssd", "--out", str(tmp_path / "bench"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("arena.bench kernels needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("bypass", [True, False])
+def test_fla_bypass_640_reaches_the_ssd_anchor(bypass, monkeypatch):
+    """chunk_simple_gla's backward goes through the chunk_bwd_dqkwg that fla#640 guards: --fla-bypass-640 must lift
+    the guard for the ssd rows as it does for kda / gdn, and say so in the row's detail. A fake fla stands in."""
+    import importlib.machinery
+    import types
+
+    from arena.bench.kernels_ssd import resolve_ssd
+
+    modules = {}
+    for name in ("fla", "fla.ops", "fla.ops.common", "fla.ops.common.chunk_o", "fla.ops.simple_gla"):
+        modules[name] = types.ModuleType(name)
+        modules[name].__spec__ = importlib.machinery.ModuleSpec(name, None)
+        monkeypatch.setitem(sys.modules, name, modules[name])
+    modules["fla.ops.common.chunk_o"].TRITON_ABOVE_3_7_1 = False
+    modules["fla.ops.simple_gla"].chunk_simple_gla = lambda q, k, v, g, scale: (q, None)
+    args = argparse.Namespace(fla_bypass_640=bypass, no_torch=True, torch_max_t=0, torch_chunk=64)
+    call, detail = resolve_ssd("fla", 64, args)
+    assert modules["fla.ops.common.chunk_o"].TRITON_ABOVE_3_7_1 is bypass
+    assert ("bypassed" in detail) is bypass and detail.startswith("chunk_simple_gla")
