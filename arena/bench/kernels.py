@@ -20,6 +20,9 @@ Inputs follow fla's tests: q, k L2-normalized per head, v ~ N(0, 1), g = logsigm
 per-step log-decay about -0.8, rarely below -5), beta = sigmoid(N(0, 1)); the same seed gives every
 implementation of one (op, T) the same tensors, and each output is compared with the first one computed
 (arena.torch, else fla, else arena.triton) as a check.
+Peak memory: after the timings, one more forward+backward per cell records the bytes it allocated beyond its inputs
+(torch.cuda.max_memory_allocated over memory_allocated before it): column fwdbwd_peak_bytes, and in the table
+beside fla's as a ratio.
 Memory floors: arena/bench/floors.py; the table, CSV and plot: arena/bench/report.py.
 """
 
@@ -243,6 +246,25 @@ def time_forward_backward(call, x: dict, args) -> float:
     return do_bench(fn, warmup=args.warmup_ms, rep=args.rep_ms, grad_to_none=leaves, return_mode="median")
 
 
+def peak_extra_bytes(call, x: dict) -> int:
+    """Bytes one forward+backward allocates beyond what was allocated before it (its peak): the saved activations,
+    the output, the gradients and every scratch buffer; the inputs themselves are not counted."""
+    import torch
+
+    leaves = [t for t in x.values() if t.requires_grad]
+    for t in leaves:
+        t.grad = None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    call(x).backward(x["do"])
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    for t in leaves:
+        t.grad = None
+    return peak
+
+
 def measure_bandwidth(device, args) -> float:
     """Bytes per second of a large device-to-device copy (read + write), median of do_bench."""
     import torch
@@ -267,7 +289,7 @@ def measure_cell(op: str, impl: str, T: int, args, device, refs: dict) -> dict:
     B, H, D = args.tokens // T, args.heads, args.dim
     row = {"op": op, "impl": impl, "T": T, "B": B, "H": H, "D": D, "dtype": args.dtype,
            "g_dtype": "" if op == "sdpa" else "fp32", "fwd_ms": math.nan, "fwdbwd_ms": math.nan,
-           "o_rel_rms": math.nan, "o_ref": "", "detail": "", "note": ""}
+           "fwdbwd_peak_bytes": math.nan, "o_rel_rms": math.nan, "o_ref": "", "detail": "", "note": ""}
     try:
         call, row["detail"] = resolve(op, impl, T, args)
     except Unavailable as exc:
@@ -295,6 +317,7 @@ def measure_cell(op: str, impl: str, T: int, args, device, refs: dict) -> dict:
     if ran:  # a call that cannot run at all (bad backend, no kernel) would only fail again
         try:
             row["fwdbwd_ms"] = time_forward_backward(call, x, args)
+            row["fwdbwd_peak_bytes"] = peak_extra_bytes(call, x)
         except Exception as exc:
             notes.append(f"fwd+bwd: {_short(exc)}")
     row["note"] = "; ".join(notes)

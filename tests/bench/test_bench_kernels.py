@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 B, T, H, D = 8, 4096, 16, 128
 ONE = B * T * H * D * 2  # one bf16 [8, 4096, 16, 128] tensor
 BETA = B * T * H * 2  # beta (or dbeta) in bf16
+MIB = 2 ** 20
 NAN = math.nan
 
 
@@ -94,22 +95,22 @@ def test_achieved_bandwidth_and_floor_fraction():
 
 # ------------------------------------------------------------------------------------------------------- report
 
-def fake_row(op, impl, T, fwd, both, note="", B_=None):
+def fake_row(op, impl, T, fwd, both, note="", B_=None, peak=NAN):
     return {"op": op, "impl": impl, "T": T, "B": B_ or 32768 // T, "H": H, "D": D, "dtype": "bf16",
-            "g_dtype": "" if op == "sdpa" else "fp32", "fwd_ms": fwd, "fwdbwd_ms": both, "o_rel_rms": NAN,
-            "o_ref": "", "detail": "", "note": note}
+            "g_dtype": "" if op == "sdpa" else "fp32", "fwd_ms": fwd, "fwdbwd_ms": both, "fwdbwd_peak_bytes": peak,
+            "o_rel_rms": NAN, "o_ref": "", "detail": "", "note": note}
 
 
 def fake_frame(with_fla: bool) -> pd.DataFrame:
     rows = []
     for T_ in (2048, 4096):
-        rows.append(fake_row("kda", "arena.triton", T_, 0.5, 2.0))
+        rows.append(fake_row("kda", "arena.triton", T_, 0.5, 2.0, peak=100 * MIB))
         rows.append(fake_row("kda", "arena.torch", T_, NAN, NAN, note="skipped (--no-torch)"))
-        rows.append(fake_row("kda", "fla", T_, 1.0, 4.0) if with_fla
+        rows.append(fake_row("kda", "fla", T_, 1.0, 4.0, peak=200 * MIB) if with_fla
                     else fake_row("kda", "fla", T_, NAN, NAN, note="fla-core is not installed (pip install fla-core)"))
-        rows.append(fake_row("gdn", "fla", T_, 0.8, 3.6) if with_fla
+        rows.append(fake_row("gdn", "fla", T_, 0.8, 3.6, peak=100 * MIB) if with_fla
                     else fake_row("gdn", "fla", T_, NAN, NAN, note="fla-core is not installed (pip install fla-core)"))
-        rows.append(fake_row("gdn", "arena.triton", T_, 1.0, 4.0 if T_ == 2048 else 3.0))
+        rows.append(fake_row("gdn", "arena.triton", T_, 1.0, 4.0 if T_ == 2048 else 3.0, peak=150 * MIB))
         rows.append(fake_row("sdpa", "sdpa.flash", T_, 1.0, 4.0))
     return report.derive(pd.DataFrame(rows), bandwidth=3.0e12)
 
@@ -139,7 +140,7 @@ def test_table_with_fla_present():
     assert lines[0].startswith("| op | impl | T | B | fwd ms | fwd+bwd ms | fla/this fwd")
     assert len(lines) == 2 + 12
     triton = next(line for line in lines if "| kda | arena.triton | 4096 | 8 |" in line)
-    assert "| 0.5 | 2 | 2.00x | 2.00x |" in triton
+    assert "| 0.5 | 2 | 2.00x | 2.00x |" in triton and "| 100 (0.50x) |" in triton
     fla = next(line for line in lines if "| kda | fla | 4096 |" in line)
     assert "1.00x" in fla
     assert all(line.count("|") == lines[0].count("|") for line in lines)
@@ -156,13 +157,26 @@ def test_table_with_fla_missing_shows_nan_cells_and_reasons():
 
 
 def test_goal_lines():
-    met = report.goal_lines(fake_frame(with_fla=True))
-    assert met[0].startswith("goal KDA fwd+bwd") and met[0].endswith(": met")
-    assert "T=2048 2.00x, T=4096 2.00x" in met[0]
-    # GDN: fla 3.6 ms vs arena 4.0 ms at T=2048 -> 0.90x, slower than fla
-    assert met[1].startswith("goal GDN") and "T=2048 0.90x" in met[1] and met[1].endswith("NOT met")
+    lines = report.goal_lines(fake_frame(with_fla=True))
+    assert [line.split(",")[0] for line in lines] == [
+        "goal KDA fwd", "goal KDA fwd+bwd", "goal KDA peak memory fwd+bwd",
+        "goal GDN fwd", "goal GDN fwd+bwd", "goal GDN peak memory fwd+bwd"]
+    kda_fwd, kda_both, kda_mem, gdn_fwd, gdn_both, gdn_mem = lines
+    assert "T=2048 2.00x, T=4096 2.00x" in kda_both and "(goal >= 1.5x at every T)" in kda_both
+    assert kda_both.endswith(": met") and kda_fwd.endswith(": met")
+    assert "T=2048 0.50x, T=4096 0.50x" in kda_mem and kda_mem.endswith(": met")  # 100 MiB against fla's 200
+    # GDN: fla 3.6 ms vs arena 4.0 ms at T=2048 -> 0.90x, slower than fla; 1.20x faster at 4096: not every T
+    assert "T=2048 0.90x, T=4096 1.20x" in gdn_both and gdn_both.endswith("NOT met")
+    assert gdn_fwd.endswith("NOT met")  # 0.8 ms against 1.0
+    assert "T=2048 1.50x" in gdn_mem and gdn_mem.endswith("NOT met")  # 150 MiB against fla's 100
     missing = report.goal_lines(fake_frame(with_fla=False))
-    assert all(line.endswith("not measured (fla or arena missing at some T)") for line in missing)
+    assert missing and all(line.endswith("not measured (fla or arena missing at some T)") for line in missing)
+
+
+def test_goal_lines_of_a_csv_from_before_memory_was_measured():
+    frame = fake_frame(with_fla=True).drop(columns=["fwdbwd_peak_bytes", "peak_vs_fla"])
+    lines = report.goal_lines(report.derive(frame, bandwidth=3.0e12))
+    assert lines[1].endswith(": met") and lines[2].endswith("not measured (fla or arena missing at some T)")
 
 
 def test_csv_and_plot_are_written_whole(tmp_path):
@@ -292,8 +306,11 @@ def test_ssd_inputs_rows_and_bytes():
     triton = frame.set_index("impl").loc["arena.triton"]
     assert triton["fwd_bytes"] == 4 * ONE + B * T * H * 4  # q, k, v read, o written (bf16); g fp32; no beta
     assert triton["fwd_vs_fla"] == pytest.approx(1.5)
-    assert report.goal_lines(frame) == ["goal SSD fwd+bwd, fla/arena.triton: T=4096 1.00x "
-                                        "(goal >= 1x at T=4096, >= 1x at every T): met"]
+    assert report.goal_lines(frame) == [
+        "goal SSD fwd, fla/arena.triton: T=4096 1.50x (goal >= 1x at every T): met",
+        "goal SSD fwd+bwd, fla/arena.triton: T=4096 1.00x (goal >= 1x at every T): met",
+        "goal SSD peak memory fwd+bwd, arena.triton/fla: T=4096 n/a (goal <= 1x at every T): not measured "
+        "(fla or arena missing at some T)"]
 
 
 @pytest.mark.skipif(kernels.importlib.util.find_spec("mamba_ssm") is not None, reason="mamba_ssm is installed here")
