@@ -35,6 +35,7 @@ class LmEvalConfig:
     limit: int = 0  # examples per task; 0 = all
     batch_size: int = 32  # requests per forward
     max_length: int = 0  # tokens of context per forward; 0 = the task's training seq_len
+    bootstrap_iters: int = 1000  # lm-eval's bootstrap_iters: > 0 gives scores their stderr; 0 = no stderr
 
     def __post_init__(self):
         tasks = self.tasks
@@ -43,7 +44,7 @@ class LmEvalConfig:
                               "eval.lm_eval.tasks=[lambada_openai]")
         if not isinstance(self.include_path, str):
             raise ConfigError(f"eval.lm_eval.include_path={self.include_path!r} must be a folder path or ''")
-        for key, low in (("limit", 0), ("batch_size", 1), ("max_length", 0)):
+        for key, low in (("limit", 0), ("batch_size", 1), ("max_length", 0), ("bootstrap_iters", 0)):
             value = getattr(self, key)
             if not _is_int(value) or value < low:
                 raise ConfigError(f"eval.lm_eval.{key}={value!r} must be an integer >= {low}")

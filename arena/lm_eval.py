@@ -14,13 +14,23 @@ models up in its own package only (lm_eval/models/__init__.py), with no plugin h
 At the end of training (`eval.lm_eval.*`, LmEvalConfig in arena/evaluate.py; `check_config` runs before training):
 `evaluate_run` scores the trained model in memory, writes lm-eval's results to <run_dir>/lm_eval.json and returns
 `{"lm_eval": {task: {metric: value}}}` for summary.json (metric names as lm-eval's, without the `,none` filter
-suffix; stderr left to lm_eval.json). A failure is recorded as `lm_eval_error` and the run stays completed.
+suffix, with `<metric>_stderr` where lm-eval gives one). A failure is recorded as `lm_eval_error` and the run stays
+completed.
+
+Standard errors (`eval.lm_eval.bootstrap_iters`, default 1000; 0 = none, lm-eval writes "N/A"): lm-eval 0.4
+computes them only when bootstrap_iters > 0 (lm_eval/evaluator_utils.py, api/metrics.py `stderr_for_metric`).
+A mean-aggregated metric (acc, acc_norm, exact_match) gets the closed form `mean_stderr`, sample standard deviation
+over sqrt(n): sqrt(p (1 - p) / (n - 1)) for a 0/1 score; no resampling. Aggregations on lm-eval's bootstrappable
+list (perplexity, median, f1, mcc, bleu, ...) are resampled bootstrap_iters times, in one process here
+(DISABLE_MULTIPROC; lm-eval would otherwise fork a pool of cpu_count() workers from the training process).
+bits_per_byte, word_perplexity and byte_perplexity (loglikelihood_rolling) are on neither list: no stderr.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -89,24 +99,40 @@ def check_config(cfg, task, world: int = 1) -> None:
 
 
 def scores(results: dict) -> dict[str, dict[str, float]]:
-    """{task: {metric: value}} from lm-eval's results: numeric metrics, the `,none` filter suffix dropped
-    (`exact_match,strict-match` keeps its filter), stderr left out."""
+    """{task: {metric: value}} from lm-eval's results: numeric metrics and their numeric `<metric>_stderr` ("N/A"
+    left out), the `,none` filter suffix dropped (`exact_match,strict-match` keeps its filter)."""
     out = {}
     for name, metrics in results.get("results", {}).items():
         out[name] = {key.replace(",none", ""): float(value) for key, value in metrics.items()
-                     if isinstance(value, (int, float)) and not isinstance(value, bool) and "_stderr" not in key
+                     if isinstance(value, (int, float)) and not isinstance(value, bool)
                      and key != "sample_len"}  # sample_len: examples scored (lm_eval.json's n-samples)
     return out
 
 
+def stderr_key(metric: str) -> str:
+    """The scores key of a metric's stderr: acc -> acc_stderr, exact_match,strict-match ->
+    exact_match_stderr,strict-match (lm-eval's naming)."""
+    name, comma, filter_name = metric.partition(",")
+    return f"{name}_stderr{comma}{filter_name}"
+
+
 def simple_evaluate(lm, cfg, **kwargs) -> dict:
-    """lm-eval's simple_evaluate on `lm` with LmEvalConfig `cfg`'s tasks, include_path and limit; no bootstrap
-    (stderr of mean metrics is closed-form; the bootstrap of the others spawns a process pool)."""
+    """lm-eval's simple_evaluate on `lm` with LmEvalConfig `cfg`'s tasks, include_path, limit and bootstrap_iters
+    (stderr: closed form for mean metrics, a one-process bootstrap for lm-eval's bootstrappable ones, none at 0)."""
     from lm_eval import simple_evaluate as lm_eval_simple_evaluate
 
-    return lm_eval_simple_evaluate(model=lm, tasks=list(cfg.tasks),
-                                   task_manager=task_manager(resolve_include_path(cfg.include_path), cfg.tasks),
-                                   limit=cfg.limit or None, bootstrap_iters=0, log_samples=False, **kwargs)
+    before = os.environ.get("DISABLE_MULTIPROC")
+    os.environ["DISABLE_MULTIPROC"] = "1"  # no fork of a pool from a process that holds the model (and CUDA)
+    try:
+        return lm_eval_simple_evaluate(model=lm, tasks=list(cfg.tasks),
+                                       task_manager=task_manager(resolve_include_path(cfg.include_path), cfg.tasks),
+                                       limit=cfg.limit or None, bootstrap_iters=cfg.bootstrap_iters,
+                                       log_samples=False, **kwargs)
+    finally:
+        if before is None:
+            os.environ.pop("DISABLE_MULTIPROC", None)
+        else:
+            os.environ["DISABLE_MULTIPROC"] = before
 
 
 def evaluate_run(run, run_dir: Path) -> dict:
@@ -128,8 +154,9 @@ def evaluate_run(run, run_dir: Path) -> dict:
             run.model.train(was_training)
         (Path(run_dir) / "lm_eval.json").write_text(json.dumps(results, indent=2, default=handle_non_serializable))
         found = scores(results)
-        print("arena: lm-eval: " + "; ".join(f"{task} " + ", ".join(f"{k} {v:.4g}" for k, v in m.items())
-                                             for task, m in found.items()), file=sys.stderr)
+        print("arena: lm-eval: " + "; ".join(f"{task} " + ", ".join(
+            f"{k} {v:.4g}" + (f" ± {m[stderr_key(k)]:.2g} (stderr)" if stderr_key(k) in m else "")
+            for k, v in m.items() if "_stderr" not in k) for task, m in found.items()), file=sys.stderr)
         return {"lm_eval": found}
     except Exception as err:  # lm-eval must never cost the trained result
         message = f"{type(err).__name__}: {err}"

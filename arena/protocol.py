@@ -13,11 +13,16 @@ at the end, on the weights train.test_on names (by default the best validation's
 of eval.lengths (`length_eval`: a length that fails is recorded in `length_eval_error`, the run stays completed).
 `Best` and the summary fields of PROGRESS are saved with every checkpoint (`write_checkpoint`), so a resumed run
 tests the same weights and reports the same best as one never stopped.
+
+"Best" is by the task's `selection` (arena/tasks/base.py; `selection_score`): the highest validation accuracy
+(-MSE for regression), or for a task selected by loss (text) the lowest validation loss. summary.json names it
+(`selected_by`, `selection_score`); its valid_accuracy and best_accuracy are the accuracy of that evaluation.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,7 +77,37 @@ def validation_set(task: Task, seed: int) -> Batch:
 
 # summary fields the loop keeps current; saved in checkpoints so a resumed run reports the same best and last
 PROGRESS = ("valid_accuracy", "best_accuracy", "best_step", "final_accuracy", "final_sequence_accuracy",
-            "train_accuracy")
+            "train_accuracy", "selected_by", "selection_score")
+SELECTIONS = ("accuracy", "loss")  # Task.selection: what a run's best validation evaluation is best in
+
+
+def selection_score(task: Task, result: dict) -> float:
+    """What the best validation evaluation maximizes (higher is better): the accuracy (-MSE for regression), or
+    for a task selected by loss (`task.selection == "loss"`: text) minus the validation loss, so the best
+    evaluation is the lowest-loss one (for text, the lowest bits per byte)."""
+    if task.selection == "loss":
+        return -result["test_loss"]  # evaluate() calls the loss of the split it scored test_loss
+    return result["accuracy"]
+
+
+def resumed_score(task: Task, progress: dict, kept: Best) -> float:
+    """The best selection score a resumed run compares later evaluations with: the checkpoint's; from a checkpoint
+    written before selection_score was saved, the best accuracy (a task selected by accuracy) or the saved best
+    result's score (like is compared with like)."""
+    if progress.get("selection_score") is not None:
+        return progress["selection_score"]
+    if task.selection == "accuracy":
+        return progress["best_accuracy"]
+    return selection_score(task, kept.result) if kept.result else -math.inf
+
+
+def best_fields(task: Task, best: float, best_step: int | None, kept: Best) -> dict:
+    """summary.json's fields of the best validation evaluation: its accuracy (valid_accuracy, and best_accuracy as
+    older summaries named it; for a task selected by accuracy that is `best` itself), its step, and what selected
+    it: `selected_by` (the task's selection) and `selection_score` (accuracy, or minus the validation loss)."""
+    accuracy = best if task.selection == "accuracy" else kept.result.get("accuracy")
+    return {"valid_accuracy": accuracy, "best_accuracy": accuracy, "best_step": best_step,
+            "selected_by": task.selection, "selection_score": best}
 
 
 class Best:
@@ -107,9 +142,9 @@ def score_test(run: Run, run_dir: Path, trainer: Trainer, test: Batch, kept: Bes
     """After the last step (`steps` done): the test split scored on the weights train.test_on names (the best
     validation's, `kept`, restored into the model first; or the final ones), then the fields summary.json adds
     about them: regression MSEs and closed-form baselines, text's perplexity and bits per byte, the shortcut
-    rules' scores, eval.lengths and lm-eval. `best`, `best_step` and `result` are the best and the last validation
-    evaluations. Returns (the completed run's summary, the final weights when the model now holds the best ones,
-    else None: the final checkpoint saves them)."""
+    rules' scores, eval.lengths and lm-eval. `best` (its selection score), `best_step` and `result` are of the best
+    and the last validation evaluations. Returns (the completed run's summary, the final weights when the model now
+    holds the best ones, else None: the final checkpoint saves them)."""
     cfg, task, model, amp = run.train_cfg, run.task, run.model, run.amp
     chance = getattr(task, "chance_accuracy", 0.0)
     metrics_path = run_dir / "metrics.jsonl"
@@ -125,7 +160,7 @@ def score_test(run: Run, run_dir: Path, trainer: Trainer, test: Batch, kept: Bes
     with parallel.full_weights(trainer.net):
         final_test = parallel.agree(evaluate(model, test, cfg.eval_batch_size, amp, chance))
     summary = {
-        "status": "completed", "steps": steps, "valid_accuracy": best, "best_accuracy": best, "best_step": best_step,
+        "status": "completed", "steps": steps, **best_fields(task, best, best_step, kept),
         "test_accuracy": final_test["accuracy"], "test_sequence_accuracy": final_test["sequence_accuracy"],
         "test_scaled_accuracy": final_test["scaled_accuracy"], "train_accuracy": train_accuracy,
         "final_accuracy": result["accuracy"], "final_sequence_accuracy": result["sequence_accuracy"],

@@ -30,6 +30,7 @@ Layout entries name YAML files in conf/mixer/; the entry equal to the `mixer=` c
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -100,21 +101,52 @@ HASH_NEUTRAL = {
     # checkpoint files; parallel=none is how every earlier run trained (the world size is never in the config, so
     # a run resumed with another number of torchrun processes is found)
     "train": ("cuda_graphs", "checkpoint_every", "parallel"),
-    "eval": ("lm_eval",),  # lm-eval after training (issue 17): off by default, and it changes no trained number
+    # lm-eval after training (issue 17): off by default, and it changes no trained number; a dotted key is one key of
+    # a nested node: bootstrap_iters only adds the stderr of lm-eval's scores (runs before it had none)
+    "eval": ("lm_eval", "lm_eval.bootstrap_iters"),
     "task": ("filler_avoids_keys",),  # mqar's key-free filler (issue 14.2): off by default = Zoology's generator
 }
 FINISHED = ("completed", "diverged")  # a rerun of these gives the same answer; "failed" (or interrupted) is rerun
 
 
 def _neutral_defaults(group: str, node: dict) -> dict:
-    """HASH_NEUTRAL keys of `node` (the config's `group` node) -> their schema default; {} for a node no schema
-    knows (a config recorded by an older arena)."""
+    """HASH_NEUTRAL keys of `node` (the config's `group` node; dotted for a key of a nested node) -> their schema
+    default; {} for a node no schema knows (a config recorded by an older arena)."""
     try:
         schema = schema_for(group, node.get("name")) if group in ("mixer", "task") else schema_for(group)
     except KeyError:
         return {}
     fields = {f.name: _field_default(f) for f in dataclasses.fields(schema)}
-    return {key: fields[key] for key in HASH_NEUTRAL.get(group, ()) if key in fields}
+    out = {}
+    for key in HASH_NEUTRAL.get(group, ()):
+        value, found = fields, True
+        for part in key.split("."):
+            found = isinstance(value, dict) and part in value
+            if not found:
+                break
+            value = value[part]
+        if found:
+            out[key] = value
+    return out
+
+
+def _without_neutral(node: dict, neutral: dict) -> dict:
+    """`node` less the `neutral` keys (dotted: nested) at their defaults, deepest first; a nested node's default is
+    compared less its own neutral keys, so a config recorded before such a key existed compares equal."""
+    node = copy.deepcopy(node)
+    for key in sorted(neutral, key=lambda k: -k.count(".")):
+        *parents, last = key.split(".")
+        target = node
+        for part in parents:
+            target = target.get(part) if isinstance(target, dict) else None
+        default = neutral[key]
+        if isinstance(default, dict):
+            inner = {k[len(key) + 1:]: v for k, v in neutral.items() if k.startswith(key + ".")}
+            default = _without_neutral(default, inner)
+        if isinstance(target, dict) and last in target and json.dumps(target[last], default=str) == json.dumps(
+                default, default=str):
+            del target[last]
+    return node
 
 
 def _field_default(f: dataclasses.Field):
@@ -133,8 +165,7 @@ def config_hash(config: dict) -> str:
         if key in NOT_HASHED:
             continue
         if key in HASH_NEUTRAL and isinstance(node, dict):
-            neutral = _neutral_defaults(key, node)
-            node = {k: v for k, v in node.items() if k not in neutral or json.dumps(v) != json.dumps(neutral[k])}
+            node = _without_neutral(node, _neutral_defaults(key, node))
         kept[key] = node
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -289,12 +320,18 @@ def hydra_main(cfg: DictConfig) -> None:
     metric = "accuracy"
     if "test_mse" in summary:  # a regression task: its accuracy slots hold -MSE; say the MSE itself
         metric, acc, test = "MSE", summary.get("valid_mse"), summary.get("test_mse")
+    chosen = "best validation"
+    if summary.get("selected_by") == "loss":  # text: the lowest validation loss chose the evaluation, not accuracy
+        chosen = f"lowest validation loss {_rounded(summary.get('valid_loss'))}, its validation"
     print(
         f"arena: {summary['status']} after {summary['steps']} steps in {summary['wall_time_s']:.1f}s; "
-        f"best validation {metric} {acc if acc is None else round(acc, 4)}, "
-        f"test {metric} {test if test is None else round(test, 4)}; results in {run_dir}",
+        f"{chosen} {metric} {_rounded(acc)}, test {metric} {_rounded(test)}; results in {run_dir}",
         file=sys.stderr,
     )
+
+
+def _rounded(value):
+    return value if value is None else round(value, 4)
 
 
 def main() -> None:

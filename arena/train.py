@@ -50,7 +50,16 @@ from arena.errors import ConfigError, choice_error
 from arena.evaluate import EvalConfig, evaluate
 from arena.loggers import check_logger_config, make_logger
 from arena.model import LanguageModel, ModelConfig
-from arena.protocol import PROGRESS, Best, score_test, validation_set, write_checkpoint  # held-out protocol
+from arena.protocol import (  # the held-out protocol
+    PROGRESS,
+    Best,
+    best_fields,
+    resumed_score,
+    score_test,
+    selection_score,
+    validation_set,
+    write_checkpoint,
+)
 from arena.provenance import environment, write_json_atomic
 from arena.runtime import Stop, autocast_dtype, peak_memory, resolve_device, sync  # device and process
 from arena.tasks import Batch, Task, build_task
@@ -230,7 +239,8 @@ def train(run: Run, run_dir: Path, name: str, extra: dict | None = None, resume:
     summary = {
         "name": name, **(extra or {}), "status": "failed", "message": "", "steps": 0,
         "valid_accuracy": None, "test_accuracy": None, "test_sequence_accuracy": None, "test_scaled_accuracy": None,
-        "train_accuracy": None, "best_accuracy": None, "best_step": None,
+        "train_accuracy": None, "best_accuracy": None, "best_step": None, "selected_by": task.selection,
+        "selection_score": None,
         "final_accuracy": None, "final_sequence_accuracy": None, "parameters": params,
         "state_size": model.state_size(task.seq_len), "flops_per_token": model.flops_per_token(task.seq_len),
         "layers": model.layer_names, "device": str(device), "seq_len": task.seq_len,
@@ -501,10 +511,12 @@ def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, traine
     cfg, task, model, device, amp = run.train_cfg, run.task, run.model, run.device, run.amp
     chance = getattr(task, "chance_accuracy", 0.0)
     metrics_path = run_dir / "metrics.jsonl"
-    best, best_step, result = -math.inf, None, {}  # -inf: a regression task's accuracy is -MSE, below -1 at times
-    if progress.get("best_accuracy") is not None:  # a resumed run: the best so far counts
-        best, best_step = progress["best_accuracy"], progress["best_step"]
+    # best: the best validation evaluation's selection score (protocol.selection_score: accuracy, or minus the loss
+    # for a task selected by loss); -inf: a regression task's accuracy is -MSE, below -1 at times
+    best, best_step, result = -math.inf, None, {}
     kept = kept or Best()
+    if progress.get("best_accuracy") is not None:  # a resumed run: the best so far counts
+        best, best_step = resumed_score(task, progress, kept), progress["best_step"]
     # steady-state throughput: tokens and training time after the first STEADY_AFTER steps (evaluations excluded)
     steady_tokens, steady_time, clock = 0, 0.0, None
     all_tokens, all_time, t_window = 0, 0.0, time.perf_counter()
@@ -548,13 +560,12 @@ def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, traine
             train_loss, train_accuracy = trainer.read_window()
             with parallel.full_weights(trainer.net):  # every rank evaluates (FSDP gathers); rank 0's result rules
                 result = parallel.agree(evaluate(model, valid, cfg.eval_batch_size, amp, chance))
-            if result["accuracy"] > best:
-                best, best_step, kept.result = result["accuracy"], step + 1, result
+            if (score := selection_score(task, result)) > best:
+                best, best_step, kept.result = score, step + 1, result
                 if cfg.test_on == "best":  # the evaluation just synced: a copy to the host costs no stall
                     kept.weights = trainer.copy_weights()
-            progress.update(valid_accuracy=best, best_accuracy=best, best_step=best_step,
-                            final_accuracy=result["accuracy"], final_sequence_accuracy=result["sequence_accuracy"],
-                            train_accuracy=train_accuracy)
+            progress.update(**best_fields(task, best, best_step, kept), final_accuracy=result["accuracy"],
+                            final_sequence_accuracy=result["sequence_accuracy"], train_accuracy=train_accuracy)
             steady = steady_tokens > 0 and steady_time > 0  # else too few steps yet: count them all
             record = {
                 # every loss and accuracy named by its split: evaluate() calls its loss test_loss whatever data
@@ -572,7 +583,7 @@ def _steps(run: Run, run_dir: Path, logger, progress: dict, start: float, traine
             logger.log(record, step + 1)
             bar.set_postfix(train_loss=f"{train_loss:.3f}", valid_acc=f"{result['accuracy']:.3f}",
                             tok_s=f"{record['tokens_per_s']:.0f}")
-            if result["accuracy"] >= cfg.target_accuracy:
+            if result["accuracy"] >= cfg.target_accuracy:  # accuracy, whatever the selection (text sets 2.0: never)
                 break
             t_window = time.perf_counter()
             if clock is not None:

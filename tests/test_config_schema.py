@@ -122,9 +122,13 @@ def schema_default(group_path: str, key: str):
     """The default of `key` in the schema at schema/<group_path> (a dataclass field)."""
     from arena.config_schema import schema_for
 
-    (field,) = [f for f in dataclasses.fields(schema_for(group_path)) if f.name == key]
+    head, *inner = key.split(".")  # a dotted key: a field of a nested node (eval.lm_eval.bootstrap_iters)
+    (field,) = [f for f in dataclasses.fields(schema_for(group_path)) if f.name == head]
     value = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value  # eval.lm_eval: a node
+    value = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value  # eval.lm_eval: a node
+    for part in inner:
+        value = value[part]
+    return value
 
 
 def schema_path(group: str, node: dict) -> str:
@@ -165,7 +169,7 @@ def test_jobs_compose_and_hash_as_before(record, now):
         added = new_defaults(recorded["config"], job["config"])
         for key, value in added.items():
             group, _, field = key.partition(".")
-            assert field and "." not in field, (label, key)  # a field of a group node, not a new node
+            assert field, (label, key)  # a field of a group node (or of a node in it), not a new node
             assert typed(value) == typed(schema_default(schema_path(group, job["config"][group]), field)), (label, key)
         config = without(job["config"], list(added))
         assert typed(config) == typed(recorded["config"]), label
@@ -190,6 +194,20 @@ def test_added_fields_at_their_defaults_leave_the_hash_alone():
         defaults = _neutral_defaults(group, node)
         assert defaults and set(defaults) <= set(keys), group  # the schema has them: the table is not stale
         for key, default in defaults.items():
+            if "." in key:  # a key of a nested node (eval.lm_eval.bootstrap_iters): that node at its default ...
+                head, _, inner = key.partition(".")
+                parent = {k: v for k, v in defaults[head].items() if k != inner}  # ... as recorded before the key
+                at_default = {**base, group: {**node, head: {**parent, inner: default}}}
+                assert config_hash(at_default) == config_hash({**base, group: {**node, head: parent}}) == \
+                    config_hash(base), (group, key)
+                # and beside other values (an lm-eval run recorded before the key keeps its hash)
+                other = {**parent, next(iter(parent)): ["changed"]}
+                assert config_hash({**base, group: {**node, head: {**other, inner: default}}}) == \
+                    config_hash({**base, group: {**node, head: other}}) != config_hash(base), (group, key)
+                changed = default * 2 or 1
+                assert config_hash({**base, group: {**node, head: {**parent, inner: changed}}}) != \
+                    config_hash(base), (group, key)
+                continue
             at_default = {**base, group: {**node, key: default}}
             assert config_hash(at_default) == config_hash(base), (group, key)
             if isinstance(default, dict):  # a nested node (eval.lm_eval): one of its keys changed

@@ -153,8 +153,30 @@ def test_lm_eval_at_the_end_of_training_matches_a_direct_computation(trained, di
     assert meta["tokenizer"] == {"name": "byte", "eod": EOD} and meta["seq_len"] == 32
 
 
-def test_report_shows_lm_eval_scores_beside_the_run_results(trained):
-    from arena.report.render import build_blocks, build_tables, render_markdown
+def closed_form_stderr(correct: list[bool]) -> float:
+    """lm-eval's mean_stderr of a 0/1 score: sample standard deviation / sqrt(n) = sqrt(p (1 - p) / (n - 1))."""
+    n, p = len(correct), sum(correct) / len(correct)
+    return math.sqrt(p * (1 - p) / (n - 1))
+
+
+def test_lm_eval_scores_carry_the_closed_form_stderr(trained, direct):
+    """eval.lm_eval.bootstrap_iters (default 1000) reaches lm-eval: acc and exact_match (mean metrics) carry
+    `<metric>_stderr` equal to the closed form over the direct per-example results; the rolling-perplexity metrics,
+    which lm-eval gives no stderr ("N/A" in lm_eval.json), carry none."""
+    run_dir, summary = trained
+    found = summary["lm_eval"]
+    mc = [max(range(len(s)), key=lambda i: s[i][0]) == d["answer"] for s, d in zip(direct["mc"], rows("mc"))]
+    gen = [g == d["target"] for g, d in zip(direct["gen"], rows("gen"))]
+    assert found["arena_mc"]["acc_stderr"] == pytest.approx(closed_form_stderr(mc), rel=1e-9, abs=1e-12)
+    assert found["arena_gen"]["exact_match_stderr"] == pytest.approx(closed_form_stderr(gen), rel=1e-9, abs=1e-12)
+    assert not any(key.endswith("_stderr") for key in found["arena_ppl"])
+    written = json.loads((run_dir / "lm_eval.json").read_text())
+    assert written["results"]["arena_ppl"]["bits_per_byte_stderr,none"] == "N/A"
+    assert written["config"]["bootstrap_iters"] == 1000
+
+
+def test_report_shows_lm_eval_scores_beside_the_run_results(trained, tmp_path):
+    from arena.report.render import build_blocks, build_tables, render_markdown, write_tables
 
     run_dir, summary = trained
     tables = build_tables(run_dir.parents[1])
@@ -162,9 +184,24 @@ def test_report_shows_lm_eval_scores_beside_the_run_results(trained):
     assert row["test bits/byte"] == pytest.approx(summary["test_bits_per_byte"])
     for task, metrics in summary["lm_eval"].items():
         for metric, value in metrics.items():
-            assert row[f"{task} {metric}"] == pytest.approx(value)
+            name = metric.replace("_stderr", " stderr")  # acc_stderr -> the column "arena_mc acc stderr"
+            assert row[f"{task} {name}"] == pytest.approx(value)
+    assert "arena_ppl bits_per_byte stderr" not in row
     page = render_markdown(build_blocks(run_dir.parents[1], tables, {}))
-    assert "## Standard benchmarks (lm-eval)" in page and "arena_mc acc" in page
+    assert "## Standard benchmarks (lm-eval)" in page and "arena_mc acc" in page and "1.96 x stderr" in page
+    for task, metric in (("arena_mc", "acc"), ("arena_gen", "exact_match")):
+        value, err = summary["lm_eval"][task][metric], summary["lm_eval"][task][f"{metric}_stderr"]
+        assert f"| {value:.3f} ± {1.96 * err:.3f} |" in page, (task, metric)
+    bpb = summary["lm_eval"]["arena_ppl"]["bits_per_byte"]
+    assert f"{bpb:.3f}" in page and f"{bpb:.3f} ±" not in page  # no stderr: the bare score
+    import pandas as pd
+
+    csv = pd.read_csv(write_tables(run_dir.parents[1], tables, tmp_path / "report") / "lm_eval.csv")
+    assert list(csv.columns) == ["run_dir", "benchmark", "metric", "value", "stderr", "ci95"]
+    (gen,) = csv[(csv["benchmark"] == "arena_gen") & (csv["metric"] == "exact_match")].to_dict("records")
+    assert gen["stderr"] == pytest.approx(err, rel=1e-5) and gen["ci95"] == pytest.approx(1.96 * err, rel=1e-5)
+    assert csv[csv["benchmark"] == "arena_ppl"]["stderr"].isna().all() and not csv["metric"].str.contains(
+        "_stderr").any()
 
 
 def test_model_type_arena_on_a_run_dir_matches_request_by_request(trained, direct, monkeypatch):
@@ -237,6 +274,7 @@ def test_cli_wrapper_runs_lm_eval_with_the_arena_model(trained, local_tasks_only
      "eval.lm_eval.include_path='no/such/dir' is not a folder"),
     (["task=mqar", "eval.lm_eval.tasks=[arena_mc]"], "needs task=text"),
     (["eval.lm_eval.limit=-1"], "eval.lm_eval.limit=-1 must be an integer >= 0"),
+    (["eval.lm_eval.bootstrap_iters=-1"], "eval.lm_eval.bootstrap_iters=-1 must be an integer >= 0"),
 ])
 def test_bad_lm_eval_input_fails_in_one_line_before_training(overrides, expected, tmp_path, monkeypatch, capsys,
                                                             local_tasks_only):

@@ -13,6 +13,7 @@ from the checkpoint's best.safetensors.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from arena import checkpoint
 from arena.errors import ConfigError
 from arena.evaluate import EvalConfig, evaluate, evaluate_length
 from arena.model import load
+from arena.protocol import SELECTIONS, selection_score
 from arena.report import protocol  # (its tested_model_line, imported bare, would be collected as a test)
 from arena.report.load import load_runs
 from arena.report.render import build_blocks, build_tables
@@ -245,6 +247,79 @@ def test_a_resumed_run_tests_the_same_best_weights(tmp_path, scripted_validation
 def test_bad_test_on_is_one_line():
     with pytest.raises(ConfigError, match=r"train.test_on='last' is not valid; choose one of: best, final"):
         make_run(test_on="last")
+
+
+# ----------------------------------------------------------------------------------------------- selection
+# validation (accuracy, loss) by step where the two disagree: the highest accuracy is at step 12, the lowest loss
+# at step 9 (as in the text_lm study, where the best-accuracy step was not the lowest-loss one)
+DISAGREE = {3: (0.2, 1.4), 6: (0.9, 1.5), 9: (0.3, 1.0), 12: (0.95, 1.1), 14: (0.5, 1.3)}
+TEXT = {"name": "text", "seq_len": 16, "num_test": 8}
+
+
+def test_selection_is_the_tasks_own():
+    """A fake sequence of validation results: the text task keeps the lowest-loss one, a probe the most accurate."""
+    results = {step: {"accuracy": acc, "test_loss": loss} for step, (acc, loss) in DISAGREE.items()}
+    for name, want in (("text", 9), ("mqar", 12), ("parity", 12)):
+        task = build_task(name)
+        assert task.selection == ("loss" if name == "text" else "accuracy")
+        assert max(results, key=lambda step: selection_score(task, results[step])) == want, name
+    assert {task.selection for task in map(small, list_tasks())} <= set(SELECTIONS)
+
+
+@pytest.fixture
+def disagreeing_validation(monkeypatch):
+    """Validation accuracy and loss follow DISAGREE by step (the validation loss and its perplexity and bits per
+    byte, where reported, alike); the test and length evaluations stay real (arena.protocol's own evaluate)."""
+    clock = {"step": 0}
+    real_lr_at, real_evaluate = arena.train.lr_at, arena.train.evaluate
+
+    def lr_at(step, cfg):
+        clock["step"] = step
+        return real_lr_at(step, cfg)
+
+    def scripted(model, data, *args, **kwargs):
+        accuracy, loss = DISAGREE[clock["step"] + 1]
+        result = {**real_evaluate(model, data, *args, **kwargs), "accuracy": accuracy, "test_loss": loss}
+        if "bits_per_byte" in result:
+            result.update(perplexity=math.exp(loss), bits_per_byte=loss / math.log(2))  # plain floats: checkpointed
+        return result
+
+    monkeypatch.setattr(arena.train, "lr_at", lr_at)
+    monkeypatch.setattr(arena.train, "evaluate", scripted)
+
+
+def test_text_keeps_the_lowest_validation_loss_and_a_probe_the_best_accuracy(tmp_path, disagreeing_validation):
+    (tmp_path / "text").mkdir(), (tmp_path / "probe").mkdir()
+    text = train(make_run(task=TEXT), tmp_path / "text", "text", {"config_hash": "t"})
+    # the lowest loss (step 9) is the best evaluation, not the most accurate (step 12); the weights tested are its
+    assert (text["best_step"], text["tested_step"], text["test_model"]) == (9, 9, "best")
+    assert (text["selected_by"], text["selection_score"]) == ("loss", -1.0)
+    assert text["valid_accuracy"] == text["best_accuracy"] == 0.3  # the accuracy at the selected evaluation
+    assert text["valid_loss"] == 1.0 and text["valid_bits_per_byte"] == pytest.approx(1.0 / math.log(2))
+    assert text["final_accuracy"] == 0.5
+    # train.target_accuracy 2.0 (conf/experiment/text_lm.yaml) never stops a text run early
+    assert text["steps"] == 14 and not text["stopped_early"]
+    probe = train(make_run(), tmp_path / "probe", "probe", {"config_hash": "p"})
+    assert (probe["best_step"], probe["tested_step"], probe["valid_accuracy"]) == (12, 12, 0.95)
+    assert (probe["selected_by"], probe["selection_score"]) == ("accuracy", 0.95)
+
+
+def test_a_resumed_text_run_keeps_selecting_by_loss(tmp_path, disagreeing_validation, ctrl_c_at_step):
+    """Checkpoint at 8 (best so far: step 3, loss 1.4, accuracy 0.2), stopped at 10, resumed: the checkpoint's best
+    is a loss, so the lower loss at step 9 replaces it (compared with the accuracy 0.2 it would not), the more
+    accurate step 12 does not, and the result equals the uninterrupted run's."""
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    whole.mkdir(), stopped.mkdir()
+    expected = train(make_run(task=TEXT, checkpoint_every=4), whole, "whole", {"config_hash": "h"})
+    ctrl_c_at_step(10)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_run(task=TEXT, checkpoint_every=4), stopped, "stopped", {"config_hash": "h"})
+    ctrl_c_at_step(None)
+    got = train(make_run(task=TEXT, checkpoint_every=4), stopped, "stopped", {"config_hash": "h"}, resume=True)
+    keys = ("best_step", "tested_step", "selected_by", "selection_score", "valid_accuracy", "valid_loss",
+            "test_accuracy", "test_loss")
+    assert {k: got[k] for k in keys} == {k: expected[k] for k in keys}
+    assert got["best_step"] == 9 and got["resumed_from_step"] == 8
 
 
 # ----------------------------------------------------------------------------------------------- the report

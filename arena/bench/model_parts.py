@@ -232,8 +232,8 @@ def layer_step(mixer, B: int, device, act_dtype):
     """(fn, floor bytes, state bytes) of one recurrent layer's state update alone at batch B, on random inputs of
     the shapes and dtypes its decode step feeds it: KDA / GDN the op run_delta_rule picks (the fused Triton step on
     CUDA), Mamba2 the op its T = 1 path picks (fused_recurrent_ssd_decode_step where the Triton SSD runs, else
-    ssd_decode_step), in fp32 as its step computes. Floor: the inputs and the state read once, the state and o written once.
-    None for a layer without a recurrent state (MLA)."""
+    ssd_decode_step), in fp32 as its step computes. Floor: the inputs and the state read once, the state and o
+    written once. None for a layer without a recurrent state (MLA)."""
     import torch
 
     if hasattr(mixer, "qkv"):  # KDA / GDN: q, k, v in the activation dtype; g, beta and the state fp32

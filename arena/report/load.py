@@ -14,7 +14,9 @@ comparison; everything else in the config is either equal within such a group or
 failed attempt, a twin found twice) are duplicates: the table keeps each one, and `duplicate_of` names the run the
 comparison uses instead. `variant` names the execution keys (mixer.impl, device, ...) in which runs that one
 comparison pools differ; `metric` is the number the task is judged by (accuracy, or scaled accuracy for parity)
-and `test_metric` / `valid_metric` the run's accuracies in it.
+and `test_metric` / `valid_metric` the run's accuracies in it. `selected_by` is what chose the run's best
+validation evaluation (accuracy, or loss for text) and `valid_score` that evaluation's score in it, higher is
+better: the validation accuracy, or minus the validation loss; the learning rate is chosen on it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ RUN_COLUMNS = [
     "chance_accuracy", "valid_metric", "test_metric", "train_min_len", "train_max_len", "params_total",
     "params_mixer", "state_size", "flops_per_token", "wall_time_s", "config_hash", "duplicate_of", "variant",
     "test_model", "tested_step",
-    "best_shortcut", "shortcut_accuracy", "shortcut_metric",
+    "best_shortcut", "shortcut_accuracy", "shortcut_metric", "selected_by", "valid_score",
 ]
 CURVE_COLUMNS = ["run_dir", "step", "split", "accuracy", "train_loss", "valid_loss"]
 LENGTH_COLUMNS = ["run_dir", "length", "train_len", "accuracy", "sequence_accuracy", "scaled_accuracy",
@@ -57,6 +59,10 @@ NOT_SETTINGS = (
 # summary.json names a "primary_metric" overrides this table.
 PRIMARY_METRICS = {"parity": "scaled_accuracy", "modular_arithmetic": "scaled_accuracy",
                    "modular_arithmetic_brackets": "scaled_accuracy"}
+# What a run's best validation evaluation, and so the learning rate, is chosen on, where it is not accuracy:
+# language modelling on the validation loss (Task.selection, arena/protocol.py). A run whose summary.json names
+# "selected_by" overrides this table.
+SELECTED_BY = {"text": "loss"}
 # Execution keys left out of the settings (NOT_SETTINGS) that still tell two runs apart; runs pooled in one
 # comparison that differ in one of these are named in the runs table's `variant` column (and the report's notes).
 VARIANT_KEYS = ("mixer.impl", "train.device", "train.precision", "train.cpu_threads", "train.eval_batch_size")
@@ -174,6 +180,17 @@ def _metric_and_chance(summary: dict, task, task_cfg: dict) -> tuple[str, float]
     return metric, chance
 
 
+def _selection(summary: dict, task, valid) -> tuple[str, float]:
+    """(what the run's best validation evaluation was chosen on, its score there: higher is better). A run selected
+    by loss scores minus its validation loss: summary.json's selection_score, or for a run written before that
+    field, minus its valid_loss (the tested weights' validation loss)."""
+    selected_by = str(summary.get("selected_by") or SELECTED_BY.get(task, "accuracy"))
+    if selected_by != "loss":
+        return selected_by, _number(valid)
+    score = _number(summary.get("selection_score"))
+    return selected_by, score if not math.isnan(score) else -_number(summary.get("valid_loss"))
+
+
 def _name_parts(name) -> list[str]:
     """arena.run names runs "<model>-<mixer>-<task>"; group names hold no hyphen, so the split is unambiguous."""
     parts = str(name or "").split("-")
@@ -238,6 +255,7 @@ def run_row(run_dir: Path, root: Path) -> dict:
     experiment = summary.get("experiment", config.get("experiment"))
     task = summary.get("task") or cfg_task.get("name") or name_task
     metric, chance = _metric_and_chance(summary, task, cfg_task)
+    selected_by, valid_score = _selection(summary, task, valid)
     seq_len = _number(cfg_task.get("seq_len", summary.get("seq_len")))
     if not seq_len > 0:  # a task that derives its length (icl_regression: seq_len=0 = 2 * n_points): the one used
         seq_len = _number(summary.get("seq_len"))
@@ -288,6 +306,8 @@ def run_row(run_dir: Path, root: Path) -> dict:
         "best_shortcut": str(summary.get("best_shortcut") or ""),
         "shortcut_accuracy": _number(summary.get("best_shortcut_accuracy")),
         "shortcut_metric": to_metric(summary.get("best_shortcut_accuracy"), metric, chance),
+        "selected_by": selected_by,
+        "valid_score": valid_score,
         "_mtime": _mtime(run_dir / "summary.json"),
         **{f"config:{k}": v for k, v in flat.items() if not k.startswith(NOT_SETTINGS)},
         **{f"variant:{k}": flat[k] for k in VARIANT_KEYS if k in flat},
@@ -388,18 +408,30 @@ def load_curves(root, runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
-LM_EVAL_COLUMNS = ["run_dir", "benchmark", "metric", "value"]
+LM_EVAL_COLUMNS = ["run_dir", "benchmark", "metric", "value", "stderr", "ci95"]
+Z95 = 1.96  # a 95 % normal interval: value ± Z95 x stderr
+
+
+def _stderr_key(metric: str) -> str:
+    """lm-eval's name of a metric's stderr: acc -> acc_stderr, exact_match,strict-match -> exact_match_stderr,..."""
+    name, comma, filter_name = metric.partition(",")
+    return f"{name}_stderr{comma}{filter_name}"
 
 
 def load_lm_eval(root, runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, lm-eval task, metric): summary.json's `lm_eval` (eval.lm_eval.tasks, arena/lm_eval.py)."""
+    """One row per (run, lm-eval task, metric): summary.json's `lm_eval` (eval.lm_eval.tasks, arena/lm_eval.py),
+    with the metric's `<metric>_stderr` as `stderr` and its 95 % half-width `ci95` (NaN where lm-eval gave none)."""
     rows = []
     for run_dir in runs["run_dir"]:
         found = (_read_json(Path(root) / run_dir / "summary.json") or {}).get("lm_eval") or {}
         for benchmark, metrics in (found.items() if isinstance(found, dict) else ()):
-            for metric, value in (metrics.items() if isinstance(metrics, dict) else ()):
+            metrics = metrics if isinstance(metrics, dict) else {}
+            for metric, value in metrics.items():
+                if str(metric).partition(",")[0].endswith("_stderr"):
+                    continue  # its metric's row carries it
+                stderr = _number(metrics.get(_stderr_key(str(metric))))
                 rows.append({"run_dir": run_dir, "benchmark": str(benchmark), "metric": str(metric),
-                             "value": _number(value)})
+                             "value": _number(value), "stderr": stderr, "ci95": Z95 * stderr})
     return pd.DataFrame(rows, columns=LM_EVAL_COLUMNS)
 
 

@@ -6,7 +6,9 @@
 For every group and every learning rate, the completed runs are averaged per seed first (runs that repeat one
 seed, say with another kernel implementation, count as one seed; a note says so), then over the distinct seeds.
 Runs that share a config_hash are one run (the runs table's `duplicate_of` names the one kept). The learning
-rate with the best mean VALIDATION accuracy is chosen (ties: the lower rate); the group's reported number is the
+rate with the best mean VALIDATION accuracy is chosen (ties: the lower rate), or for a task selected by loss (text:
+the runs table's `selected_by`) the lowest mean validation loss (the `valid_score` column, higher is better, holds
+either); the group's reported number is the
 mean TEST score of the runs at that rate, in the task's metric (accuracy; scaled accuracy for parity), with a 95%
 confidence interval from Student's t (n - 1 degrees of freedom; none for one seed). Diverged and failed runs are
 left out of every mean but counted, so they stay visible; a rate whose runs all diverged or failed cannot be
@@ -35,6 +37,18 @@ PROTOCOL = (
     "data of the training distribution (a length probe's training lengths); the test split alone holds the "
     "test distribution (longer lengths, held-out settings)."
 )
+LOSS_PROTOCOL = (
+    "For {tasks} (language modelling) validation selects by loss instead: each run's best validation evaluation "
+    "(the weights the test scores with train.test_on=best) is its lowest validation loss, and the learning rate "
+    "chosen is the one with the lowest mean validation loss over seeds (ties: the lower rate)."
+)
+
+
+def protocol_text(runs: pd.DataFrame) -> str:
+    """PROTOCOL, plus a sentence naming the tasks whose runs are selected by validation loss, where there are any."""
+    by_loss = runs[runs["selected_by"] == "loss"]["task"] if "selected_by" in runs.columns else pd.Series([])
+    tasks = sorted(map(str, by_loss.dropna().unique()))
+    return PROTOCOL + (" " + LOSS_PROTOCOL.format(tasks=", ".join(tasks)) if tasks else "")
 
 
 def tested_model_line(runs: pd.DataFrame) -> str:
@@ -100,7 +114,7 @@ def per_seed(done: pd.DataFrame) -> pd.DataFrame:
     seeds = done["seed"].astype(float)
     unknown = seeds.isna()
     key = seeds.where(~unknown, pd.Series(-1.0 - pd.RangeIndex(len(done)), index=done.index))
-    columns = [c for c in ("valid_accuracy", "test_accuracy", "test_metric", "valid_metric",
+    columns = [c for c in ("valid_accuracy", "valid_score", "test_accuracy", "test_metric", "valid_metric",
                            "test_sequence_accuracy", *LM_RESULTS) if c in done.columns]
     table = done.groupby(key)[columns].mean()
     table["runs"] = done.groupby(key).size()
@@ -170,12 +184,14 @@ def _lr_rows(runs: pd.DataFrame) -> pd.DataFrame:
     for (group, _), part in runs.groupby(["_group", runs["lr"].fillna(-1.0)], sort=True):
         done = part[part["status"] == "completed"]
         seeds = per_seed(done)
-        valid_mean, n_valid, _ = mean_ci95(seeds["valid_accuracy"])
+        valid_mean, _, _ = mean_ci95(seeds["valid_accuracy"])
+        score_mean, n_valid, _ = mean_ci95(seeds["valid_score"])  # the choice: accuracy, or minus the loss
         test_mean, n_seeds, test_ci = mean_ci95(seeds["test_accuracy"])
         metric_mean, _, metric_ci = mean_ci95(seeds["test_metric"])
         valid_metric_mean, _, _ = mean_ci95(seeds["valid_metric"])
         rows.append({**part.iloc[0][columns].to_dict(), "_group": group, "lr": part["lr"].iloc[0],
                      **_status_counts(part["status"]), "valid_accuracy_mean": valid_mean,
+                     "selected_by": part["selected_by"].iloc[0], "valid_score_mean": score_mean,
                      "test_accuracy_mean": test_mean, "test_accuracy_ci95": test_ci, "metric": part["metric"].iloc[0],
                      "valid_metric_mean": valid_metric_mean, "test_metric_mean": metric_mean,
                      "test_metric_ci95": metric_ci, "n_seeds": n_seeds, "selectable": n_valid > 0,
@@ -183,15 +199,17 @@ def _lr_rows(runs: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=columns + ["_group", "lr", "n_runs", "n_completed", "n_diverged", "n_failed",
-                                               "valid_accuracy_mean", "test_accuracy_mean", "test_accuracy_ci95",
+                                               "valid_accuracy_mean", "selected_by", "valid_score_mean",
+                                               "test_accuracy_mean", "test_accuracy_ci95",
                                                "metric", "valid_metric_mean", "test_metric_mean",
                                                "test_metric_ci95", "n_seeds", "selectable", "note", "selected"])
     table["selected"] = False
     for _, part in table.groupby("_group"):
         choosable = part[part["selectable"]]
         if len(choosable):
-            # the best mean validation accuracy, ties (to 1e-12) to the lower learning rate
-            best = choosable.assign(_v=choosable["valid_accuracy_mean"].round(12))
+            # the best mean validation score (accuracy, or minus the loss for a task selected by loss), ties (to
+            # 1e-12) to the lower learning rate
+            best = choosable.assign(_v=choosable["valid_score_mean"].round(12))
             best = best.sort_values(["_v", "lr"], ascending=[False, True], na_position="last")
             table.loc[best.index[0], "selected"] = True
     return table.sort_values(GROUP_AXES + ["lr"], na_position="last", kind="stable").reset_index(drop=True)
@@ -203,6 +221,7 @@ SELECTED_COLUMNS = [
     "lrs_tried", "n_runs", "n_completed", "n_diverged", "n_failed", "train_min_len", "train_max_len",
     "params_total", "params_mixer", "state_size", "flops_per_token", "steps_mean", "note",
     "test_perplexity_mean", "test_bits_per_byte_mean", "best_shortcut", "shortcut_accuracy", "shortcut_metric",
+    "selected_by", "valid_score_mean",
 ]
 LM_RESULTS = ("test_perplexity", "test_bits_per_byte")  # language modelling (task text); NaN for the probes
 METRIC_RESULTS = ("valid_metric_mean", "test_metric_mean", "test_metric_ci95")
@@ -223,17 +242,18 @@ def select(runs: pd.DataFrame) -> pd.DataFrame:
         choice = per_lr[(per_lr["_group"] == group) & per_lr["selected"]]
         row = {**part.iloc[0][columns].to_dict(), **_status_counts(part["status"]),
                "lrs_tried": ", ".join(f"{lr:g}" for lr in sorted(part["lr"].dropna().unique())),
-               "metric": part["metric"].iloc[0]}
+               "metric": part["metric"].iloc[0], "selected_by": part["selected_by"].iloc[0]}
         if len(choice):
             lr = choice["lr"].iloc[0]
             at_lr = part[_same_lr(part["lr"], lr) & (part["status"] == "completed")]
             seq_mean, _, _ = mean_ci95(per_seed(at_lr)["test_sequence_accuracy"])
-            for lm in LM_RESULTS:  # at the learning rate chosen (on validation accuracy, as for every task)
+            for lm in LM_RESULTS:  # at the learning rate chosen (text: on validation loss)
                 row[f"{lm}_mean"] = mean_ci95(per_seed(at_lr)[lm])[0] if lm in at_lr.columns else math.nan
             notes = [str(choice["note"].iloc[0])] if choice["note"].iloc[0] else []
             if not choice["n_seeds"].iloc[0]:
                 notes.insert(0, "no test accuracy recorded")
             row.update({"lr": lr, "valid_accuracy_mean": choice["valid_accuracy_mean"].iloc[0],
+                        "valid_score_mean": choice["valid_score_mean"].iloc[0],
                         "test_accuracy_mean": choice["test_accuracy_mean"].iloc[0],
                         "test_accuracy_ci95": choice["test_accuracy_ci95"].iloc[0],
                         **{c: choice[c].iloc[0] for c in METRIC_RESULTS},
@@ -241,7 +261,8 @@ def select(runs: pd.DataFrame) -> pd.DataFrame:
                         "note": "; ".join(notes)})
             budget_rows = at_lr
         else:
-            row.update({"lr": math.nan, "valid_accuracy_mean": math.nan, "test_accuracy_mean": math.nan,
+            row.update({"lr": math.nan, "valid_accuracy_mean": math.nan, "valid_score_mean": math.nan,
+                        "test_accuracy_mean": math.nan,
                         "test_accuracy_ci95": math.nan, **{c: math.nan for c in METRIC_RESULTS}, "n_seeds": 0,
                         "test_sequence_accuracy_mean": math.nan, "note": "no learning rate has a completed run",
                         **{f"{lm}_mean": math.nan for lm in LM_RESULTS}})
@@ -320,13 +341,13 @@ def at_fixed_length(selected: pd.DataFrame, length: int | None = None) -> pd.Dat
 
 def capability_matrix(selected: pd.DataFrame, length: int | None = None) -> pd.DataFrame:
     """Mixers x tasks: the test score (the task's metric) of each mixer's best group at the task's fixed length.
-    Among a mixer's settings the best is the one with the highest validation accuracy (choosing on test would
-    flatter it)."""
+    Among a mixer's settings the best is the one with the highest validation score (accuracy; minus the loss for
+    a task selected by loss; choosing on test would flatter it)."""
     rows = at_fixed_length(selected, length)
-    rows = rows[rows["valid_accuracy_mean"].notna()]
+    rows = rows[rows["valid_score_mean"].notna()]
     if rows.empty:
         return pd.DataFrame()
-    best = rows.sort_values(["valid_accuracy_mean", "lr"], ascending=[False, True]).groupby(["mixer", "task"]).head(1)
+    best = rows.sort_values(["valid_score_mean", "lr"], ascending=[False, True]).groupby(["mixer", "task"]).head(1)
     return best.pivot(index="mixer", columns="task", values="test_metric_mean").sort_index()
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 
 from arena.report import plots, regression
 from arena.report.load import (
+    Z95,
     ReportWarning,
     load_curves,
     load_lengths,
@@ -36,13 +37,13 @@ from arena.report.load import (
     warn,
 )
 from arena.report.protocol import (
-    PROTOCOL,
     add_series,
     at_fixed_length,
     capability_matrix,
     chosen_runs,
     fixed_lengths,
     lr_table,
+    protocol_text,
     select,
     task_metrics,
     tested_model_line,
@@ -102,6 +103,9 @@ def _display_selected(selected: pd.DataFrame) -> pd.DataFrame:
     table["lr (chosen)"] = selected["lr"]
     table["metric"] = selected["metric"]
     table["valid (mean)"] = selected["valid_metric_mean"]
+    by_loss = selected["selected_by"] == "loss"
+    if by_loss.any():  # the number a task selected by loss (text) chose its rate on: mean validation loss
+        table["valid loss (mean)"] = (-selected["valid_score_mean"]).where(by_loss)
     table["test (mean ± 95% CI)"] = [accuracy_text(m, c) + (f" {DAGGER}" if not_above(m, s) else "") for m, c, s in
                                      zip(selected["test_metric_mean"], selected["test_metric_ci95"],
                                          selected["shortcut_metric"])]
@@ -120,21 +124,43 @@ def _display_selected(selected: pd.DataFrame) -> pd.DataFrame:
 
 
 LM_EVAL_NOTE = ("lm-eval scores of each run trained with `eval.lm_eval.tasks` (summary.json's `lm_eval`; all of "
-                "lm-eval's output in the run's lm_eval.json, one row per score in lm_eval.csv), beside the run's own "
-                "test score and test bits/byte. One row per run: every learning rate and seed.")
+                "lm-eval's output in the run's lm_eval.json, one row per score in lm_eval.csv with its `stderr` and "
+                "`ci95`), beside the run's own test score and test bits/byte. A score with lm-eval's standard error "
+                "is shown as score ± its 95 % interval half-width, 1.96 x stderr (over the task's examples: "
+                "closed form for a mean such as acc, a bootstrap for perplexity; eval.lm_eval.bootstrap_iters); "
+                "lm-eval gives none for bits_per_byte, word and byte perplexity, shown bare. One row per run: every "
+                "learning rate and seed.")
+LM_EVAL_STDERR = " stderr"  # lm_eval_table's column of a score's stderr: "<task> <metric> stderr"
 
 
 def lm_eval_table(runs: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """One row per run with lm-eval scores: the run's comparison, test score and bits/byte, then one column per
-    `<lm-eval task> <metric>`."""
+    `<lm-eval task> <metric>` and, where any run has a stderr for it, `<lm-eval task> <metric> stderr`."""
     if scores.empty:
         return pd.DataFrame()
-    wide = scores.assign(column=scores["benchmark"] + " " + scores["metric"]).pivot_table(
-        index="run_dir", columns="column", values="value", aggfunc="first")
+    named = scores.assign(column=scores["benchmark"] + " " + scores["metric"])
+    wide = named.pivot_table(index="run_dir", columns="column", values="value", aggfunc="first")
+    if "stderr" in named.columns and named["stderr"].notna().any():
+        errors = named[named["stderr"].notna()].pivot_table(index="run_dir", columns="column", values="stderr",
+                                                            aggfunc="first")
+        wide = wide.join(errors.add_suffix(LM_EVAL_STDERR))
+        wide = wide[[c for name in sorted(named["column"].unique())
+                     for c in (name, name + LM_EVAL_STDERR) if c in wide.columns]]
     columns = ["run_dir", "mixer", "task", "train_len", "lr", "seed", "test_metric", "test_bits_per_byte"]
     table = runs[runs["run_dir"].isin(wide.index)][columns].rename(
         columns={"test_metric": "test (run's task)", "test_bits_per_byte": "test bits/byte"})
     return table.merge(wide.reset_index().rename_axis(columns=None), on="run_dir").reset_index(drop=True)
+
+
+def _display_lm_eval(table: pd.DataFrame) -> pd.DataFrame:
+    """lm_eval_table for the page: a score with a stderr as "0.622 ± 0.044" (1.96 x stderr), else the bare score."""
+    shown = table.copy()
+    for column in [c for c in table.columns if c.endswith(LM_EVAL_STDERR)]:
+        name = column[: -len(LM_EVAL_STDERR)]
+        shown[name] = [cell(v, name) if pd.isna(se) or pd.isna(v) else f"{v:.3f} ± {Z95 * se:.3f}"
+                       for v, se in zip(table[name], table[column])]
+        shown = shown.drop(columns=column)
+    return shown
 
 
 DAGGER = "†"
@@ -318,7 +344,7 @@ def build_blocks(root, tables: dict, figures: dict) -> list[Block]:
                    "comparison), curves.csv (evaluations during training), lengths.csv (test accuracy by length). "
                    f"Single-length views use training length: {fixed or 'none'}."),
         Block("h2", "Protocol"),
-        Block("p", PROTOCOL),
+        Block("p", protocol_text(runs)),
         Block("p", tested_model_line(runs)),
     ]
     if tables.get("warnings"):
@@ -332,7 +358,7 @@ def build_blocks(root, tables: dict, figures: dict) -> list[Block]:
         blocks.append(Block("note", SHORTCUT_NOTE))
     if not tables.get("lm_eval_table", pd.DataFrame()).empty:  # runs trained with eval.lm_eval.tasks
         blocks += [Block("h2", "Standard benchmarks (lm-eval)"), Block("p", LM_EVAL_NOTE),
-                   Block("table", table=tables["lm_eval_table"])]
+                   Block("table", table=_display_lm_eval(tables["lm_eval_table"]))]
     duplicates = runs[runs["duplicate_of"].fillna("") != ""] if "duplicate_of" in runs.columns else runs.iloc[0:0]
     if len(duplicates):
         blocks += [

@@ -118,6 +118,10 @@ class Task:
     # "tokens": int64 ids in, next-token cross-entropy, accuracy; "regression": float vectors in and out
     # (RegressionBatch; the task also defines input_dim and output_dim), MSE loss and metric (arena/model.py)
     kind: ClassVar[str] = "tokens"
+    # what picks a run's best validation evaluation (the weights train.test_on=best tests, best_step, the best a
+    # resumed run compares with, the report's learning-rate choice; arena/protocol.py: selection_score):
+    # "accuracy", the highest (-MSE for regression), or "loss", the lowest validation loss (language modelling)
+    selection: ClassVar[str] = "accuracy"
 
     @dataclass
     class Config:

@@ -79,6 +79,8 @@ def _byte_names() -> tuple[str, ...]:
 class Text(Task):
     """Language modelling on a text corpus: next-token prediction over packed windows, every position scored."""
 
+    selection = "loss"  # a language model is chosen on validation loss (bits per byte), not next-token accuracy
+
     @dataclass
     class Config(Task.Config):
         seq_len: int = 128  # T, tokens per training window (the window read is seq_len + 1: inputs and targets)

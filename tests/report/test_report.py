@@ -276,6 +276,41 @@ def test_training_accuracy_is_never_the_reported_number(tmp_path):
     assert not any("train_acc" in c for c in selected.columns)
 
 
+def test_text_chooses_the_learning_rate_on_validation_loss(tmp_path):
+    """Two text rates where accuracy and loss disagree: lr 3e-3 has the higher validation accuracy (0.62 vs 0.60),
+    lr 1e-3 the lower validation loss (1.10 vs 1.20 nats): the report must choose 1e-3 and say why. A run written
+    before summary.json named its selection (no selected_by) is judged on its valid_loss alike; a probe in the
+    same results still chooses on accuracy."""
+    root = tmp_path / "r"
+    for lr, valid, loss, test in ((1e-3, 0.60, 1.10, 0.55), (3e-3, 0.62, 1.20, 0.58)):
+        for seed, older in ((0, False), (1, True)):
+            fields = {"valid_loss": loss, "test_bits_per_byte": (loss + 0.01) / math.log(2)}
+            if not older:
+                fields.update(selected_by="loss", selection_score=-loss)
+            write_run(root, f"text-{lr:g}-s{seed}", config_for("kda", "text", 64, lr, seed),
+                      summary_for("kda", "text", 64, valid, test, **fields))
+        write_run(root, f"mqar-{lr:g}", config_for("kda", "mqar", 64, lr, 0),
+                  summary_for("kda", "mqar", 64, valid, test, selected_by="accuracy", selection_score=valid))
+    runs = load_runs(root)
+    assert set(runs[runs["task"] == "text"]["selected_by"]) == {"loss"}
+    selected = select(runs)
+    text = row(selected, "kda", "text", 64)
+    assert text["lr"] == 1e-3 and text["selected_by"] == "loss" and text["n_seeds"] == 2
+    assert text["valid_score_mean"] == pytest.approx(-1.10) and text["test_accuracy_mean"] == pytest.approx(0.55)
+    assert text["test_bits_per_byte_mean"] == pytest.approx(1.11 / math.log(2))
+    probe = row(selected, "kda", "mqar", 64)
+    assert probe["lr"] == 3e-3 and probe["selected_by"] == "accuracy"  # the higher validation accuracy
+    out = write_report(root, tmp_path / "out")
+    md = (out / "report.md").read_text()
+    assert "For text (language modelling) validation selects by loss instead" in md
+    assert "valid loss (mean)" in md
+
+
+def test_the_protocol_names_no_loss_selection_without_text_runs(results_grid):
+    blocks = build_blocks(results_grid, build_tables(results_grid), {})
+    assert not any("selects by loss" in block.text for block in blocks if block.kind == "p")
+
+
 # ----------------------------------------------------------------------------------------------- report
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
