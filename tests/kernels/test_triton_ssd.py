@@ -94,6 +94,10 @@ CASES = [  # (id, B, T, H, K, V, dtype, options)
     ("bf16-T64-K128V64", 1, 64, 2, 128, 64, torch.bfloat16, {}),
     ("fp32-T200-K128V64", 1, 200, 2, 128, 64, torch.float32, {"cuda_only": True}),
     ("bf16-T100-K256V256", 1, 100, 1, 256, 256, torch.bfloat16, {}),
+    # K blocks of 64 in the state passes and the output pass, beside V blocks of 64: both split, last ones partial
+    ("T100-B2-K130V96-K-and-V-blocks", 2, 100, 1, 130, 96, torch.float32, {"scale": 0.5, "strong": 0.05}),
+    ("T40-K160V200-no-h0", 1, 40, 1, 160, 200, torch.float32, {"with_h0": False}),
+    ("fp16-T90-K96V72-K-and-V-blocks", 1, 90, 2, 96, 72, torch.float16, {"scale": 0.5}),
 ]
 
 
@@ -127,6 +131,23 @@ def test_no_grad_forward_matches(device):
     o_ref, S_ref = naive_recurrent_ssd(q, k, v, g, initial_state=h0, output_final_state=True)
     assert_close("o", o_ref, o, 1e-4)
     assert_close("final state", S_ref, S, 1e-4)
+
+
+@pytest.mark.parametrize("cu_seqlens", [None, (0, 20, 150)], ids=["fixed-length", "packed"])
+def test_forward_with_and_without_grad_agree(device, cu_seqlens):
+    """The forward runs the same launches whether or not a backward follows: o and the final state are equal bit
+    for bit (several K and V blocks, a partial last chunk, a sequence shorter than a chunk)."""
+    B = 2 if cu_seqlens is None else 1
+    T = 75 if cu_seqlens is None else 150
+    q, k, v, g, _ = make(B, T, 1, 96, 72, torch.float32, device, strong=0.05)
+    h0 = torch.randn(2, 1, 96, 72, device=device).requires_grad_()  # two sequences either way
+    cu = None if cu_seqlens is None else torch.tensor(cu_seqlens, device=device)
+    args = dict(scale=0.5, initial_state=h0, output_final_state=True, cu_seqlens=cu)
+    with torch.no_grad():
+        o0, S0 = chunk_ssd_triton(q, k, v, g, **args)
+    o1, S1 = chunk_ssd_triton(q, k, v, g, **args)
+    assert o1.requires_grad and not o0.requires_grad
+    assert torch.equal(o0, o1.detach()) and torch.equal(S0, S1.detach())
 
 
 def test_empty_sequence(device):
@@ -203,6 +224,7 @@ PACKED = [  # (id, lengths, H, K, V, dtype, options)
     ("no-final-two-V-blocks", (70, 1, 60), 2, 20, 80, torch.float32, {"final": False}),
     ("fp16-ragged", (1, 63, 65, 130), 1, 24, 40, torch.float16, {"strong": 0.05}),
     ("bf16-ragged-K128", (1, 63, 64, 65, 200), 2, 128, 64, torch.bfloat16, {}),
+    ("K-and-V-blocks-short-sequence", (20, 100, 1), 1, 130, 96, torch.float32, {"scale": 0.5, "strong": 0.05}),
 ]
 
 

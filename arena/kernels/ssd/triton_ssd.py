@@ -14,14 +14,20 @@ As in the delta-rule kernels (arena/kernels/triton_delta/chunk.py), batches are 
 ([1, B*T, H, *]) and packed sequences (`cu_seqlens`) are split by the same `Layout`: every chunk lies inside one
 sequence, so nothing leaks between sequences. Fixed-length batches run the same kernels with IS_VARLEN off: sequence
 n starts at n * T and no table is built or read (`Chunks`). G = the chunk-local cumsum of g is recomputed (fp32) by
-every kernel from g, so nothing but the chunk-entry states is kept between forward and backward. Three launches:
+every kernel from g, so nothing but the chunk-entry states is kept between forward and backward. Four launches,
+two each way. The state passes and the output pass cut K into blocks of min(64, K rounded up to a power of two),
+V into blocks of 64 (`_launch_config` says why no narrower); ssd_bwd_intra_kernel keeps all of K in one tile:
 
-`ssd_fwd_kernel`, one program per (sequence * head, block of V), sequential over the sequence's chunks, state S
-in fp32:
-    o = (scale q exp(G)) S + A v,   A[r, j] = scale q_r.k_j exp(G_r - G_j) [j <= r]
+`ssd_fwd_state_kernel`, one program per (sequence * head, K block, V block), sequential over the sequence's chunks,
+state S in fp32 (each row of K is updated on its own, so the K blocks need no reduction):
     S <- exp(G_last) S + (k exp(G_last - G))^T v
-  It stores the state entering every chunk when the backward will need it.
-`ssd_bwd_state_kernel` (same grid, chunks in reverse) carries dS, the gradient of the state leaving a chunk:
+  It stores the state entering every chunk (in q's dtype: the output pass reads it, the backward keeps it) and,
+  if asked, the final state (fp32).
+`ssd_fwd_output_kernel`, one program per (chunk, V block) x head, all chunks in parallel, loops over K blocks for
+both products:
+    o = (scale q exp(G)) S_chunk + A v,   A[r, j] = scale q_r.k_j exp(G_r - G_j) [j <= r]
+`ssd_bwd_state_kernel` (the state pass's grid, chunks in reverse) carries dS, the gradient of the state leaving a
+chunk, row-wise in K too:
     dS <- exp(G_last) dS + (scale q exp(G))^T dO;   it stores dS per chunk and dS of the initial state.
 `ssd_bwd_intra_kernel`, one program per (chunk, head), all chunks in parallel, loops over blocks of V:
     dA = scale (dO v^T) * decay,  dq = scale exp(G) (dO S^T) + dA k,  dk = dA^T q + exp(G_last - G) (v dS^T),
@@ -96,55 +102,100 @@ def _sequence(cu_ptr, chunk_off_ptr, i_n, T, NT, IS_VARLEN: tl.constexpr):
 
 
 @triton.jit
-def ssd_fwd_kernel(
-    q_ptr, k_ptr, v_ptr, g_ptr, cu_ptr, chunk_off_ptr, h0_ptr, o_ptr, ht_ptr, h_ptr,
-    scale, T, NT, H, K, V,
+def ssd_fwd_state_kernel(
+    k_ptr, v_ptr, g_ptr, cu_ptr, chunk_off_ptr, h0_ptr, ht_ptr, h_ptr,
+    T, NT, H, K, V,
     BK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr, IS_VARLEN: tl.constexpr,
-    HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, SAVE: tl.constexpr, PREC: tl.constexpr,
+    HAS_H0: tl.constexpr, STORE_FINAL: tl.constexpr, PREC: tl.constexpr,
 ):
-    i_nh, i_v = tl.program_id(0), tl.program_id(1)
+    """One program per (sequence * head, K block, V block): rows of K are independent in the update, so the K
+    blocks need no reduction. Stores the state entering every chunk (in q's dtype) and the final one (fp32)."""
+    i_nh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     bos, eos, c_off = _sequence(cu_ptr, chunk_off_ptr, i_n, T, NT, IS_VARLEN)
-    q_ptr += i_h * K
-    k_ptr += i_h * K
+    k_ptr += i_h * K + i_k * BK
     v_ptr += i_h * V + i_v * BV
-    o_ptr += i_h * V + i_v * BV
     g_ptr += i_h
+    Kb = K - i_k * BK  # rows left in this block
     Vb = V - i_v * BV  # columns left in this block
 
-    rows = tl.arange(0, C)
     rk = tl.arange(0, BK)
     cv = tl.arange(0, BV)
-    causal = rows[:, None] >= rows[None, :]
-    state_idx = rk[:, None] * V + i_v * BV + cv[None, :]
-    state_mask = (rk[:, None] < K) & (cv[None, :] < Vb)
+    state_idx = (i_k * BK + rk)[:, None] * V + i_v * BV + cv[None, :]
+    state_mask = (rk[:, None] < Kb) & (cv[None, :] < Vb)
     state_off = i_nh.to(tl.int64) * K * V + state_idx
     if HAS_H0:
         S = tl.load(h0_ptr + state_off, mask=state_mask, other=0.0).to(tl.float32)
     else:
         S = tl.zeros((BK, BV), dtype=tl.float32)
-    dt = q_ptr.dtype.element_ty
+    dt = k_ptr.dtype.element_ty
     n_chunks = tl.cdiv(eos - bos, C)
     for c in range(0, n_chunks):
         t0 = bos + c * C
         n_valid = tl.minimum(eos - t0, C).to(tl.int32)
-        if SAVE:
-            tl.store(h_ptr + ((c_off + c) * H + i_h) * K * V + state_idx, S.to(h_ptr.dtype.element_ty),
-                     mask=state_mask)
+        tl.store(h_ptr + ((c_off + c) * H + i_h) * K * V + state_idx, S.to(h_ptr.dtype.element_ty),
+                 mask=state_mask)
         G, G_last = _chunk_gates(g_ptr, t0, n_valid, H, C)
-        q = _load_rows(q_ptr, t0, n_valid, H * K, C, BK, K)
-        k = _load_rows(k_ptr, t0, n_valid, H * K, C, BK, K)
+        k = _load_rows(k_ptr, t0, n_valid, H * K, C, BK, Kb)
         v = _load_rows(v_ptr, t0, n_valid, H * V, C, BV, Vb)
-        # mask before exp: above the diagonal G_r - G_j > 0 could overflow
-        decay = tl.where(causal, tl.exp(tl.minimum(G[:, None] - G[None, :], 0.0)), 0.0)
-        A = tl.dot(q, tl.trans(k), input_precision=PREC) * decay * scale
-        qg = (q.to(tl.float32) * (tl.exp(tl.minimum(G, 0.0)) * scale)[:, None]).to(dt)
-        o = tl.dot(qg, S.to(dt), input_precision=PREC) + tl.dot(A.to(dt), v, input_precision=PREC)
-        _store_rows(o_ptr, o, t0, n_valid, H * V, C, BV, Vb)
         kg = (k.to(tl.float32) * tl.exp(tl.minimum(G_last - G, 0.0))[:, None]).to(dt)
         S = S * tl.exp(tl.minimum(G_last, 0.0)) + tl.dot(tl.trans(kg), v, input_precision=PREC)
     if STORE_FINAL:
         tl.store(ht_ptr + state_off, S, mask=state_mask)
+
+
+@triton.jit
+def _chunk_span(chunk_ptr, i_c, T, NT, C: tl.constexpr, IS_VARLEN: tl.constexpr):
+    """(first token in int64, number of valid rows) of chunk i_c, in the order of the per-chunk buffers."""
+    if IS_VARLEN:  # the chunk's first token and its end, inside one sequence, from the Layout's table
+        t0 = tl.load(chunk_ptr + 2 * i_c).to(tl.int64)
+        n_valid = (tl.load(chunk_ptr + 2 * i_c + 1) - t0).to(tl.int32)
+    else:  # chunk j of sequence n, each of length T
+        j = i_c % NT
+        t0 = (i_c // NT).to(tl.int64) * T + j * C
+        n_valid = tl.minimum(T - j * C, C).to(tl.int32)
+    return t0, n_valid
+
+
+@triton.jit
+def ssd_fwd_output_kernel(
+    q_ptr, k_ptr, v_ptr, g_ptr, h_ptr, chunk_ptr, o_ptr,
+    scale, T, NT, H, K, V, NV,
+    BK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
+):
+    """One program per (chunk, V block) x head, all chunks in parallel; q k^T and q S are summed over K blocks."""
+    i_cv, i_h = tl.program_id(0), tl.program_id(1)
+    i_c, i_v = i_cv // NV, i_cv % NV  # the V blocks of one chunk are neighbours: they read the same q, k
+    t0, n_valid = _chunk_span(chunk_ptr, i_c, T, NT, C, IS_VARLEN)
+    q_ptr += i_h * K
+    k_ptr += i_h * K
+    v_ptr += i_h * V + i_v * BV
+    o_ptr += i_h * V + i_v * BV
+    g_ptr += i_h
+    Vb = V - i_v * BV
+    state_base = (i_c.to(tl.int64) * H + i_h) * K * V + i_v * BV
+
+    rows = tl.arange(0, C)
+    rk = tl.arange(0, BK)
+    cv = tl.arange(0, BV)
+    qk = tl.zeros((C, C), dtype=tl.float32)
+    qS = tl.zeros((C, BV), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        Kb = K - k0
+        q = _load_rows(q_ptr + k0, t0, n_valid, H * K, C, BK, Kb)
+        k = _load_rows(k_ptr + k0, t0, n_valid, H * K, C, BK, Kb)
+        S = tl.load(h_ptr + state_base + (k0 + rk)[:, None] * V + cv[None, :],
+                    mask=(rk[:, None] < Kb) & (cv[None, :] < Vb), other=0.0)
+        qk += tl.dot(q, tl.trans(k), input_precision=PREC)
+        qS += tl.dot(q, S, input_precision=PREC)
+    dt = v_ptr.dtype.element_ty
+    G, G_last = _chunk_gates(g_ptr, t0, n_valid, H, C)
+    # mask before exp: above the diagonal G_r - G_j > 0 could overflow
+    decay = tl.where(rows[:, None] >= rows[None, :], tl.exp(tl.minimum(G[:, None] - G[None, :], 0.0)), 0.0)
+    A = (qk * decay * scale).to(dt)
+    v = _load_rows(v_ptr, t0, n_valid, H * V, C, BV, Vb)
+    o = qS * (tl.exp(tl.minimum(G, 0.0)) * scale)[:, None] + tl.dot(A, v, input_precision=PREC)
+    _store_rows(o_ptr, o, t0, n_valid, H * V, C, BV, Vb)
 
 
 @triton.jit
@@ -154,18 +205,20 @@ def ssd_bwd_state_kernel(
     BK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr, IS_VARLEN: tl.constexpr,
     HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
 ):
-    i_nh, i_v = tl.program_id(0), tl.program_id(1)
+    """The forward state pass's grid, chunks in reverse; dS is row-wise in K too, so K blocks are independent."""
+    i_nh, i_k, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     bos, eos, c_off = _sequence(cu_ptr, chunk_off_ptr, i_n, T, NT, IS_VARLEN)
-    q_ptr += i_h * K
+    q_ptr += i_h * K + i_k * BK
     do_ptr += i_h * V + i_v * BV
     g_ptr += i_h
+    Kb = K - i_k * BK
     Vb = V - i_v * BV
 
     rk = tl.arange(0, BK)
     cv = tl.arange(0, BV)
-    state_idx = rk[:, None] * V + i_v * BV + cv[None, :]
-    state_mask = (rk[:, None] < K) & (cv[None, :] < Vb)
+    state_idx = (i_k * BK + rk)[:, None] * V + i_v * BV + cv[None, :]
+    state_mask = (rk[:, None] < Kb) & (cv[None, :] < Vb)
     state_off = i_nh.to(tl.int64) * K * V + state_idx
     if HAS_DHT:
         dS = tl.load(dht_ptr + state_off, mask=state_mask, other=0.0).to(tl.float32)
@@ -179,7 +232,7 @@ def ssd_bwd_state_kernel(
         n_valid = tl.minimum(eos - t0, C).to(tl.int32)
         tl.store(dh_ptr + ((c_off + c) * H + i_h) * K * V + state_idx, dS, mask=state_mask)
         G, G_last = _chunk_gates(g_ptr, t0, n_valid, H, C)
-        q = _load_rows(q_ptr, t0, n_valid, H * K, C, BK, K)
+        q = _load_rows(q_ptr, t0, n_valid, H * K, C, BK, Kb)
         do = _load_rows(do_ptr, t0, n_valid, H * V, C, BV, Vb).to(dt)
         qg = (q.to(tl.float32) * (tl.exp(tl.minimum(G, 0.0)) * scale)[:, None]).to(dt)
         dS = dS * tl.exp(tl.minimum(G_last, 0.0)) + tl.dot(tl.trans(qg), do, input_precision=PREC)
@@ -267,8 +320,11 @@ def _launch_config(K: int, V: int, dtype: torch.dtype) -> dict:
     # beside K tiles of 64 or more (illegal addresses in the delta-rule kernels at K = 48 / 64 / 128 with V = 16 /
     # 32; arena/kernels/triton_delta/chunk.py _blocks), and wider ones would hold [BK, BV] fp32 states in registers.
     BV = 64
-    return dict(BK=BK, BV=BV, PREC="ieee" if dtype == torch.float32 else "tf32",
-                warps_state=4, warps_intra=8 if BK >= 128 else 4)
+    # The state passes and the output pass take K in blocks of at most 64 (BKS): the state passes split K over
+    # programs (more of them for long sequences), the output pass loops over it. With BV = 64 no narrow V tile
+    # sits beside a wide K tile. ssd_bwd_intra_kernel keeps all of K in one tile (BK).
+    return dict(BK=BK, BKS=min(64, BK), BV=BV, PREC="ieee" if dtype == torch.float32 else "tf32",
+                warps_state=4, warps_out=4, warps_intra=8 if BK >= 128 else 4)
 
 
 class Chunks:
@@ -292,21 +348,30 @@ class Chunks:
         return tuple(stand_in if t is None else t for t in self.tables)
 
 
-def _forward(q, k, v, g, h0, scale, layout: Chunks, store_final: bool, save: bool):
+def _forward(q, k, v, g, h0, scale, layout: Chunks, store_final: bool):
+    """o, the final state (if asked) and the state entering every chunk (q's dtype; the output pass reads it, and
+    the backward keeps it)."""
     _, _, H, K = q.shape
     V = v.shape[-1]
     cfg = _launch_config(K, V, q.dtype)
+    BK, BV = cfg["BKS"], cfg["BV"]
     dev = q.device
     o = output_buffer(v.shape, v.dtype, dev)
     ht = output_buffer((layout.N, H, K, V), torch.float32, dev) if store_final else None
-    h = output_buffer((layout.NC, H, K, V), q.dtype, dev) if save else None  # the state entering every chunk
-    cu, chunk_off, _ = layout.pointers(o)
-    ssd_fwd_kernel[(layout.N * H, triton.cdiv(V, cfg["BV"]))](
-        q, k, v, g, cu, chunk_off, h0 if h0 is not None else o, o,
-        ht if ht is not None else o, h if h is not None else o,
-        scale, layout.T, layout.NT, H, K, V,
-        BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, IS_VARLEN=layout.varlen, HAS_H0=h0 is not None,
-        STORE_FINAL=store_final, SAVE=save, PREC=cfg["PREC"], num_warps=cfg["warps_state"], num_stages=1)
+    h = output_buffer((layout.NC, H, K, V), q.dtype, dev)
+    cu, chunk_off, chunks = layout.pointers(o)
+    # sequence * head on axis 0: axes 1 and 2 of a grid stop at 65535, and packed batches may have many sequences
+    ssd_fwd_state_kernel[(layout.N * H, triton.cdiv(K, BK), triton.cdiv(V, BV))](
+        k, v, g, cu, chunk_off, h0 if h0 is not None else o, ht if ht is not None else o, h,
+        layout.T, layout.NT, H, K, V,
+        BK=BK, BV=BV, C=CHUNK, IS_VARLEN=layout.varlen, HAS_H0=h0 is not None,
+        STORE_FINAL=store_final, PREC=cfg["PREC"], num_warps=cfg["warps_state"], num_stages=1)
+    NV = triton.cdiv(V, BV)
+    ssd_fwd_output_kernel[(layout.NC * NV, H)](
+        q, k, v, g, h, chunks, o,
+        scale, layout.T, layout.NT, H, K, V, NV,
+        BK=BK, BV=BV, C=CHUNK, IS_VARLEN=layout.varlen, PREC=cfg["PREC"],
+        num_warps=cfg["warps_out"], num_stages=1)
     return o, ht, h
 
 
@@ -318,10 +383,10 @@ def _backward(q, k, v, g, h, do, dht, scale, layout: Chunks, need_dh0: bool):
     dh = output_buffer((layout.NC, H, K, V), torch.float32, dev)  # gradient of the state leaving every chunk
     dh0 = output_buffer((layout.N, H, K, V), torch.float32, dev) if need_dh0 else None
     cu, chunk_off, chunks = layout.pointers(dh)
-    ssd_bwd_state_kernel[(layout.N * H, triton.cdiv(V, cfg["BV"]))](
+    ssd_bwd_state_kernel[(layout.N * H, triton.cdiv(K, cfg["BKS"]), triton.cdiv(V, cfg["BV"]))](
         q, g, do, cu, chunk_off, dht if dht is not None else dh, dh, dh0 if dh0 is not None else dh,
         scale, layout.T, layout.NT, H, K, V,
-        BK=cfg["BK"], BV=cfg["BV"], C=CHUNK, IS_VARLEN=layout.varlen, HAS_DHT=dht is not None,
+        BK=cfg["BKS"], BV=cfg["BV"], C=CHUNK, IS_VARLEN=layout.varlen, HAS_DHT=dht is not None,
         STORE_DH0=need_dh0, PREC=cfg["PREC"], num_warps=cfg["warps_state"], num_stages=1)
     dq = output_buffer(q.shape, q.dtype, dev)
     dk = output_buffer(k.shape, k.dtype, dev)
@@ -338,9 +403,8 @@ def _backward(q, k, v, g, h, do, dht, scale, layout: Chunks, need_dh0: bool):
 class ChunkSSDTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g, h0, scale, output_final_state, layout):
-        save = any(ctx.needs_input_grad[:5])
-        o, ht, h = _forward(q, k, v, g, h0, scale, layout, output_final_state, save)
-        if save:
+        o, ht, h = _forward(q, k, v, g, h0, scale, layout, output_final_state)
+        if any(ctx.needs_input_grad[:5]):
             ctx.save_for_backward(q, k, v, g, h)
         ctx.scale, ctx.layout = scale, layout
         ctx.set_materialize_grads(False)  # an unused final state costs no dht buffer
