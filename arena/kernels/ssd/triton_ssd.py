@@ -247,13 +247,7 @@ def ssd_bwd_intra_kernel(
     BK: tl.constexpr, BV: tl.constexpr, C: tl.constexpr, IS_VARLEN: tl.constexpr, PREC: tl.constexpr,
 ):
     i_c, i_h = tl.program_id(0), tl.program_id(1)
-    if IS_VARLEN:  # the chunk's first token and its end, inside one sequence, from the Layout's table
-        t0 = tl.load(chunk_ptr + 2 * i_c).to(tl.int64)
-        n_valid = (tl.load(chunk_ptr + 2 * i_c + 1) - t0).to(tl.int32)
-    else:  # chunk j of sequence n, each of length T
-        j = i_c % NT
-        t0 = (i_c // NT).to(tl.int64) * T + j * C
-        n_valid = tl.minimum(T - j * C, C).to(tl.int32)
+    t0, n_valid = _chunk_span(chunk_ptr, i_c, T, NT, C, IS_VARLEN)
     q_ptr += i_h * K
     k_ptr += i_h * K
     dq_ptr += i_h * K
