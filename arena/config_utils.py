@@ -106,11 +106,27 @@ def one_line(err: BaseException, prefix: str = "", overrides: typing.Sequence[st
     if isinstance(err, OverrideParseException):
         return f"override {err.override!r} is not valid: {text}"
     if isinstance(err.__cause__, OmegaConfBaseException):  # Hydra's "Could not override ..." wraps OmegaConf's
-        return _omegaconf_line(err.__cause__, prefix)
+        return _swept_group_hint(_omegaconf_line(err.__cause__, prefix), overrides)
     if isinstance(err, OmegaConfBaseException):
-        return _omegaconf_line(err, prefix)
+        return _swept_group_hint(_omegaconf_line(err, prefix), overrides)
     culprit = next((o for o in overrides if o in str(err)), None)
     return f"override {culprit!r} is not valid: {text}" if culprit else text
+
+
+def _swept_group_hint(line: str, overrides: typing.Sequence[str]) -> str:
+    """`line` plus a hint where the key belongs to a group the command sweeps (`task=parity,modular_arithmetic
+    task.train_min_len=3`): Hydra composes a multirun's config once without its sweep values, i.e. with the
+    group's default option, before any point, so a key only the swept options have fails there; `++` adds it."""
+    found = re.match(r"(\w+)\.(\S+) is not a key of ", line)
+    if not found:
+        return line
+    group, key = found.groups()
+    swept = any(re.fullmatch(rf"{group}=[^=]*(,|\(|\*)[^=]*", o) for o in overrides)
+    given = next((o for o in overrides if o.startswith(f"{group}.{key}=")), None)
+    if not swept or given is None:
+        return line
+    return (f"{line} (in a sweep over {group}=, Hydra first composes the default {group}, which lacks this key: "
+            f"write ++{given} and each point whose {group} has the key takes it)")
 
 
 class SweepDirNote(Callback):

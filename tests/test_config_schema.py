@@ -324,6 +324,25 @@ def test_hydra_rejects_bad_keys_and_types_in_one_line(overrides, message):
     assert line.startswith(message) and "\n" not in line, line
 
 
+@pytest.mark.parametrize(("sweep", "hinted"), [("task=parity,modular_arithmetic", True), ("task=parity", False),
+                                               ("mixer=kda,gdn", False)])
+def test_a_key_of_swept_options_only_names_the_plus_plus_form(sweep, hinted):
+    """A multirun composes its config once without its sweep values, i.e. with the group's default option: a key
+    that only the swept options have fails there (`task=parity,... task.train_min_len=3`, the default task being
+    MQAR). The line says to write `++task.train_min_len=3`, only when the command sweeps that group."""
+    from arena.config_utils import CONFIG_ERRORS, one_line
+
+    key = "task.train_min_len=3"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with pytest.raises(CONFIG_ERRORS) as err:  # what the sweep's first composition sees: the default task
+            compose(config_name="config", overrides=[key])
+        line = one_line(err.value, overrides=[sweep, key])
+        assert line.startswith("task.train_min_len is not a key of MQAR.Config") and "\n" not in line
+        assert ("write ++task.train_min_len=3 and each point" in line) is hinted, line
+        both = compose(config_name="config", overrides=["task=parity", "++" + key])  # the advice composes
+        assert both.task.train_min_len == 3
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] != ["--write"] or len(sys.argv) != 3:
         sys.exit("usage: python tests/test_config_schema.py --write <file.json>")
