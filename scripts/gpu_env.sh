@@ -6,5 +6,22 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null
 fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TQDM_DISABLE=1 TRITON_INTERPRET=0
+# Triton's autotuning results (fla autotunes each kernel on its first call: over 5 minutes for chunk_kda's on an
+# H100) are files <cache>/<hash>/<kernel>.autotune.json, valid for the same Triton and GPU architecture. A carried
+# .triton_autotune.tgz (a previous call's $OUT/triton_autotune.tgz) is restored into the cache; `pack_autotune`
+# writes the cache's results to $OUT/triton_autotune.tgz for the next call (the compiled kernels are not kept).
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$HOME/.triton/cache}
+mkdir -p "$TRITON_CACHE_DIR"
+if [ -f .triton_autotune.tgz ]; then
+  restored=$(tar tzf .triton_autotune.tgz | grep -c 'autotune.json$')
+  tar xzf .triton_autotune.tgz -C "$TRITON_CACHE_DIR" && echo "restored $restored autotuning results into $TRITON_CACHE_DIR"
+fi
+pack_autotune() {
+  local out=${OUT:-results/gpu}
+  mkdir -p "$out"
+  (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' | sort | tar czf "$out/triton_autotune.tgz" -T -) \
+    && echo "packed $(tar tzf "$out/triton_autotune.tgz" | grep -c 'autotune.json$') autotuning results into" \
+      "$out/triton_autotune.tgz (carry it as .triton_autotune.tgz)"
+}
 nvidia-smi -L
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'

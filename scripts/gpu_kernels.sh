@@ -3,17 +3,16 @@
 #   bash scripts/gpu_kernels.sh validate [--quick]   # scripts/validate_triton_gpu.py, SHARDS (default 3) processes
 #                                                    # per (op, dtype): compiling dominates, so 12 compile at once
 #   bash scripts/gpu_kernels.sh bench [args]         # python -m arena.bench kernels --fla-bypass-640 [args]
+#   LIMIT=500 bash scripts/gpu_kernels.sh bench --ops kda --no-torch   # fla's KDA: autotuning may need 2 calls,
+#                                                    # carrying $OUT/triton_autotune.tgz as .triton_autotune.tgz
 # Results go to $OUT (the device tool's folder) or results/gpu/. Wheels for the GPU image, if .whl/ exists, are
 # installed first: pure-Python wheels (hydra-core, omegaconf, antlr4 4.9.3, fla-core) that an offline GPU image
 # lacks, fetched beforehand for its Python with `pip download --only-binary=:all: -d .whl ...`.
 set -uo pipefail
 mode=${1:-validate}; shift || true
 out=${OUT:-results/gpu}; mkdir -p "$out"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl 2>/dev/null
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+# shellcheck source=scripts/gpu_env.sh
+. "$(dirname "$0")/gpu_env.sh"  # carried wheels, PYTHONPATH, the card and stack, the autotuning cache
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,power.draw --format=csv,noheader
 case "$mode" in
   validate)
@@ -36,7 +35,10 @@ case "$mode" in
     grep -h -A3 "^training" /tmp/v_*_bf16_0.log | tee -a "$out/validate.txt"
     ;;
   bench)
-    python3 -m arena.bench kernels --fla-bypass-640 --out "$out" "$@" 2>&1 | tee "$out/bench.log"
+    # fla's first-call autotuning can outlast one device call: LIMIT stops the bench (it keeps a .partial.csv), and
+    # the autotuning results found so far go back as triton_autotune.tgz for the next call (scripts/gpu_env.sh)
+    timeout "${LIMIT:-500}" python3 -m arena.bench kernels --fla-bypass-640 --out "$out" "$@" 2>&1 | tee "$out/bench.log"
+    pack_autotune
     ;;
   *) echo "usage: bash scripts/gpu_kernels.sh validate|bench [args]" >&2; exit 2 ;;
 esac

@@ -1,4 +1,4 @@
-"""The sweep-cost helpers: scripts/estimate_grid_hours.py and scripts/sweep_throughput.py, on made-up inputs.
+"""The sweep-cost helpers (scripts/estimate_grid_hours.py, scripts/sweep_throughput.py) and the GPU drivers' shell parts, on made-up inputs.
 
     python -m pytest -q tests/test_speed_scripts.py
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,27 @@ def test_gpu_sweep_refuses_an_unknown_preset_before_any_work(tmp_path):
                           text=True, timeout=60)
     assert proc.returncode == 2 and "no conf/experiment/no_such_preset.yaml" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_gpu_env_restores_and_packs_triton_autotuning_results(tmp_path):
+    """fla's first-call autotuning outlasts a device call: gpu_env.sh restores a carried .triton_autotune.tgz into
+    Triton's cache and pack_autotune returns the cache's *.autotune.json files (only those) for the next call."""
+    import tarfile
+
+    carried = tmp_path / "seed" / "abc123"
+    carried.mkdir(parents=True)
+    (carried / "chunk_kda_fwd.autotune.json").write_text('{"key": [1], "configs_timings": []}')
+    with tarfile.open(tmp_path / ".triton_autotune.tgz", "w:gz") as tar:
+        tar.add(carried, arcname="./abc123")
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    script = (f". {REPO / 'scripts' / 'gpu_env.sh'} && mkdir -p $TRITON_CACHE_DIR/def456 && "
+              "echo '{}' > $TRITON_CACHE_DIR/def456/other.autotune.json && "
+              "echo binary > $TRITON_CACHE_DIR/def456/kernel.cubin && pack_autotune")
+    env = {**os.environ, "TRITON_CACHE_DIR": str(cache), "OUT": str(out)}
+    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert "restored 1 autotuning results" in proc.stdout, proc.stdout + proc.stderr
+    assert (cache / "abc123" / "chunk_kda_fwd.autotune.json").exists()
+    assert "packed 2 autotuning results" in proc.stdout
+    with tarfile.open(out / "triton_autotune.tgz") as tar:
+        names = sorted(n for n in tar.getnames() if n.endswith(".json") or n.endswith(".cubin"))
+    assert names == ["./abc123/chunk_kda_fwd.autotune.json", "./def456/other.autotune.json"]
