@@ -37,7 +37,7 @@ RUN_COLUMNS = [
     "chance_accuracy", "valid_metric", "test_metric", "train_min_len", "train_max_len", "params_total",
     "params_mixer", "state_size", "flops_per_token", "wall_time_s", "config_hash", "duplicate_of", "variant",
     "test_model", "tested_step",
-    "best_shortcut", "shortcut_accuracy", "shortcut_metric", "selected_by", "valid_score",
+    "best_shortcut", "shortcut_accuracy", "shortcut_metric", "selected_by", "valid_score", "checkpoint_selected_by",
 ]
 CURVE_COLUMNS = ["run_dir", "step", "split", "accuracy", "train_loss", "valid_loss"]
 LENGTH_COLUMNS = ["run_dir", "length", "train_len", "accuracy", "sequence_accuracy", "scaled_accuracy",
@@ -308,6 +308,9 @@ def run_row(run_dir: Path, root: Path) -> dict:
         "shortcut_metric": to_metric(summary.get("best_shortcut_accuracy"), metric, chance),
         "selected_by": selected_by,
         "valid_score": valid_score,
+        # what chose the tested weights inside the run: its summary's; a run from before summaries named it (text
+        # runs then too) chose them on validation accuracy
+        "checkpoint_selected_by": str(summary.get("selected_by") or "accuracy"),
         "_mtime": _mtime(run_dir / "summary.json"),
         **{f"config:{k}": v for k, v in flat.items() if not k.startswith(NOT_SETTINGS)},
         **{f"variant:{k}": flat[k] for k in VARIANT_KEYS if k in flat},

@@ -45,10 +45,19 @@ LOSS_PROTOCOL = (
 
 
 def protocol_text(runs: pd.DataFrame) -> str:
-    """PROTOCOL, plus a sentence naming the tasks whose runs are selected by validation loss, where there are any."""
-    by_loss = runs[runs["selected_by"] == "loss"]["task"] if "selected_by" in runs.columns else pd.Series([])
-    tasks = sorted(map(str, by_loss.dropna().unique()))
-    return PROTOCOL + (" " + LOSS_PROTOCOL.format(tasks=", ".join(tasks)) if tasks else "")
+    """PROTOCOL, plus a sentence naming the tasks whose runs are selected by validation loss, where there are any,
+    and one counting those runs that still tested the weights of their best validation accuracy (written before
+    arena selected text by loss)."""
+    loss = runs[runs["selected_by"] == "loss"] if "selected_by" in runs.columns else runs.iloc[0:0]
+    tasks = sorted(map(str, loss["task"].dropna().unique()))
+    if not tasks:
+        return PROTOCOL
+    text = PROTOCOL + " " + LOSS_PROTOCOL.format(tasks=", ".join(tasks))
+    older = int((loss.get("checkpoint_selected_by", pd.Series("loss", index=loss.index)) != "loss").sum())
+    if older:
+        text += (f" {older} of these {len(loss)} runs were made before that rule: each tested the weights of its "
+                 "best validation accuracy; their learning rate is still chosen on validation loss.")
+    return text
 
 
 def tested_model_line(runs: pd.DataFrame) -> str:

@@ -304,6 +304,10 @@ def test_text_chooses_the_learning_rate_on_validation_loss(tmp_path):
     md = (out / "report.md").read_text()
     assert "For text (language modelling) validation selects by loss instead" in md
     assert "valid loss (mean)" in md
+    # the two older text runs tested their best-accuracy weights: the protocol says so, with their count
+    assert list(runs[runs["task"] == "text"].sort_values("run_dir")["checkpoint_selected_by"]) == \
+        ["loss", "accuracy", "loss", "accuracy"]
+    assert "2 of these 4 runs were made before that rule" in md
 
 
 def test_the_protocol_names_no_loss_selection_without_text_runs(results_grid):
