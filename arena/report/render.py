@@ -303,7 +303,8 @@ MULTIPLES_CAPTION = (
     "Accuracy at multiples of the training length (the question of a length-extrapolation study: does a model keep "
     "its accuracy at 2x, 4x, 8x, ... the length it was trained at?). Each cell is the mean test score over seeds "
     "± the 95% CI half-width (Student's t; none for one seed), of the runs at the learning rate chosen on "
-    "validation (held-out data of the training length); 1x is the test split at the training length. "
+    "validation (held-out data of the training length); 1x is the run's `eval.lengths` score at the training "
+    "length where it evaluated that length, else its test split. "
     f"{DAGGER}: not above the best shortcut baseline at that length, whose score is the task's `best shortcut` row. "
     "Numbers per cell in lengths_by_multiple.csv.")
 
