@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The text language-model study (conf/experiment/text_lm.yaml, issue 17 item 5) in one GPU call, resumable: the six
 # models (kda, gdn, mamba2, mla, mla_nope, hybrid_3to1) on data/text_lm/, lm-eval's offline tasks at the end of each
-# run, then `python -m arena.report`; packed into $OUT/text_lm_runs.tgz (runs and report, without the checkpoints:
-# ~0.4 GB a run at 22M parameters, past the device's 16 MiB a file), beside the report's Markdown and the sweep log.
+# run, then `python -m arena.report`; the sweep, report and packing are scripts/gpu_sweep.sh's (REPORT=1): runs and
+# report in $OUT/text_lm_runs.tgz without the checkpoints (~0.4 GB a run at 22M parameters, past the device's 16 MiB
+# a file), beside the report's Markdown and the sweep log.
 # Each call runs until TIME_LIMIT; carry `results/runs/text_lm` (unpacked here from that archive) into the next call
 # and the same command skips every finished run (config_hash, as scripts/gpu_sweep.sh does); a run TIME_LIMIT stopped
 # has no checkpoint in the archive, so it starts again.
@@ -35,22 +36,9 @@ export HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 python3 -c 'import pyarrow, lm_eval, datasets; print("lm_eval", lm_eval.__version__, "datasets", datasets.__version__,
 "pyarrow", pyarrow.__version__)' \
   || echo "gpu_text_lm: lm-eval does not import: the runs train and record lm_eval_error instead of scores"
-out=${OUT:-results/gpu}; mkdir -p "$out"
 if [ ! -f "$data/corpus.jsonl" ]; then
   python3 scripts/make_text_lm_corpus.py --source "$source" --out "$data" \
     || { echo "gpu_text_lm: no $data/corpus.jsonl and it cannot be built here: carry data" >&2; exit 2; }
 fi
 cat "$data/PROVENANCE.txt"
-runs=results/runs/$EXPERIMENT report=results/runs/${EXPERIMENT}_report
-before=$(find "$runs" -name summary.json 2>/dev/null | wc -l)
-start=$(date +%s)
-# shellcheck disable=SC2086
-timeout "$TIME_LIMIT" python3 -m arena.run -m +experiment="$EXPERIMENT" hydra/launcher=joblib \
-  hydra.launcher.n_jobs="$N_JOBS" hydra.sweep.dir="$runs/sweep" $EXTRA > "$out/${EXPERIMENT}_sweep.log" 2>&1
-echo "sweep exit $? (124 = stopped at TIME_LIMIT; rerun with the archive carried to go on)"
-python3 scripts/sweep_throughput.py "$runs" --wall $(( $(date +%s) - start ))
-echo "finished runs: $before before this call, $(find "$runs" -name summary.json | wc -l) now"
-timeout 60 python3 -m arena.report "$runs" --out "$report" > "$out/${EXPERIMENT}_report.log" 2>&1 \
-  && cp "$report/report.md" "$out/${EXPERIMENT}_report.md"
-tar czf "$out/${EXPERIMENT}_runs.tgz" --exclude=checkpoint "$runs" "$report"
-grep -h "arena: \(completed\|diverged\|error\|lm-eval\|warning\)" "$out/${EXPERIMENT}_sweep.log" | tail -20
+EXPERIMENT=$EXPERIMENT N_JOBS=$N_JOBS EXTRA=$EXTRA TIME_LIMIT=$TIME_LIMIT REPORT=1 bash scripts/gpu_sweep.sh
