@@ -33,6 +33,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from unittest import mock
 
 from arena.errors import ConfigError
 
@@ -121,18 +122,12 @@ def simple_evaluate(lm, cfg, **kwargs) -> dict:
     (stderr: closed form for mean metrics, a one-process bootstrap for lm-eval's bootstrappable ones, none at 0)."""
     from lm_eval import simple_evaluate as lm_eval_simple_evaluate
 
-    before = os.environ.get("DISABLE_MULTIPROC")
-    os.environ["DISABLE_MULTIPROC"] = "1"  # no fork of a pool from a process that holds the model (and CUDA)
-    try:
+    # no fork of a pool from a process that holds the model (and CUDA); the environment is restored afterwards
+    with mock.patch.dict(os.environ, {"DISABLE_MULTIPROC": "1"}):
         return lm_eval_simple_evaluate(model=lm, tasks=list(cfg.tasks),
                                        task_manager=task_manager(resolve_include_path(cfg.include_path), cfg.tasks),
                                        limit=cfg.limit or None, bootstrap_iters=cfg.bootstrap_iters,
                                        log_samples=False, **kwargs)
-    finally:
-        if before is None:
-            os.environ.pop("DISABLE_MULTIPROC", None)
-        else:
-            os.environ["DISABLE_MULTIPROC"] = before
 
 
 def evaluate_run(run, run_dir: Path) -> dict:
