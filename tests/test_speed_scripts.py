@@ -1,4 +1,5 @@
-"""The sweep-cost helpers (scripts/estimate_grid_hours.py, scripts/sweep_throughput.py) and the GPU drivers' shell parts, on made-up inputs.
+"""The sweep-cost helpers (scripts/estimate_grid_hours.py, scripts/sweep_throughput.py) and the GPU drivers'
+shell parts, on made-up inputs.
 
     python -m pytest -q tests/test_speed_scripts.py
 """
