@@ -53,7 +53,7 @@ def protocol_text(runs: pd.DataFrame) -> str:
     if not tasks:
         return PROTOCOL
     text = PROTOCOL + " " + LOSS_PROTOCOL.format(tasks=", ".join(tasks))
-    older = int((loss.get("checkpoint_selected_by", pd.Series("loss", index=loss.index)) != "loss").sum())
+    older = int((loss["checkpoint_selected_by"] != "loss").sum())
     if older:
         text += (f" {older} of these {len(loss)} runs were made before that rule: each tested the weights of its "
                  "best validation accuracy; their learning rate is still chosen on validation loss.")
