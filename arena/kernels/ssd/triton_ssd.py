@@ -102,6 +102,15 @@ def _sequence(cu_ptr, chunk_off_ptr, i_n, T, NT, IS_VARLEN: tl.constexpr):
 
 
 @triton.jit
+def _state_tile(i_k, i_v, K, V, BK: tl.constexpr, BV: tl.constexpr):
+    """(offsets within one [K, V] state, mask) of the state passes' [BK, BV] tile (K block i_k, V block i_v)."""
+    rk = tl.arange(0, BK)
+    cv = tl.arange(0, BV)
+    idx = (i_k * BK + rk)[:, None] * V + i_v * BV + cv[None, :]
+    return idx, (rk[:, None] < K - i_k * BK) & (cv[None, :] < V - i_v * BV)
+
+
+@triton.jit
 def ssd_fwd_state_kernel(
     k_ptr, v_ptr, g_ptr, cu_ptr, chunk_off_ptr, h0_ptr, ht_ptr, h_ptr,
     T, NT, H, K, V,
@@ -119,10 +128,7 @@ def ssd_fwd_state_kernel(
     Kb = K - i_k * BK  # rows left in this block
     Vb = V - i_v * BV  # columns left in this block
 
-    rk = tl.arange(0, BK)
-    cv = tl.arange(0, BV)
-    state_idx = (i_k * BK + rk)[:, None] * V + i_v * BV + cv[None, :]
-    state_mask = (rk[:, None] < Kb) & (cv[None, :] < Vb)
+    state_idx, state_mask = _state_tile(i_k, i_v, K, V, BK, BV)
     state_off = i_nh.to(tl.int64) * K * V + state_idx
     if HAS_H0:
         S = tl.load(h0_ptr + state_off, mask=state_mask, other=0.0).to(tl.float32)
@@ -215,10 +221,7 @@ def ssd_bwd_state_kernel(
     Kb = K - i_k * BK
     Vb = V - i_v * BV
 
-    rk = tl.arange(0, BK)
-    cv = tl.arange(0, BV)
-    state_idx = (i_k * BK + rk)[:, None] * V + i_v * BV + cv[None, :]
-    state_mask = (rk[:, None] < Kb) & (cv[None, :] < Vb)
+    state_idx, state_mask = _state_tile(i_k, i_v, K, V, BK, BV)
     state_off = i_nh.to(tl.int64) * K * V + state_idx
     if HAS_DHT:
         dS = tl.load(dht_ptr + state_off, mask=state_mask, other=0.0).to(tl.float32)
