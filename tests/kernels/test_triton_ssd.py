@@ -95,8 +95,9 @@ CASES = [  # (id, B, T, H, K, V, dtype, options)
     ("fp32-T200-K128V64", 1, 200, 2, 128, 64, torch.float32, {"cuda_only": True}),
     ("bf16-T100-K256V256", 1, 100, 1, 256, 256, torch.bfloat16, {}),
     # K blocks of 64 in the state passes and the output pass, beside V blocks of 64: both split, last ones partial
-    ("T100-B2-K130V96-K-and-V-blocks", 2, 100, 1, 130, 96, torch.float32, {"scale": 0.5, "strong": 0.05}),
-    ("T40-K160V200-no-h0", 1, 40, 1, 160, 200, torch.float32, {"with_h0": False}),
+    # (fp16: fp32 with K > 128 is forward-only, test_fp32_with_wide_k_is_forward_only)
+    ("fp16-T100-B2-K130V96-K-and-V-blocks", 2, 100, 1, 130, 96, torch.float16, {"scale": 0.5, "strong": 0.05}),
+    ("fp16-T40-K160V200-no-h0", 1, 40, 1, 160, 200, torch.float16, {"with_h0": False}),
     ("fp16-T90-K96V72-K-and-V-blocks", 1, 90, 2, 96, 72, torch.float16, {"scale": 0.5}),
 ]
 
@@ -172,6 +173,31 @@ def test_bad_inputs_are_one_line_errors(device, change, match):
         chunk_ssd_triton(q, k, v, g)
 
 
+def test_fp32_with_wide_k_is_forward_only(device, monkeypatch):
+    """fp32 with K > 128: the backward's one-tile-of-K kernel would overflow shared memory on a GPU (368 KiB of an
+    H100's 227), so chunk_ssd_triton refuses it in one line before any launch when a backward follows, runs the
+    forward alone, and chunk_ssd(backend="triton") takes the torch path with one warning instead."""
+    from arena.kernels import _dispatch
+    from arena.kernels.ssd import chunk_ssd
+
+    q, k, v, g, h0 = make(1, 70, 1, 130, 16, torch.float32, device)
+    with pytest.raises(ValueError, match=r"^chunk_ssd_triton: fp32 inputs with K=130 > 128 overflow shared memory"):
+        chunk_ssd_triton(q, k, v, g, initial_state=h0)
+    with torch.no_grad():
+        o, S = chunk_ssd_triton(q, k, v, g, initial_state=h0, output_final_state=True)
+        o_ref, S_ref = naive_recurrent_ssd(*(x.double() for x in (q, k, v, g)), initial_state=h0.double(),
+                                           output_final_state=True)
+    assert_close("o", o_ref, o, TOL[torch.float32])
+    assert_close("final state", S_ref, S, TOL[torch.float32])
+
+    monkeypatch.setattr(_dispatch, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="chunk_ssd: the Triton kernels cannot run .*K=130.*torch path"):
+        o, _ = chunk_ssd(q, k, v, g, initial_state=h0, backend="triton")
+    o_torch, _ = chunk_ssd(q, k, v, g, initial_state=h0, backend="torch")
+    assert torch.equal(o, o_torch)
+    assert o.requires_grad
+
+
 # ---------------------------------------------------------------------------------------------- packed sequences
 
 def per_sequence_reference(inputs, lengths, scale, with_h0):
@@ -224,7 +250,7 @@ PACKED = [  # (id, lengths, H, K, V, dtype, options)
     ("no-final-two-V-blocks", (70, 1, 60), 2, 20, 80, torch.float32, {"final": False}),
     ("fp16-ragged", (1, 63, 65, 130), 1, 24, 40, torch.float16, {"strong": 0.05}),
     ("bf16-ragged-K128", (1, 63, 64, 65, 200), 2, 128, 64, torch.bfloat16, {}),
-    ("K-and-V-blocks-short-sequence", (20, 100, 1), 1, 130, 96, torch.float32, {"scale": 0.5, "strong": 0.05}),
+    ("fp16-K-and-V-blocks-short-sequence", (20, 100, 1), 1, 130, 96, torch.float16, {"scale": 0.5, "strong": 0.05}),
 ]
 
 
