@@ -22,16 +22,15 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 out=${OUT:-results/gpu}; mkdir -p "$out"
-before=$(find results/runs/kimi_synthetic -name summary.json 2>/dev/null | wc -l)
+python3 scripts/sweep_throughput.py results/runs/kimi_synthetic --save /tmp/sweep_before.json
 start=$(date +%s)
 # shellcheck disable=SC2086
 timeout "$TIME_LIMIT" python3 -m arena.run -m +experiment=kimi_synthetic \
   task.seq_len="$LENGTHS" train.lr="$LRS" mixer="$MIXERS" train.steps="$STEPS" \
   hydra/launcher=joblib hydra.launcher.n_jobs="$N_JOBS" $EXTRA > "$out/sweep.log" 2>&1
 echo "sweep exit $? (124 = stopped at TIME_LIMIT; rerun with the archive carried to go on)"
-# sweep throughput: training steps of all points (finished or not, as far as their last evaluation) / wall time
-python3 scripts/sweep_throughput.py results/runs/kimi_synthetic --wall $(( $(date +%s) - start ))
-after=$(find results/runs/kimi_synthetic -name summary.json | wc -l)
-echo "finished runs: $before before this call, $after now"
+# sweep throughput: this call's training steps (finished points or not, as far as their last evaluation) / wall
+python3 scripts/sweep_throughput.py results/runs/kimi_synthetic --wall $(( $(date +%s) - start )) \
+  --baseline /tmp/sweep_before.json
 tar czf "$out/kimi_runs.tgz" results/runs/kimi_synthetic
 grep -h "arena: \(completed\|diverged\|error\)" "$out/sweep.log" | tail -20

@@ -22,14 +22,13 @@ REPORT=${REPORT:-0}                # 1: the report too (up to 60 s more: leave r
 . "$(dirname "$0")/gpu_env.sh"     # carried wheels, PYTHONPATH, the card and stack
 out=${OUT:-results/gpu}; mkdir -p "$out"
 runs=results/runs/$EXPERIMENT report=()
-before=$(find "$runs" -name summary.json 2>/dev/null | wc -l)
+python3 scripts/sweep_throughput.py "$runs" --save /tmp/sweep_before.json  # steps per run so far (a resumed sweep)
 start=$(date +%s)
 # shellcheck disable=SC2086
 timeout "$TIME_LIMIT" python3 -m arena.run -m +experiment="$EXPERIMENT" hydra/launcher=joblib \
   hydra.launcher.n_jobs="$N_JOBS" hydra.sweep.dir="$runs/sweep" $EXTRA > "$out/${EXPERIMENT}_sweep.log" 2>&1
 echo "sweep exit $? (124 = stopped at TIME_LIMIT; rerun with the archive carried to go on)"
-python3 scripts/sweep_throughput.py "$runs" --wall $(( $(date +%s) - start ))
-echo "finished runs: $before before this call, $(find "$runs" -name summary.json | wc -l) now"
+python3 scripts/sweep_throughput.py "$runs" --wall $(( $(date +%s) - start )) --baseline /tmp/sweep_before.json
 if [ "$REPORT" = 1 ]; then
   report=("results/runs/${EXPERIMENT}_report")
   timeout 60 python3 -m arena.report "$runs" --out "${report[0]}" > "$out/${EXPERIMENT}_report.log" 2>&1 \
@@ -38,10 +37,11 @@ fi
 tar czf "$out/${EXPERIMENT}_runs.tgz" --exclude=checkpoint "$runs" "${report[@]}"
 # a point stopped mid-run resumes from its checkpoint: pack those of unfinished run dirs (finished ones need none),
 # where they fit in what the device returns (16 MiB a file; a 22M-parameter model's checkpoint is ~0.4 GB)
+# (an interrupted run writes a summary.json too: sweep_throughput.py reads its status)
 unfinished=()
-while IFS= read -r ckpt; do
-  [ -f "$(dirname "$ckpt")/summary.json" ] || unfinished+=("$ckpt")
-done < <(find "$runs" -type d -name checkpoint 2>/dev/null)
+while IFS= read -r run; do
+  [ -d "$run/checkpoint" ] && unfinished+=("$run/checkpoint")
+done < <(python3 scripts/sweep_throughput.py "$runs" --unfinished)
 if [ "${#unfinished[@]}" -gt 0 ]; then
   mib=$(du -cm "${unfinished[@]}" | tail -n 1 | cut -f1)
   if [ "$mib" -le 16 ]; then

@@ -66,6 +66,28 @@ def test_sweep_throughput_counts_finished_and_interrupted_points(tmp_path):
     assert "kda L256: 300 steps" in proc.stdout and "gdn L512: 200 steps" in proc.stdout
 
 
+def test_sweep_throughput_baseline_and_unfinished_runs(tmp_path):
+    """A resumed sweep counts only its own steps; an interrupted run (it writes a summary too) is unfinished, so
+    gpu_sweep.sh packs its checkpoint; a checkpoint's copy of config.yaml is not a point."""
+    done, cut = tmp_path / "0_kda-mqar-lr0.001", tmp_path / "1_gdn-mqar-lr0.001"
+    for run in (done, cut):
+        (run / "checkpoint").mkdir(parents=True)
+        (run / "config.yaml").write_text("x: 1\n")
+        (run / "checkpoint" / "config.yaml").write_text("x: 1\n")
+    (done / "summary.json").write_text(json.dumps({"status": "completed", "steps": 300}))
+    (cut / "summary.json").write_text(json.dumps({"status": "interrupted", "steps": 0}))
+    (cut / "metrics.jsonl").write_text(json.dumps({"step": 100}) + "\n")
+    baseline = tmp_path.parent / "before.json"
+    assert script("sweep_throughput.py", tmp_path, "--save", baseline).returncode == 0
+    (cut / "metrics.jsonl").write_text(json.dumps({"step": 100}) + "\n" + json.dumps({"step": 250}) + "\n")
+    proc = script("sweep_throughput.py", tmp_path, "--wall", 10, "--baseline", baseline)
+    assert "150 training steps over 2 points (1 finished, 1 before this sweep) in 10 s = 15.0 steps/s" in proc.stdout
+    proc = script("sweep_throughput.py", tmp_path, "--unfinished")
+    assert proc.stdout.split() == [str(cut)]
+    missing = script("sweep_throughput.py", tmp_path / "none", "--save", tmp_path.parent / "empty.json")
+    assert missing.returncode == 0 and json.loads((tmp_path.parent / "empty.json").read_text()) == {}
+
+
 def test_gpu_sweep_refuses_an_unknown_preset_before_any_work(tmp_path):
     import os
 
