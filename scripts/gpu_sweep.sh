@@ -5,8 +5,8 @@
 # finished point (config_hash) and goes on. Every call writes to the same sweep folder ($runs/sweep), so a point
 # that TIME_LIMIT stopped (SIGTERM: it checkpoints at its next step) resumes from that checkpoint in its own run dir
 # instead of starting again in a new folder. The archive leaves out every checkpoint (files come back from the device
-# at 16 MiB at most); the checkpoints of the runs that did not finish go to $OUT/<name>_resume.tgz, to unpack beside
-# it, where they fit in those 16 MiB (else those runs start again next call). REPORT=1 also runs `python -m
+# at 16 MiB at most); the checkpoints of the runs that did not finish go to $OUT/<name>_resume_<i>.tgz (15 MiB each
+# at most), to unpack beside it, where they fit (else those runs start again next call). REPORT=1 also runs `python -m
 # arena.report` over the runs into results/runs/<name>_report, packed with them, its Markdown beside the archive.
 #   EXPERIMENT=kda_vs_gdn bash scripts/gpu_sweep.sh                     # the whole preset grid
 #   EXPERIMENT=kda_vs_gdn EXTRA="mixer=kda mixer.gate=bounded" bash scripts/gpu_sweep.sh   # a narrowed grid
@@ -35,20 +35,28 @@ if [ "$REPORT" = 1 ]; then
     && cp "${report[0]}/report.md" "$out/${EXPERIMENT}_report.md"
 fi
 tar czf "$out/${EXPERIMENT}_runs.tgz" --exclude=checkpoint "$runs" "${report[@]}"
-# a point stopped mid-run resumes from its checkpoint: pack those of unfinished run dirs (finished ones need none),
-# where they fit in what the device returns (16 MiB a file; a 22M-parameter model's checkpoint is ~0.4 GB)
+# a point stopped mid-run resumes from its checkpoint: pack those of unfinished run dirs (finished ones need none)
+# into archives of at most 15 MiB (the device returns files of 16 MiB at most, and 8 files a call: runs, log, report
+# and up to RESUME_PARTS of these); a checkpoint past 15 MiB (a 22M-parameter model's is ~0.4 GB) starts again.
 # (an interrupted run writes a summary.json too: sweep_throughput.py reads its status)
 unfinished=()
 while IFS= read -r run; do
   [ -d "$run/checkpoint" ] && unfinished+=("$run/checkpoint")
 done < <(python3 scripts/sweep_throughput.py "$runs" --unfinished)
-if [ "${#unfinished[@]}" -gt 0 ]; then
-  mib=$(du -cm "${unfinished[@]}" | tail -n 1 | cut -f1)
-  if [ "$mib" -le 16 ]; then
-    tar czf "$out/${EXPERIMENT}_resume.tgz" "${unfinished[@]}"
-    echo "checkpoints of ${#unfinished[@]} unfinished runs: $out/${EXPERIMENT}_resume.tgz ($(du -h "$out/${EXPERIMENT}_resume.tgz" | cut -f1))"
-  else
-    echo "checkpoints of ${#unfinished[@]} unfinished runs: ${mib} MiB, past the 16 MiB a file the device returns: those runs start again"
+part=0 batch=() batch_mib=0 left=0
+flush_batch() {
+  if [ "${#batch[@]}" -gt 0 ]; then
+    tar czf "$out/${EXPERIMENT}_resume_$part.tgz" "${batch[@]}"
+    echo "checkpoints of ${#batch[@]} unfinished runs: $out/${EXPERIMENT}_resume_$part.tgz ($(du -h "$out/${EXPERIMENT}_resume_$part.tgz" | cut -f1))"
+    part=$((part + 1)) batch=() batch_mib=0
   fi
-fi
+}
+for ckpt in "${unfinished[@]}"; do
+  mib=$(du -sm "$ckpt" | cut -f1)
+  [ $((batch_mib + mib)) -gt 15 ] && flush_batch
+  if [ "$mib" -gt 15 ] || [ "$part" -ge "${RESUME_PARTS:-5}" ]; then left=$((left + 1)); continue; fi
+  batch+=("$ckpt") batch_mib=$((batch_mib + mib))
+done
+flush_batch
+[ "$left" -gt 0 ] && echo "checkpoints of $left unfinished runs do not fit the archives the device returns: those runs start again"
 grep -h "arena: \(completed\|diverged\|error\|lm-eval\|warning\)" "$out/${EXPERIMENT}_sweep.log" | tail -20

@@ -77,7 +77,8 @@ def main() -> int:
         steps -= min(steps, before.get(run, (0, False))[0])  # a resumed run counts from where it stood
         total += steps
         finished += done
-        name = Path(run).name.split("_", 1)[-1]  # <job>_<mixer>-<task>-L<len>-lr<lr>
+        point = Path(run) if not Path(run).name.startswith("attempt_") else Path(run).parent  # a rerun's own dir
+        name = point.name.split("_", 1)[-1]  # <job>_<mixer>-<task>-L<len>-lr<lr>
         by_key[name.split("-")[0] + " " + next((p for p in name.split("-") if p.startswith("L")), "?")] += steps
     since = f", {sum(done for _, done in before.values())} before this sweep" if args.baseline else ""
     print(f"sweep throughput: {total} training steps over {len(runs)} points ({finished} finished{since}) in "
