@@ -49,18 +49,25 @@ def length_table(selected: pd.DataFrame) -> pd.DataFrame:
 
 
 def convergence_table(curves: pd.DataFrame, chosen: pd.DataFrame, lengths: dict) -> pd.DataFrame:
-    """Validation score (the task's metric) against step for the chosen-rate runs at each task's fixed length,
-    averaged over seeds (min and max kept for the band)."""
+    """Validation score against step for the chosen-rate runs at each task's fixed length, averaged over seeds
+    (min and max kept for the band): the task's metric, or for runs whose learning rate is chosen on loss
+    (language modelling, `selected_by` loss) the validation loss itself, metric `valid_loss`, with no chance or
+    shortcut level."""
     columns = ["task", "series", "metric", "train_len", "step", "valid_metric_mean", "valid_metric_min",
                "valid_metric_max", "n_seeds", *REFERENCE_COLUMNS]
     if curves.empty or chosen.empty:
         return pd.DataFrame(columns=columns)
     runs = chosen[chosen.apply(lambda r: r["train_len"] == lengths.get(r["task"]), axis=1)]
-    meta = runs[["run_dir", "task", "series", "metric", "train_len", "seed", *REFERENCE_COLUMNS]]
+    runs = runs.assign(by_loss=runs["selected_by"].eq("loss") if "selected_by" in runs else False)
+    meta = runs[["run_dir", "task", "series", "metric", "train_len", "seed", "by_loss", *REFERENCE_COLUMNS]]
     data = curves[curves["split"] == "valid"].merge(meta, on="run_dir")
     if data.empty:
         return pd.DataFrame(columns=columns)
-    data["value"] = [to_metric(a, m, c) for a, m, c in zip(data["accuracy"], data["metric"], data["chance_accuracy"])]
+    data["value"] = [loss if by_loss else to_metric(a, m, c) for a, m, c, loss, by_loss in
+                     zip(data["accuracy"], data["metric"], data["chance_accuracy"], data["valid_loss"],
+                         data["by_loss"])]
+    data.loc[data["by_loss"], "metric"] = "valid_loss"
+    data.loc[data["by_loss"], ["chance_accuracy", "shortcut_metric"]] = np.nan  # levels of accuracy, not loss
     # runs that repeat a seed (another kernel implementation, say) are one seed: averaged before the band
     keys = ["task", "series", "metric", "train_len", "step"]
     data = data.groupby(keys + ["seed"], dropna=False).agg(
@@ -206,10 +213,14 @@ def _log_count_axis(ax) -> None:
 def metric_name(metric: str) -> str:
     if metric == "neg_mse":  # a regression task (icl_regression): its accuracy slots hold -MSE, higher is better
         return "minus MSE"
+    if metric == "valid_loss":  # language modelling's convergence: the loss its learning rate is chosen on
+        return "validation loss"
     return "scaled accuracy" if metric == "scaled_accuracy" else "accuracy"
 
 
 def metric_label(metric: str, split: str = "test") -> str:
+    if metric == "valid_loss":
+        return f"{split} loss\n(nats per scored token; lower is better)"
     if metric == "neg_mse":
         return f"{split} minus MSE\n(0 = perfect; see the MSE curves)"
     if metric == "scaled_accuracy":
@@ -218,9 +229,11 @@ def metric_label(metric: str, split: str = "test") -> str:
 
 
 def _accuracy_axis(ax, metric: str = "accuracy", split: str = "test", lowest: float = 0.0) -> None:
-    """0..1 with a little room; scaled accuracy may go below 0 (worse than chance), so the axis follows it."""
+    """0..1 with a little room; scaled accuracy may go below 0 (worse than chance), so the axis follows it. A loss
+    (metric valid_loss) keeps matplotlib's own limits."""
     low = min(-0.03, lowest - 0.05) if np.isfinite(lowest) else -0.03
-    ax.set_ylim(low, 0.03 if metric == "neg_mse" else 1.03)  # minus MSE: at most 0
+    if metric != "valid_loss":
+        ax.set_ylim(low, 0.03 if metric == "neg_mse" else 1.03)  # minus MSE: at most 0
     ax.set_ylabel(metric_label(metric, split))
     ax.grid(True, alpha=0.3)
 

@@ -283,7 +283,9 @@ CAPTIONS = {
                               "Each point is the mean test score over seeds at the learning rate chosen on "
                               "validation; error bars are 95% confidence intervals. " + SCORE,
     "convergence.png": "Mean validation score over seeds against training step, at the chosen learning rate, "
-                       "at each task's fixed training length (the band spans the seeds). " + SCORE,
+                       "at each task's fixed training length (the band spans the seeds); for language modelling "
+                       "the validation loss its learning rate is chosen on (nats per token, lower is better). "
+                       + SCORE,
     "frontier.png": "Zoology's frontier: test score against the recurrent state per sequence (elements) and "
                     "against the parameter count, at each task's fixed training length. " + SCORE,
     "length_extrapolation.png": "Test score at other lengths of the models trained at each task's fixed "

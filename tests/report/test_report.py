@@ -287,8 +287,11 @@ def test_text_chooses_the_learning_rate_on_validation_loss(tmp_path):
             fields = {"valid_loss": loss, "test_bits_per_byte": (loss + 0.01) / math.log(2)}
             if not older:
                 fields.update(selected_by="loss", selection_score=-loss)
+            # validation curves: loss falls to the run's valid_loss while accuracy rises (both drawn would differ)
+            metrics = [{"step": step, "split": "valid", "accuracy": valid * step / 200, "train_loss": 2.0,
+                        "valid_loss": loss + (200 - step) / 100 + seed / 10} for step in (100, 200)]
             write_run(root, f"text-{lr:g}-s{seed}", config_for("kda", "text", 64, lr, seed),
-                      summary_for("kda", "text", 64, valid, test, **fields))
+                      summary_for("kda", "text", 64, valid, test, **fields), metrics)
         write_run(root, f"mqar-{lr:g}", config_for("kda", "mqar", 64, lr, 0),
                   summary_for("kda", "mqar", 64, valid, test, selected_by="accuracy", selection_score=valid))
     runs = load_runs(root)
@@ -308,6 +311,16 @@ def test_text_chooses_the_learning_rate_on_validation_loss(tmp_path):
     assert list(runs[runs["task"] == "text"].sort_values("run_dir")["checkpoint_selected_by"]) == \
         ["loss", "accuracy", "loss", "accuracy"]
     assert "2 of these 4 runs were made before that rule" in md
+    # the convergence plot draws what chose the rate: text its validation loss (seeds 1.10 + 0 / 0.1, + 1 at step
+    # 100), with no chance or shortcut level; the probe its accuracy
+    tables = build_tables(root)
+    conv = tables["convergence_table"].set_index(["task", "step"])
+    assert conv.loc[("text", 200), "metric"] == "valid_loss"
+    assert conv.loc[("text", 200), "valid_metric_mean"] == pytest.approx(1.15)
+    assert conv.loc[("text", 100), "valid_metric_min"] == pytest.approx(2.10)
+    assert conv.loc[("text", 100), "valid_metric_max"] == pytest.approx(2.20)
+    assert pd.isna(conv.loc[("text", 200), "chance_accuracy"]) and pd.isna(conv.loc[("text", 200), "shortcut_metric"])
+    assert (out / "convergence.png").exists()
 
 
 def test_the_protocol_names_no_loss_selection_without_text_runs(results_grid):
