@@ -9,7 +9,7 @@ Counts each run directory's steps (summary.json's `steps` when the run finished,
 metrics.jsonl, so an interrupted point counts up to its last evaluation) and prints steps, points, steps/s over
 `--wall` seconds, and by mixer and training length. A run is finished when its summary says completed or diverged
 (an interrupted run writes a summary too). With a baseline, a resumed sweep counts only the steps trained since.
-scripts/gpu_sweep.sh and scripts/gpu_kimi_synthetic.sh call it after each sweep.
+scripts/gpu_sweep.sh (and so scripts/gpu_kimi_synthetic.sh) calls it after each sweep.
 """
 
 from __future__ import annotations
