@@ -22,6 +22,7 @@ import torch
 import yaml
 
 import arena.train
+import arena.trainer
 from arena import checkpoint
 from arena.errors import ConfigError
 from arena.evaluate import EvalConfig, evaluate, evaluate_length
@@ -168,7 +169,7 @@ def make_run(steps: int = 14, task: str | dict = TASK, **train_cfg) -> Run:
 def scripted_validation(monkeypatch):
     """Validation accuracy follows SCRIPT by step; the test and length evaluations stay real."""
     clock = {"step": 0}
-    real_lr_at, real_evaluate = arena.train.lr_at, arena.train.evaluate
+    real_lr_at, real_evaluate = arena.trainer.lr_at, arena.train.evaluate
 
     def lr_at(step, cfg):  # Trainer.step asks it first thing every step: the step clock
         clock["step"] = step
@@ -182,7 +183,7 @@ def scripted_validation(monkeypatch):
             result = {**result, "accuracy": SCRIPT[clock["step"] + 1]}
         return result
 
-    monkeypatch.setattr(arena.train, "lr_at", lr_at)
+    monkeypatch.setattr(arena.trainer, "lr_at", lr_at)  # the clock Trainer.step reads
     monkeypatch.setattr(arena.train, "evaluate", scripted)
 
 
@@ -271,7 +272,7 @@ def disagreeing_validation(monkeypatch):
     """Validation accuracy and loss follow DISAGREE by step (the validation loss and its perplexity and bits per
     byte, where reported, alike); the test and length evaluations stay real (arena.protocol's own evaluate)."""
     clock = {"step": 0}
-    real_lr_at, real_evaluate = arena.train.lr_at, arena.train.evaluate
+    real_lr_at, real_evaluate = arena.trainer.lr_at, arena.train.evaluate
 
     def lr_at(step, cfg):
         clock["step"] = step
@@ -284,7 +285,7 @@ def disagreeing_validation(monkeypatch):
             result.update(perplexity=math.exp(loss), bits_per_byte=loss / math.log(2))  # plain floats: checkpointed
         return result
 
-    monkeypatch.setattr(arena.train, "lr_at", lr_at)
+    monkeypatch.setattr(arena.trainer, "lr_at", lr_at)  # the clock Trainer.step reads
     monkeypatch.setattr(arena.train, "evaluate", scripted)
 
 

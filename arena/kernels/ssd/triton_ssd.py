@@ -7,7 +7,8 @@
 Same recurrence and signature as `arena.kernels.ssd.naive_recurrent_ssd` (per head, g_t <= 0 a scalar):
     S_t = exp(g_t) S_{t-1} + k_t v_t^T,   o_t = scale * S_t^T q_t
 q, k: [B, T, H, K]; v: [B, T, H, V] (one dtype of fp32/fp16/bf16, K, V <= 256; fp32 with K > 128 forward only:
-`chunk.triton_blocker`); g: [B, T, H]; state [B, H, K, V] fp32. CUDA tensors, or CPU under the Triton interpreter (TRITON_INTERPRET=1; bf16 is wrong there).
+`chunk.triton_blocker`); g: [B, T, H]; state [B, H, K, V] fp32. CUDA tensors, or CPU under the Triton interpreter
+(TRITON_INTERPRET=1; bf16 is wrong there).
 Tested in tests/kernels/test_triton_ssd.py.
 
 As in the delta-rule kernels (arena/kernels/triton_delta/chunk.py), batches are packed into one sequence axis
