@@ -31,7 +31,8 @@ def step_ms(rows: dict[tuple[str, int], float], mixer: str, T: int) -> float:
         return rows[(mixer, T)]
     lengths = sorted(t for m, t in rows if m == mixer)
     if len(lengths) < 2:
-        raise SystemExit(f"estimate_grid_hours: no measured rows for mixer {mixer!r} near T={T}")
+        raise SystemExit(f"estimate_grid_hours: no measured rows for mixer {mixer!r} near T={T} (the CSV has "
+                         f"{', '.join(sorted({m for m, _ in rows}))}): bench it, or leave it out with --mixers")
     lo = max([t for t in lengths if t < T], default=lengths[0])
     hi = min([t for t in lengths if t > T], default=lengths[-1])
     if lo == hi:

@@ -45,6 +45,13 @@ def test_grid_hours_sums_steps_times_interpolated_step_time(tmp_path):
     assert f"({seconds / 2 / 60:.1f} minutes)" in proc.stdout  # shared at 2x
 
 
+def test_grid_hours_names_a_mixer_the_csv_has_not_measured(tmp_path):
+    path = bench_csv(tmp_path / "b.csv", {("kda", 256): 10.0, ("kda", 1024): 30.0})
+    proc = script("estimate_grid_hours.py", path, "--mixers", "kda,mla_conv", "--lengths", "256")
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+    assert "mixer 'mla_conv'" in proc.stderr and "the CSV has kda" in proc.stderr and "--mixers" in proc.stderr
+
+
 def test_grid_hours_refuses_a_missing_csv_in_one_line(tmp_path):
     proc = script("estimate_grid_hours.py", tmp_path / "none.csv")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
