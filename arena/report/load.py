@@ -30,6 +30,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from arena.lm_eval import stderr_key  # lm-eval's naming of a metric's stderr, as summary.json keeps it
+
 RUN_COLUMNS = [
     "run_dir", "experiment", "mixer", "raw_mixer", "model", "task", "train_len", "lr", "seed", "steps", "status",
     "message", "valid_accuracy", "test_accuracy", "test_sequence_accuracy", "train_accuracy", "test_perplexity",
@@ -415,12 +417,6 @@ LM_EVAL_COLUMNS = ["run_dir", "benchmark", "metric", "value", "stderr", "ci95"]
 Z95 = 1.96  # a 95 % normal interval: value ± Z95 x stderr
 
 
-def _stderr_key(metric: str) -> str:
-    """lm-eval's name of a metric's stderr: acc -> acc_stderr, exact_match,strict-match -> exact_match_stderr,..."""
-    name, comma, filter_name = metric.partition(",")
-    return f"{name}_stderr{comma}{filter_name}"
-
-
 def load_lm_eval(root, runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, lm-eval task, metric): summary.json's `lm_eval` (eval.lm_eval.tasks, arena/lm_eval.py),
     with the metric's `<metric>_stderr` as `stderr` and its 95 % half-width `ci95` (NaN where lm-eval gave none)."""
@@ -432,7 +428,7 @@ def load_lm_eval(root, runs: pd.DataFrame) -> pd.DataFrame:
             for metric, value in metrics.items():
                 if str(metric).partition(",")[0].endswith("_stderr"):
                     continue  # its metric's row carries it
-                stderr = _number(metrics.get(_stderr_key(str(metric))))
+                stderr = _number(metrics.get(stderr_key(str(metric))))
                 rows.append({"run_dir": run_dir, "benchmark": str(benchmark), "metric": str(metric),
                              "value": _number(value), "stderr": stderr, "ci95": Z95 * stderr})
     return pd.DataFrame(rows, columns=LM_EVAL_COLUMNS)

@@ -323,6 +323,28 @@ def test_text_chooses_the_learning_rate_on_validation_loss(tmp_path):
     assert (out / "convergence.png").exists()
 
 
+def test_lm_eval_scores_keep_their_stderr_filter_names_included(tmp_path):
+    """summary.json's lm_eval scores as lm-eval names them: `acc` with `acc_stderr`, a filtered metric
+    `exact_match,strict-match` with `exact_match_stderr,strict-match`, bits_per_byte with none; each row carries its
+    own metric's stderr and 1.96 x it, and no stderr becomes a row of its own."""
+    from arena.report.load import load_lm_eval
+
+    root = tmp_path / "r"
+    lm_eval = {"mc": {"acc": 0.6, "acc_stderr": 0.05},
+               "gen": {"exact_match,strict-match": 0.3, "exact_match_stderr,strict-match": 0.02,
+                       "exact_match,flexible": 0.4, "exact_match_stderr,flexible": 0.03},
+               "ppl": {"bits_per_byte": 1.5}}
+    write_run(root, "t", config_for("kda", "text", 64, 1e-3, 0),
+              summary_for("kda", "text", 64, 0.5, 0.5, lm_eval=lm_eval))
+    rows = load_lm_eval(root, load_runs(root)).set_index(["benchmark", "metric"])
+    assert sorted(rows.index) == [("gen", "exact_match,flexible"), ("gen", "exact_match,strict-match"),
+                                  ("mc", "acc"), ("ppl", "bits_per_byte")]
+    assert rows.loc[("gen", "exact_match,strict-match"), "stderr"] == pytest.approx(0.02)
+    assert rows.loc[("gen", "exact_match,flexible"), "ci95"] == pytest.approx(1.96 * 0.03)
+    assert rows.loc[("mc", "acc"), "stderr"] == pytest.approx(0.05)
+    assert math.isnan(rows.loc[("ppl", "bits_per_byte"), "stderr"])
+
+
 def test_the_protocol_names_no_loss_selection_without_text_runs(results_grid):
     blocks = build_blocks(results_grid, build_tables(results_grid), {})
     assert not any("selects by loss" in block.text for block in blocks if block.kind == "p")
