@@ -24,7 +24,19 @@ TRITON_CHUNK_SIZE = 64  # the Triton kernels' only chunk (triton_delta.chunk_fwd
 TORCH_CHUNK_SIZE = 16  # fastest on a 2-core CPU of 8 / 16 / 32 / 64 (fwd+bwd, T 64-256)
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 TRITON_MAX_HEAD_DIM = 256  # K and V: the state kernels hold a [K, 64] fp32 tile in registers
+# The Triton backwards (delta rules and the SSD) hold [C, K] fp32 tiles: fp32 at K > 128 (a 256 tile) overflows an
+# H100's shared memory (the SSD's ssd_bwd_intra_kernel: 368 KiB of 227, measured); bf16 / fp16 at K = 256 fit
+FP32_MAX_K_BACKWARD = 128
 _warned: set[str] = set()
+
+
+def fp32_backward_blocker(dtype: torch.dtype, K: int, backward: bool) -> str | None:
+    """Why a Triton backward cannot take q, k, v of `dtype` and head dim K (fp32 past FP32_MAX_K_BACKWARD), or
+    None; `backward`: one will run."""
+    if dtype == torch.float32 and K > FP32_MAX_K_BACKWARD and backward:
+        return (f"fp32 inputs with K={K} > {FP32_MAX_K_BACKWARD} overflow shared memory in the backward; "
+                f"use bf16/fp16 or K <= {FP32_MAX_K_BACKWARD}")
+    return None
 
 
 def _warn_once(op: str, reason: str) -> None:
@@ -45,9 +57,7 @@ def _triton_blocker(device, dtypes, K: int, V: int, training: bool) -> str | Non
         return "q, k, v must share one dtype of fp32/fp16/bf16, got " + "/".join(map(str, dtypes))
     if max(K, V) > TRITON_MAX_HEAD_DIM or min(K, V) < 1:
         return f"head dims from 1 to {TRITON_MAX_HEAD_DIM} are supported, got K={K}, V={V}"
-    if dtypes[0] == torch.float32 and K > 128 and training and not interpreting():
-        return f"fp32 inputs with K={K} > 128 overflow shared memory in the backward; use bf16/fp16 or K <= 128"
-    return None
+    return None if interpreting() else fp32_backward_blocker(dtypes[0], K, training)  # the interpreter has room
 
 
 def _check_backend(op: str, backend: str | None) -> None:

@@ -247,3 +247,21 @@ def test_public_ops_take_their_options_by_keyword():
     (q, k, v, g, beta), h0 = make_inputs("kda", 3)
     with pytest.raises(TypeError):
         chunk_kda(q, k, v, g, beta, None, h0)
+
+
+def test_compiled_triton_refuses_fp32_wide_k_training_only(monkeypatch):
+    """On a GPU (not the interpreter, which has no shared-memory limit) the delta rules' Triton path refuses fp32
+    q, k, v with K > 128 when a backward will run, with the reason the SSD gives too; bf16, K = 128 or no backward
+    pass."""
+    import arena.kernels.triton_delta as triton_delta
+    from arena.kernels import _dispatch
+
+    monkeypatch.setattr(triton_delta, "interpreting", lambda: False)
+    monkeypatch.setattr(triton_delta, "triton_status", lambda device: (True, ""))
+    blocker = _dispatch._triton_blocker("cuda", (torch.float32,) * 3, 130, 64, training=True)
+    assert blocker == "fp32 inputs with K=130 > 128 overflow shared memory in the backward; use bf16/fp16 or K <= 128"
+    assert _dispatch._triton_blocker("cuda", (torch.float32,) * 3, 130, 64, training=False) is None
+    assert _dispatch._triton_blocker("cuda", (torch.float32,) * 3, 128, 64, training=True) is None
+    assert _dispatch._triton_blocker("cuda", (torch.bfloat16,) * 3, 256, 64, training=True) is None
+    monkeypatch.setattr(triton_delta, "interpreting", lambda: True)
+    assert _dispatch._triton_blocker("cuda", (torch.float32,) * 3, 130, 64, training=True) is None

@@ -23,26 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from arena.errors import choice_error
+from arena.kernels._dispatch import _warn_once, fp32_backward_blocker
 from arena.kernels.ssd.naive import check_inputs, compute_dtype, run_packed
 
 BACKENDS = ("torch", "triton")  # triton: arena.kernels.ssd.triton_ssd (CUDA, or the interpreter), chunk 64
 TRITON_CHUNK_SIZE = 64  # the Triton SSD's only chunk (triton_ssd.CHUNK is this)
-# The Triton backward (ssd_bwd_intra_kernel) holds all of K in one tile: fp32 tiles at K = 130-256 (a 256 tile)
-# need 368 KiB of shared memory, an H100 has 227 (measured); bf16 / fp16 at K = 256 fit.
-TRITON_FP32_MAX_K_BACKWARD = 128
-
-
 def needs_backward(*tensors: torch.Tensor | None) -> bool:
     """Whether autograd will run a backward through these inputs (grad mode on and one of them requires grad)."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-def triton_blocker(dtype: torch.dtype, K: int, backward: bool) -> str | None:
-    """Why the Triton SSD cannot take valid inputs of this dtype and K, or None when it can."""
-    if dtype == torch.float32 and K > TRITON_FP32_MAX_K_BACKWARD and backward:
-        return (f"fp32 inputs with K={K} > {TRITON_FP32_MAX_K_BACKWARD} overflow shared memory in the backward; "
-                f"use bf16/fp16 or K <= {TRITON_FP32_MAX_K_BACKWARD}")
-    return None
 
 
 def segsum(x: torch.Tensor) -> torch.Tensor:
@@ -83,21 +71,21 @@ def chunk_ssd(
     cu_seqlens: int [N+1] offsets of N sequences packed along T (B must be 1); no state passes between them, and
     initial_state / the final state are [N, H, K, V]. The torch path runs the sequences one by one.
     backend="triton" runs the torch path, with one warning, for inputs the Triton kernels cannot take
-    (`triton_blocker`: fp32 with K > 128 when a backward follows).
+    (`fp32_backward_blocker`: fp32 with K > 128 when a backward follows).
     """
     if backend not in BACKENDS:
         raise choice_error("chunk_ssd backend", backend, BACKENDS)
     if chunk_size < 1:
         raise ValueError(f"chunk_ssd: chunk_size={chunk_size} must be >= 1")
     if backend == "triton":  # its own chunk of 64: the chunk size changes rounding only, not the result
-        blocker = triton_blocker(q.dtype, q.shape[-1], needs_backward(q, k, v, g, initial_state))
+        # the delta rules' rule, in the interpreter too (so CPU tests see what a GPU does): its
+        # ssd_bwd_intra_kernel holds all of K in one tile
+        blocker = fp32_backward_blocker(q.dtype, q.shape[-1], needs_backward(q, k, v, g, initial_state))
         if blocker is None:
             from arena.kernels.ssd.triton_ssd import chunk_ssd_triton
 
             return chunk_ssd_triton(q, k, v, g, scale=scale, initial_state=initial_state,
                                     output_final_state=output_final_state, cu_seqlens=cu_seqlens)
-        from arena.kernels._dispatch import _warn_once
-
         _warn_once("chunk_ssd", blocker)  # then the torch path below, as the delta-rule ops fall back
     check_inputs(q, k, v, g, initial_state, cu_seqlens, op="chunk_ssd")
     if cu_seqlens is not None:

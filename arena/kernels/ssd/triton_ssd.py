@@ -7,8 +7,8 @@
 Same recurrence and signature as `arena.kernels.ssd.naive_recurrent_ssd` (per head, g_t <= 0 a scalar):
     S_t = exp(g_t) S_{t-1} + k_t v_t^T,   o_t = scale * S_t^T q_t
 q, k: [B, T, H, K]; v: [B, T, H, V] (one dtype of fp32/fp16/bf16, K, V <= 256; fp32 with K > 128 forward only:
-`chunk.triton_blocker`); g: [B, T, H]; state [B, H, K, V] fp32. CUDA tensors, or CPU under the Triton interpreter
-(TRITON_INTERPRET=1; bf16 is wrong there).
+`_dispatch.fp32_backward_blocker`); g: [B, T, H]; state [B, H, K, V] fp32. CUDA tensors, or CPU under the Triton
+interpreter (TRITON_INTERPRET=1; bf16 is wrong there).
 Tested in tests/kernels/test_triton_ssd.py.
 
 As in the delta-rule kernels (arena/kernels/triton_delta/chunk.py), batches are packed into one sequence axis
@@ -45,7 +45,8 @@ import torch
 import triton
 import triton.language as tl
 
-from arena.kernels.ssd.chunk import TRITON_CHUNK_SIZE, needs_backward, triton_blocker
+from arena.kernels._dispatch import fp32_backward_blocker
+from arena.kernels.ssd.chunk import TRITON_CHUNK_SIZE, needs_backward
 from arena.kernels.ssd.naive import check_inputs
 from arena.kernels.triton_delta import output_buffer, triton_status
 from arena.kernels.triton_delta.chunk import CHUNK as DELTA_CHUNK
@@ -442,7 +443,7 @@ def chunk_ssd_triton(
     V = v.shape[-1]
     if max(K, V) > MAX_HEAD_DIM:
         raise ValueError(f"{op}: head dims up to {MAX_HEAD_DIM} are supported, got K={K}, V={V}")
-    blocker = triton_blocker(q.dtype, K, needs_backward(q, k, v, g, initial_state))
+    blocker = fp32_backward_blocker(q.dtype, K, needs_backward(q, k, v, g, initial_state))
     if blocker is not None:  # refused before any launch: on a GPU the backward would fail to compile
         raise ValueError(f"{op}: {blocker}")
     ok, reason = triton_status(q.device)
