@@ -53,8 +53,9 @@ flush_batch() {
 }
 for ckpt in "${unfinished[@]}"; do
   mib=$(du -sm "$ckpt" | cut -f1)
+  if [ "$mib" -gt 15 ]; then left=$((left + 1)); continue; fi  # too large for any archive: no flush for it
   [ $((batch_mib + mib)) -gt 15 ] && flush_batch
-  if [ "$mib" -gt 15 ] || [ "$part" -ge "${RESUME_PARTS:-5}" ]; then left=$((left + 1)); continue; fi
+  if [ "$part" -ge "${RESUME_PARTS:-5}" ]; then left=$((left + 1)); continue; fi
   batch+=("$ckpt") batch_mib=$((batch_mib + mib))
 done
 flush_batch
