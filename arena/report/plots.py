@@ -58,7 +58,7 @@ def convergence_table(curves: pd.DataFrame, chosen: pd.DataFrame, lengths: dict)
     if curves.empty or chosen.empty:
         return pd.DataFrame(columns=columns)
     runs = chosen[chosen.apply(lambda r: r["train_len"] == lengths.get(r["task"]), axis=1)]
-    runs = runs.assign(by_loss=runs["selected_by"].eq("loss") if "selected_by" in runs else False)
+    runs = runs.assign(by_loss=runs["selected_by"].eq("loss"))  # load_runs always writes selected_by
     meta = runs[["run_dir", "task", "series", "metric", "train_len", "seed", "by_loss", *REFERENCE_COLUMNS]]
     data = curves[curves["split"] == "valid"].merge(meta, on="run_dir")
     if data.empty:
