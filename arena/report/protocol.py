@@ -8,8 +8,11 @@ seed, say with another kernel implementation, count as one seed; a note says so)
 Runs that share a config_hash are one run (the runs table's `duplicate_of` names the one kept). The learning
 rate with the best mean VALIDATION accuracy is chosen (ties: the lower rate), or for a task selected by loss (text:
 the runs table's `selected_by`) the lowest mean validation loss (the `valid_score` column, higher is better, holds
-either); the group's reported number is the
-mean TEST score of the runs at that rate, in the task's metric (accuracy; scaled accuracy for parity), with a 95%
+either). The rates are compared on the group's shared seeds, those every rate has a run for (any status), so
+that a rate tuned on seed 0 and then replicated on seeds 1 and 2 meets the other rates on seed 0 alone (lr_table:
+`choice_score_mean` over `choice_seeds`); where no seed is shared, or no rate completed one, each rate's mean over
+all its seeds decides and the group's note says so. The group's reported number is the mean TEST score of the
+runs at that rate over all their seeds, in the task's metric (accuracy; scaled accuracy for parity), with a 95%
 confidence interval from Student's t (n - 1 degrees of freedom; none for one seed). Diverged and failed runs are
 left out of every mean but counted, so they stay visible; a rate whose runs all diverged or failed cannot be
 chosen. Training accuracy is never used. Parameters, state size and FLOPs per token of the chosen runs stand
@@ -27,10 +30,13 @@ from arena.report.load import GROUP_AXES, setting_columns
 
 PROTOCOL = (
     "For each (experiment, mixer, task, training length, setting) the learning rate with the best mean "
-    "validation accuracy over seeds is chosen (ties: the lower rate), and the test score of the runs at that "
-    "rate is reported as mean ± 95% confidence half-width (Student's t, n-1 degrees of freedom; no interval for "
-    "one seed), in the task's metric: accuracy, or scaled accuracy (accuracy - chance) / (1 - chance) where "
-    "the task is judged by it (parity, modular arithmetic). Seeds are distinct seeds: runs that repeat a seed "
+    "validation accuracy is chosen (ties: the lower rate), and the test score of the runs at that rate, over all "
+    "their seeds, is reported as mean ± 95% confidence half-width (Student's t, n-1 degrees of freedom; no "
+    "interval for one seed), in the task's metric: accuracy, or scaled accuracy (accuracy - chance) / (1 - chance) "
+    "where the task is judged by it (parity, modular arithmetic). The rates are compared on the seeds every rate "
+    "of the group ran (a diverged or failed run counts as run), so a rate tuned on seed 0 and replicated on seeds "
+    "1 and 2 meets the other rates on seed 0 alone; where no seed was run at every rate, each rate's mean over all "
+    "its seeds decides, and the group's note says so. Seeds are distinct seeds: runs that repeat a seed "
     "are averaged into one (a note names how they differ), and runs with the same config hash count once. "
     "Diverged and failed runs are excluded from the means but counted; a learning rate whose runs "
     "all diverged or failed cannot be chosen. Training accuracy is never reported. Validation is held-out "
@@ -40,7 +46,7 @@ PROTOCOL = (
 LOSS_PROTOCOL = (
     "For {tasks} (language modelling) validation selects by loss instead: each run's best validation evaluation "
     "(the weights the test scores with train.test_on=best) is its lowest validation loss, and the learning rate "
-    "chosen is the one with the lowest mean validation loss over seeds (ties: the lower rate)."
+    "chosen is the one with the lowest mean validation loss over the seeds every rate ran (ties: the lower rate)."
 )
 
 
@@ -172,15 +178,40 @@ def group_key(df: pd.DataFrame, columns: list[str]) -> pd.Series:
 def _status_counts(status: pd.Series) -> dict:
     completed = int((status == "completed").sum())
     diverged = int((status == "diverged").sum())
-    return {"n_runs": len(status), "n_completed": completed, "n_diverged": diverged,
-            "n_failed": len(status) - completed - diverged}
+    failed = int((status == "failed").sum())
+    # interrupted (a time limit, a preemption), running or unreadable: not a result, and not a failure either
+    return {"n_runs": len(status), "n_completed": completed, "n_diverged": diverged, "n_failed": failed,
+            "n_unfinished": len(status) - completed - diverged - failed}
+
+
+def _seed_set(runs: pd.DataFrame) -> set:
+    """The recorded seeds of `runs`, whatever their status (a run without a recorded seed pairs with none)."""
+    return set(runs["seed"].astype(float).dropna())
+
+
+def seeds_text(seeds) -> str:
+    """Seeds in order, integers without a decimal point: "0, 1, 2"."""
+    return ", ".join(f"{int(s)}" if float(s).is_integer() else f"{s:g}" for s in sorted(seeds))
+
+
+def _seed_word(text: str) -> str:
+    return f"seed{'s' if ',' in text else ''} {text}" if text else "no seed"
+
+
+def shared_seeds(group: pd.DataFrame) -> set:
+    """The seeds every learning rate of one group has a run for (any status: a diverged or failed run counts as
+    the rate having run the seed); the learning rate is chosen on these."""
+    sets = [_seed_set(part) for _, part in group.groupby(group["lr"].fillna(-1.0))]
+    return set.intersection(*sets) if sets else set()
 
 
 def lr_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (group, learning rate): status counts, mean validation and test accuracy over the distinct
-    seeds of the completed runs, whether the rate can be chosen and whether it was."""
+    seeds of the completed runs, the validation score the choice compared (`choice_score_mean`, over the seeds
+    in `choice_seeds`: those every rate of the group ran), whether the rate can be chosen and whether it was."""
     runs = counted(runs)
-    return _lr_rows(runs.assign(_group=group_key(runs, group_columns(runs)))).drop(columns="_group")
+    table = _lr_rows(runs.assign(_group=group_key(runs, group_columns(runs))))
+    return table.drop(columns=["_group", "_choice_note"])
 
 
 def _same_lr(values: pd.Series, lr: float) -> pd.Series:
@@ -189,12 +220,16 @@ def _same_lr(values: pd.Series, lr: float) -> pd.Series:
 
 def _lr_rows(runs: pd.DataFrame) -> pd.DataFrame:
     columns = group_columns(runs.drop(columns="_group"))
+    shared = {group: shared_seeds(part) for group, part in runs.groupby("_group", sort=False)}
     rows = []
     for (group, _), part in runs.groupby(["_group", runs["lr"].fillna(-1.0)], sort=True):
         done = part[part["status"] == "completed"]
         seeds = per_seed(done)
         valid_mean, _, _ = mean_ci95(seeds["valid_accuracy"])
-        score_mean, n_valid, _ = mean_ci95(seeds["valid_score"])  # the choice: accuracy, or minus the loss
+        score_mean, n_valid, _ = mean_ci95(seeds["valid_score"])  # accuracy, or minus the loss
+        # the choice compares the rates on the seeds they all ran (paired); without any, on all their seeds
+        on_shared = seeds[seeds["seed"].isin(shared[group])]["valid_score"]
+        choice_mean, n_choice, _ = mean_ci95(on_shared) if shared[group] else (score_mean, n_valid, math.nan)
         test_mean, n_seeds, test_ci = mean_ci95(seeds["test_accuracy"])
         metric_mean, _, metric_ci = mean_ci95(seeds["test_metric"])
         valid_metric_mean, _, _ = mean_ci95(seeds["valid_metric"])
@@ -203,31 +238,50 @@ def _lr_rows(runs: pd.DataFrame) -> pd.DataFrame:
                      "selected_by": part["selected_by"].iloc[0], "valid_score_mean": score_mean,
                      "test_accuracy_mean": test_mean, "test_accuracy_ci95": test_ci, "metric": part["metric"].iloc[0],
                      "valid_metric_mean": valid_metric_mean, "test_metric_mean": metric_mean,
-                     "test_metric_ci95": metric_ci, "n_seeds": n_seeds, "selectable": n_valid > 0,
+                     "test_metric_ci95": metric_ci, "n_seeds": n_seeds, "choice_score_mean": choice_mean,
+                     "choice_seeds": seeds_text(shared[group] or _seed_set(part)), "selectable": n_choice > 0,
+                     "_all_seeds_score": score_mean, "_all_seeds_selectable": n_valid > 0,
                      "note": seed_note(done)})
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=columns + ["_group", "lr", "n_runs", "n_completed", "n_diverged", "n_failed",
+                                               "n_unfinished",
                                                "valid_accuracy_mean", "selected_by", "valid_score_mean",
                                                "test_accuracy_mean", "test_accuracy_ci95",
                                                "metric", "valid_metric_mean", "test_metric_mean",
-                                               "test_metric_ci95", "n_seeds", "selectable", "note", "selected"])
+                                               "test_metric_ci95", "n_seeds", "choice_score_mean", "choice_seeds",
+                                               "selectable", "note", "_choice_note", "selected"])
     table["selected"] = False
-    for _, part in table.groupby("_group"):
+    table["_choice_note"] = ""
+    for group, part in table.groupby("_group"):
+        if not part["selectable"].any() and part["_all_seeds_selectable"].any():
+            # shared seeds exist but no rate completed one: each rate's mean over all its seeds decides
+            table.loc[part.index, "choice_score_mean"] = part["_all_seeds_score"]
+            table.loc[part.index, "selectable"] = part["_all_seeds_selectable"]
+            table.loc[part.index, "choice_seeds"] = [seeds_text(_seed_set(runs[(runs["_group"] == group)
+                                                                              & _same_lr(runs["lr"], lr)]))
+                                                     for lr in part["lr"]]
+            table.loc[part.index, "_choice_note"] = ("no rate completed a seed that every rate ran: rate chosen on "
+                                                    "each rate's mean over all its seeds")
+        elif not shared[group]:
+            table.loc[part.index, "_choice_note"] = ("no seed was run at every learning rate: rate chosen on each "
+                                                    "rate's mean over all its seeds")
+        part = table.loc[part.index]
         choosable = part[part["selectable"]]
         if len(choosable):
-            # the best mean validation score (accuracy, or minus the loss for a task selected by loss), ties (to
-            # 1e-12) to the lower learning rate
-            best = choosable.assign(_v=choosable["valid_score_mean"].round(12))
+            # the best mean validation score (accuracy, or minus the loss for a task selected by loss) on the
+            # shared seeds, ties (to 1e-12) to the lower learning rate
+            best = choosable.assign(_v=choosable["choice_score_mean"].astype(float).round(12))
             best = best.sort_values(["_v", "lr"], ascending=[False, True], na_position="last")
             table.loc[best.index[0], "selected"] = True
+    table = table.drop(columns=["_all_seeds_score", "_all_seeds_selectable"])
     return table.sort_values(GROUP_AXES + ["lr"], na_position="last", kind="stable").reset_index(drop=True)
 
 
 SELECTED_COLUMNS = [
     "lr", "valid_accuracy_mean", "test_accuracy_mean", "test_accuracy_ci95", "metric", "chance_accuracy",
     "valid_metric_mean", "test_metric_mean", "test_metric_ci95", "n_seeds", "test_sequence_accuracy_mean",
-    "lrs_tried", "n_runs", "n_completed", "n_diverged", "n_failed", "train_min_len", "train_max_len",
+    "lrs_tried", "n_runs", "n_completed", "n_diverged", "n_failed", "n_unfinished", "train_min_len", "train_max_len",
     "params_total", "params_mixer", "state_size", "flops_per_token", "steps_mean", "note",
     "test_perplexity_mean", "test_bits_per_byte_mean", "best_shortcut", "shortcut_accuracy", "shortcut_metric",
     "selected_by", "valid_score_mean",
@@ -261,6 +315,11 @@ def select(runs: pd.DataFrame) -> pd.DataFrame:
             notes = [str(choice["note"].iloc[0])] if choice["note"].iloc[0] else []
             if not choice["n_seeds"].iloc[0]:
                 notes.insert(0, "no test accuracy recorded")
+            if choice["_choice_note"].iloc[0]:
+                notes.insert(0, str(choice["_choice_note"].iloc[0]))
+            elif not _seed_set(at_lr) <= shared_seeds(part):  # tested on seeds the choice did not compare
+                notes.insert(0, f"rate chosen on {_seed_word(choice['choice_seeds'].iloc[0])} (the seeds every "
+                                f"rate ran); test over {_seed_word(seeds_text(_seed_set(at_lr)))}")
             row.update({"lr": lr, "valid_accuracy_mean": choice["valid_accuracy_mean"].iloc[0],
                         "valid_score_mean": choice["valid_score_mean"].iloc[0],
                         "test_accuracy_mean": choice["test_accuracy_mean"].iloc[0],

@@ -58,7 +58,7 @@ FIGURES = {  # file name -> section title
 }
 COUNT_COLUMNS = {"params_total", "params_mixer", "state_size", "flops_per_token"}  # printed as 58,384
 INTEGER_COLUMNS = {"train_len", "seed", "steps", "n_seeds", "n_runs", "n_completed", "n_diverged", "n_failed",
-                   "step", "length", "seeds", *COUNT_COLUMNS}
+                   "n_unfinished", "step", "length", "seeds", *COUNT_COLUMNS}
 RATE_COLUMNS = {"lr", "lr (chosen)"}
 
 
@@ -110,8 +110,9 @@ def _display_selected(selected: pd.DataFrame) -> pd.DataFrame:
                                      zip(selected["test_metric_mean"], selected["test_metric_ci95"],
                                          selected["shortcut_metric"])]
     table["seeds"] = selected["n_seeds"]
-    table["runs (ok/div/fail)"] = [f"{a}/{b}/{c}" for a, b, c in
-                                   zip(selected["n_completed"], selected["n_diverged"], selected["n_failed"])]
+    table["runs (ok/div/fail)"] = [f"{a}/{b}/{c}" + (f" +{d} unfinished" if d else "") for a, b, c, d in
+                                   zip(selected["n_completed"], selected["n_diverged"], selected["n_failed"],
+                                       selected["n_unfinished"])]
     for column, label in (("test_bits_per_byte_mean", "test bits/byte"), ("test_perplexity_mean", "test perplexity")):
         if column in selected.columns and selected[column].notna().any():  # only where a text run is reported
             table[label] = selected[column]
@@ -397,8 +398,8 @@ def build_blocks(root, tables: dict, figures: dict) -> list[Block]:
     lr_rows = tables["lr_table"]
     blocks += [
         Block("h2", "Learning-rate sweep"),
-        Block("p", "Every (comparison, learning rate): mean validation accuracy over completed runs decides; test "
-                   "accuracy is shown for transparency only."),
+        Block("p", "Every (comparison, learning rate): the mean validation score over the seeds every rate ran "
+                   "(choice_score_mean, on choice_seeds) decides; test accuracy is shown for transparency only."),
         Block("table", table=lr_rows[[c for c in lr_rows.columns if c != "experiment"
                                       or lr_rows["experiment"].nunique() > 1]]),
         Block("h2", "Runs that diverged or failed"),
