@@ -72,9 +72,13 @@ def points(root: Path, seeds: list[int], unfinished: bool) -> list[tuple[Path, l
     runs = load_runs(root)
     if runs.empty:
         raise PointsError(f"no runs under {root}")
-    # real run dirs only (not a sweep's skipped points), and not the earlier attempts a rerun set aside
-    runs = runs[runs["run_dir"].map(lambda d: (root / d / "summary.json").is_file()
-                                    and not any(p.startswith("attempt_") for p in Path(d).parts))]
+    # real run dirs only (not a sweep's skipped points), and not the earlier attempts a rerun set aside; a live run
+    # that load_runs marked a duplicate of its own set-aside attempt (same config_hash) is the one that counts
+    keep = runs["run_dir"].map(lambda d: (root / d / "summary.json").is_file()
+                               and not any(p.startswith("attempt_") for p in Path(d).parts))
+    dropped = set(runs.loc[~keep, "run_dir"])
+    runs = runs[keep].copy()
+    runs.loc[runs["duplicate_of"].isin(dropped), "duplicate_of"] = ""
     runs = counted(runs)
     columns = group_columns(runs)
     runs = runs.assign(_group=group_key(runs, columns))

@@ -362,3 +362,19 @@ def test_seeds_that_are_not_integers_are_an_error(tmp_path, seeds):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("replicate_points: error: --seeds"), done.stderr
 
+
+
+def test_a_live_run_is_not_hidden_by_its_own_finished_attempt(tmp_path):
+    # a resume=false rerun in the same folder set the completed first attempt aside (same config_hash): the live,
+    # interrupted run is what counts, so it resumes in place instead of a new replicate beside it
+    root = tmp_path / "r"
+    write_run(root, "sweep/0_tiny-kda-flip_flop-lr0.001-s0", mixer="kda", lr=1e-3, seed=0, valid=0.8, test=0.8)
+    live = write_run(root, "sweep/1_tiny-kda-flip_flop-lr0.001-s1", mixer="kda", lr=1e-3, seed=1,
+                     status="interrupted")
+    attempt = write_run(live, "attempt_1", mixer="kda", lr=1e-3, seed=1, valid=0.7, test=0.7)
+    summary = json.loads((attempt / "summary.json").read_text())
+    summary["config_hash"] = json.loads((live / "summary.json").read_text())["config_hash"]
+    (attempt / "summary.json").write_text(json.dumps(summary))
+    done = replicate(root, "--seeds", "1")
+    assert done.returncode == 0, done.stderr
+    assert parse(done.stdout) == {live: base("kda", "0.001", 1)}
