@@ -241,6 +241,7 @@ def _lr_rows(runs: pd.DataFrame) -> pd.DataFrame:
                      "test_metric_ci95": metric_ci, "n_seeds": n_seeds, "choice_score_mean": choice_mean,
                      "choice_seeds": seeds_text(shared[group] or _seed_set(part)), "selectable": n_choice > 0,
                      "_all_seeds_score": score_mean, "_all_seeds_selectable": n_valid > 0,
+                     "_all_seeds": seeds_text(_seed_set(part)),
                      "note": seed_note(done)})
     table = pd.DataFrame(rows)
     if table.empty:
@@ -258,9 +259,7 @@ def _lr_rows(runs: pd.DataFrame) -> pd.DataFrame:
             # shared seeds exist but no rate completed one: each rate's mean over all its seeds decides
             table.loc[part.index, "choice_score_mean"] = part["_all_seeds_score"]
             table.loc[part.index, "selectable"] = part["_all_seeds_selectable"]
-            table.loc[part.index, "choice_seeds"] = [seeds_text(_seed_set(runs[(runs["_group"] == group)
-                                                                              & _same_lr(runs["lr"], lr)]))
-                                                     for lr in part["lr"]]
+            table.loc[part.index, "choice_seeds"] = part["_all_seeds"]
             table.loc[part.index, "_choice_note"] = ("no rate completed a seed that every rate ran: rate chosen on "
                                                     "each rate's mean over all its seeds")
         elif not shared[group]:
@@ -274,7 +273,7 @@ def _lr_rows(runs: pd.DataFrame) -> pd.DataFrame:
             best = choosable.assign(_v=choosable["choice_score_mean"].astype(float).round(12))
             best = best.sort_values(["_v", "lr"], ascending=[False, True], na_position="last")
             table.loc[best.index[0], "selected"] = True
-    table = table.drop(columns=["_all_seeds_score", "_all_seeds_selectable"])
+    table = table.drop(columns=["_all_seeds_score", "_all_seeds_selectable", "_all_seeds"])
     return table.sort_values(GROUP_AXES + ["lr"], na_position="last", kind="stable").reset_index(drop=True)
 
 

@@ -106,3 +106,15 @@ def test_unfinished_runs_are_counted_apart_from_failed_ones(tmp_path):
 
     out = write_tables(tmp_path / "r", build_tables(tmp_path / "r", None), tmp_path / "out")
     assert "| 1/0/1 +1 unfinished |" in (out / "report.md").read_text()
+
+
+def test_shared_seeds_none_completed_fall_back_to_each_rates_seeds(tmp_path):
+    # both rates ran seed 0 (shared) but both failed there: each rate is judged on all its seeds, and says which
+    chosen, per_lr = runs_of(tmp_path / "r", [
+        (A, 0, 0.9, 0.9, "failed"), (A, 1, 0.6, 0.6, "completed"),
+        (B, 0, 0.9, 0.9, "failed"), (B, 2, 0.7, 0.7, "completed")])
+    assert chosen["lr"] == B and chosen["test_accuracy_mean"] == pytest.approx(0.7)
+    assert "no rate completed a seed that every rate ran" in chosen["note"]
+    assert per_lr.loc[A, "choice_seeds"] == "0, 1" and per_lr.loc[B, "choice_seeds"] == "0, 2"
+    assert per_lr.loc[A, "choice_score_mean"] == pytest.approx(0.6)
+    assert per_lr.loc[B, "choice_score_mean"] == pytest.approx(0.7)
