@@ -32,6 +32,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep_throughput import last_logged_step  # noqa: E402  (the same reading of a run's metrics.jsonl)
+
 FINISHED = ("completed", "diverged")
 
 
@@ -58,7 +61,7 @@ def read_points(path: Path) -> list[tuple[Path, list[str]]]:
 
 
 def status_of(run_dir: Path) -> tuple[str, int]:
-    """(status, steps) of a run directory: summary.json's, or 'running'/'not started' with metrics.jsonl's last step."""
+    """(status, steps) of a run directory: summary.json's, or 'stopped'/'not started' with metrics.jsonl's last step."""
     summary = run_dir / "summary.json"
     if summary.is_file():
         try:
@@ -66,14 +69,7 @@ def status_of(run_dir: Path) -> tuple[str, int]:
             return str(data.get("status")), int(data.get("steps") or 0)
         except (ValueError, TypeError):
             return "unreadable", 0
-    steps = 0
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            try:
-                steps = max(steps, int(json.loads(line).get("step", 0)))
-            except (ValueError, TypeError, AttributeError):
-                continue  # a line being written
+    steps = last_logged_step(run_dir)
     return ("stopped" if steps else "not started"), steps
 
 

@@ -21,6 +21,19 @@ from collections import defaultdict
 from pathlib import Path
 
 
+def last_logged_step(run_dir: Path) -> int:
+    """The last step metrics.jsonl records (0 without one): how far a run that has not finished got."""
+    steps = 0
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        for line in metrics.read_text().splitlines():
+            try:
+                steps = max(steps, int(json.loads(line).get("step", 0)))
+            except (ValueError, TypeError, AttributeError):
+                continue  # a line being written
+    return steps
+
+
 def run_steps(run_dir: Path) -> tuple[int, bool]:
     """(steps trained, finished) of one run directory."""
     summary = run_dir / "summary.json"
@@ -28,15 +41,7 @@ def run_steps(run_dir: Path) -> tuple[int, bool]:
         data = json.loads(summary.read_text())
         if data.get("status") in ("completed", "diverged"):
             return int(data.get("steps") or 0), True
-    steps = 0
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():
-        for line in metrics.read_text().splitlines():
-            try:
-                steps = max(steps, int(json.loads(line).get("step", 0)))
-            except ValueError:
-                continue  # a line being written
-    return steps, False
+    return last_logged_step(run_dir), False
 
 
 def run_dirs(folder: Path) -> list[Path]:
