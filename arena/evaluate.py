@@ -81,6 +81,27 @@ def scored_logits(model: LanguageModel, batch: Batch) -> tuple[torch.Tensor, tor
     return model.lm_head(hidden[scored]).float(), batch.targets[scored]
 
 
+# The LM head runs on at most this many logits at a time. Without a cap, one evaluation batch of Kimi's MQAR at
+# 1,024 tokens (500 sequences x 341 scored positions x a vocabulary of 8,192) asked for 5.2 GiB of fp32 logits at
+# once and ran out of memory on a shared H100; 2^26 fp32 logits are 256 MiB.
+LOGITS_PER_SLICE = 1 << 26
+
+
+def _hits_and_loss(model: LanguageModel, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Argmax hits ([S] bool) and summed cross-entropy of the scored rows hidden [S, D] against targets [S], the LM
+    head applied to a slice of rows at a time so that the fp32 logits never exceed LOGITS_PER_SLICE elements."""
+    vocab = model.lm_head.out_features
+    rows = max(1, LOGITS_PER_SLICE // vocab)
+    hits = torch.empty(len(targets), dtype=torch.bool, device=targets.device)
+    loss_sum = 0.0
+    for start in range(0, len(targets), rows):
+        part = slice(start, start + rows)
+        logits = model.lm_head(hidden[part]).float()  # [rows, vocab]
+        hits[part] = logits.argmax(-1) == targets[part]
+        loss_sum += F.cross_entropy(logits, targets[part], reduction="sum").item()
+    return hits, loss_sum
+
+
 def _score(model: LanguageModel, batch: Batch, chunk_len: int) -> tuple[torch.Tensor, float]:
     """Which scored positions are predicted right ([B, T] bool) and the summed loss, feeding the sequence in
     pieces of `chunk_len` tokens that each continue from the state the previous piece returned."""
@@ -91,9 +112,9 @@ def _score(model: LanguageModel, batch: Batch, chunk_len: int) -> tuple[torch.Te
         hidden, states = model.hidden_states(batch.inputs[:, piece], states)  # [B, chunk, D]
         targets = batch.targets[:, piece]
         scored = targets != IGNORE
-        logits = model.lm_head(hidden[scored]).float()  # [S, vocab]
-        right[:, piece][scored] = logits.argmax(-1) == targets[scored]
-        loss_sum += F.cross_entropy(logits, targets[scored], reduction="sum").item()
+        hits, piece_loss = _hits_and_loss(model, hidden[scored], targets[scored])
+        right[:, piece][scored] = hits
+        loss_sum += piece_loss
     return right, loss_sum
 
 

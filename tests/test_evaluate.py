@@ -50,3 +50,36 @@ def test_model_output_is_reproducible():
     b = LanguageModel(ModelConfig(vocab_size=64, d_model=32, n_layers=1), SPECS, default="kda")
     x = torch.randint(0, 64, (2, 10))
     torch.testing.assert_close(a(x)[0], b(x)[0])
+
+
+def test_scoring_slices_the_lm_head_and_matches_full_logits(monkeypatch):
+    """The LM head sees at most LOGITS_PER_SLICE logits at a time (the MQAR-1,024 out-of-memory fix), and the
+    sliced hits and loss equal the ones of the full logits, position by position."""
+    import torch.nn.functional as F
+
+    import arena.evaluate as ev
+    from arena.tasks.base import IGNORE, Batch
+
+    torch.manual_seed(0)
+    vocab = 64
+    model = LanguageModel(ModelConfig(vocab_size=vocab, d_model=32, n_layers=1), SPECS, default="kda").eval()
+    inputs = torch.randint(0, vocab, (6, 40))
+    with torch.no_grad():
+        logits = model(inputs)[0].float()  # [B, T, vocab]: the reference, one pass through the whole model
+    # targets: the model's own argmax at every other scored position (hits), a different token elsewhere (misses),
+    # unscored gaps between them, so a slice written to the wrong rows changes the hit pattern
+    guess = logits.argmax(-1)
+    targets = torch.where(torch.rand(guess.shape) < 0.5, guess, (guess + 1) % vocab)
+    targets[:, ::3] = IGNORE
+    scored = targets != IGNORE
+    expected_right = torch.zeros_like(scored)
+    expected_right[scored] = guess[scored] == targets[scored]
+    expected_loss = F.cross_entropy(logits[scored], targets[scored], reduction="sum").item()
+
+    monkeypatch.setattr(ev, "LOGITS_PER_SLICE", 7 * vocab)  # 7 rows a slice: 160 scored rows need 23 slices
+    seen = []
+    model.lm_head.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    right, loss = ev._score(model, Batch(inputs, targets), chunk_len=1 << 30)
+    assert max(seen) <= 7 and sum(seen) == scored.sum().item() and len(seen) > 1
+    assert torch.equal(right, expected_right) and 0 < right.sum() < scored.sum()
+    assert abs(loss - expected_loss) < 1e-4 * expected_loss
