@@ -378,3 +378,55 @@ def test_a_live_run_is_not_hidden_by_its_own_finished_attempt(tmp_path):
     done = replicate(root, "--seeds", "1")
     assert done.returncode == 0, done.stderr
     assert parse(done.stdout) == {live: base("kda", "0.001", 1)}
+
+
+# --------------------------------------------------------------------------------------------- gpu_points.sh
+
+
+def test_gpu_points_runs_pools_and_packs_runs_and_unfinished_checkpoints(tmp_path, runner):
+    """Two points files as two pools: the time limit interrupts the slow point; runs.tgz holds every run directory
+    without checkpoints, resume.tgz only the unfinished run's checkpoint; the exit status is the worst pool's."""
+    import tarfile
+
+    done, slow = tmp_path / "runs" / "a" / "done", tmp_path / "runs" / "b" / "slow"
+    for run in (done, slow):
+        (run / "checkpoint").mkdir(parents=True)
+        (run / "checkpoint" / "model.safetensors").write_bytes(b"x" * 1000)
+    small = tmp_path / "small.tsv"
+    small.write_text(f"# quick\n{done}\tsleep=0.1 steps=7\n")
+    big = tmp_path / "big.tsv"
+    big.write_text(f"{slow}\tsleep=60\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho '1234 MiB, 50 %'\n")
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    out = tmp_path / "out"
+    env = {**ENV, "ARENA_GPU_ENV": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(out), "LIMIT": "3",
+           "MEM_EVERY": "0.2", "RUNNER": runner}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_points.sh"), f"{small}:1", f"{big}:2"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 124, proc.stdout + proc.stderr
+    assert json.loads((done / "summary.json").read_text())["status"] == "completed"
+    assert json.loads((slow / "summary.json").read_text())["status"] == "interrupted"
+    with tarfile.open(out / "runs.tgz") as tar:
+        names = tar.getnames()
+    assert any(n.endswith("a/done/summary.json") for n in names) and any(n.endswith("b/slow/summary.json") for n in names)
+    assert not any("checkpoint" in n for n in names)
+    with tarfile.open(out / "resume.tgz") as tar:
+        names = [n for n in tar.getnames() if n.endswith(".safetensors")]
+    assert len(names) == 1 and names[0].endswith("b/slow/checkpoint/model.safetensors")
+    assert "1234 MiB" in (out / "mem.log").read_text() and "gpu_points: peak memory 1234 MiB, 50 %" in proc.stdout
+    pools = (out / "pools.log").read_text()
+    assert "small.log (exit 0)" in pools and "big.log (exit 124)" in pools
+    assert (out / "point_logs.tgz").is_file()
+
+
+@pytest.mark.parametrize("pool, what", [("missing.tsv:2", "no points file"), ("points.tsv", "needs a pool size"),
+                                        ("points.tsv:0", "needs a pool size")])
+def test_gpu_points_refuses_a_bad_pool_before_any_work(tmp_path, pool, what):
+    (tmp_path / "points.tsv").write_text("")
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_points.sh"), pool], cwd=tmp_path,
+                          env={**ENV, "OUT": str(out)}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and what in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Run several points files (scripts/run_points.py) at once on one GPU machine, each as a pool of its own size, and
+# pack what a device call can bring back. On the GPU machine, from the repo root, with the wheels in .whl:
+#
+#     LIMIT=480 bash scripts/gpu_points.sh big.tsv:3 small.tsv:9 [more.tsv:N ...]
+#
+# Why pools: runs of very different memory share the card (an MQAR-1,024 run peaks at ~12 GB, a parity run at
+# under 1 GB), so the large ones get a pool small enough that their peaks fit the 80 GB, and launch-bound small
+# runs fill the remaining CPU cores (one process each). Every pool stops at LIMIT seconds (SIGTERM: each run
+# checkpoints and a later call resumes it). Idempotent: run directories stay on a warm machine's disk between
+# calls (results/runs is git-ignored), so the same command goes on where the last one stopped; on a fresh
+# machine, carried archives named in RESTORE (space-separated .tgz files of run directories, e.g. an earlier
+# call's runs.tgz or resume.tgz) are unpacked first, for every run root that is not there yet.
+#
+# RUNNER, when set, is passed to run_points.py as --runner (the tests use a stand-in for arena.run). Into $OUT
+# (default results/gpu): pools.log (each pool's run_points output), mem.log (GPU memory and
+# utilisation every MEM_EVERY seconds, default 20), runs.tgz (every run directory of the points, without checkpoints), point_logs.tgz
+# (each run's own log), resume.tgz (checkpoints of unfinished runs, smallest first, up to RESUME_MIB, default 15:
+# what a device call returns is limited to 16 MiB a file). Exit status: the largest of the pools' exit statuses
+# (run_points: 0 all finished, 1 some failed, 124 time limit, 2 malformed points file).
+set -uo pipefail
+[ $# -ge 1 ] || { echo "usage: LIMIT=480 bash scripts/gpu_points.sh POINTS.tsv:JOBS [POINTS.tsv:JOBS ...]" >&2; exit 2; }
+for pool in "$@"; do
+  file=${pool%:*}; jobs=${pool##*:}
+  [ -f "$file" ] || { echo "gpu_points: no points file '$file' (give POINTS.tsv:JOBS)" >&2; exit 2; }
+  [[ "$jobs" =~ ^[1-9][0-9]*$ ]] && [ "$pool" != "$file" ] || {
+    echo "gpu_points: '$pool' needs a pool size, e.g. $file:4" >&2; exit 2; }
+done
+. scripts/gpu_env.sh
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}  # less fragmentation across runs
+OUT=${OUT:-results/gpu}; mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)  # absolute: the packing below changes folder
+LIMIT=${LIMIT:-480}
+LOGS=$(mktemp -d)  # each pool's output and each run's log
+
+# run roots: the parent folders of the points' run directories (results/runs/<study>)
+roots=$(for pool in "$@"; do grep -v '^\s*#' "${pool%:*}" | cut -f1 | grep . | xargs -r -n1 dirname; done | sort -u)
+for archive in ${RESTORE:-}; do
+  missing=$(for r in $roots; do [ -d "$r" ] || echo "$r"; done)
+  [ -n "$missing" ] && [ -f "$archive" ] && { echo "gpu_points: restoring $archive"; tar xzf "$archive"; }
+done
+
+pids=(); logs=()
+for pool in "$@"; do
+  file=${pool%:*}; name=$(basename "$file" .tsv)
+  python3 scripts/run_points.py "$file" --jobs "${pool##*:}" --time-limit "$LIMIT" --grace 40 \
+    --log-dir "$LOGS/point_logs/$name" ${RUNNER:+--runner "$RUNNER"} > "$LOGS/pool_$name.log" 2>&1 &
+  pids+=($!); logs+=("$LOGS/pool_$name.log")
+done
+while :; do
+  alive=0; for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+  [ $alive = 1 ] || break
+  echo "$(date +%T) $(nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader)" >> "$OUT/mem.log"
+  sleep "${MEM_EVERY:-20}"
+done
+status=0
+for i in "${!pids[@]}"; do
+  wait "${pids[$i]}"; rc=$?; [ $rc -gt $status ] && status=$rc
+  { echo "== ${logs[$i]} (exit $rc)"; cat "${logs[$i]}"; } >> "$OUT/pools.log"
+done
+
+dirs=$(for pool in "$@"; do grep -v '^\s*#' "${pool%:*}" | cut -f1 | grep .; done | sort -u | while read -r d; do
+  [ -d "$d" ] && echo "$d"; done)
+[ -n "$dirs" ] && tar czf "$OUT/runs.tgz" --exclude=checkpoint $dirs
+(cd "$LOGS" && tar czf "$OUT/point_logs.tgz" point_logs)
+total=0; keep=()
+while read -r mib dir; do
+  [ -n "$dir" ] && [ $((total + mib)) -le "${RESUME_MIB:-15}" ] && { keep+=("$dir"); total=$((total + mib)); }
+done < <(for d in $dirs; do
+  [ -d "$d/checkpoint" ] || continue
+  grep -q '"completed"\|"diverged"' "$d/summary.json" 2>/dev/null || echo "$(du -sm "$d/checkpoint" | cut -f1) $d/checkpoint"
+done | sort -n)
+[ "${#keep[@]}" -gt 0 ] && tar czf "$OUT/resume.tgz" "${keep[@]}" && echo "gpu_points: resume.tgz holds ${keep[*]}"
+echo "gpu_points: peak memory $(sort -k2 -n "$OUT/mem.log" | tail -1 | cut -d' ' -f2-)"
+grep -h "^results/\|^run_points: [0-9]" "$OUT/pools.log" | grep -v "completed\|not started" | tail -40
+grep -h "^run_points: [0-9]" "$OUT/pools.log"
+exit $status
