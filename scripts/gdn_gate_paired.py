@@ -1,0 +1,153 @@
+"""GDN with and without its decay gate from the same initial weights: the paired test of the plateau diagnosis.
+
+`mixer.decay=false` (DeltaNet) builds no a_proj, A_log, dt_bias, so `python -m arena.run ... mixer.decay=false` draws
+every later weight differently from the default GDN of the same seed: that comparison is unpaired. This script pairs
+it. Per seed, with the config `python -m arena.run` composes for the overrides below:
+    a  default GDN, built and trained exactly as arena.run builds and trains it
+    b  decay=false, every parameter copied from a's initial weights (load_state_dict(strict=False); the keys left
+       over must be exactly the gate's: a_proj.weight, A_log, dt_bias of each layer)
+    c  a's initial weights with the gate frozen (requires_grad False on those keys): the gate exists but never learns
+Each arm runs arena.train.train (arena's optimizer, schedule, data stream, evaluation); the script checks that the
+arms start from equal shared weights and that every training batch and the validation set hash the same.
+
+    PYTHONPATH=. python scripts/gdn_gate_paired.py --seeds 0 1 2 --arms a b c --out /tmp/gdn_paired
+    PYTHONPATH=. python scripts/gdn_gate_paired.py --seeds 0 task.seq_len=256   # extra Hydra overrides
+
+Prints one row per (seed, arm): the step at which validation accuracy first exceeds LEFT (10x chance) and the
+validation accuracy at the last step; each arm's run dir (metrics.jsonl, summary.json) is under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import arena.train as arena_train  # noqa: E402
+from arena.protocol import validation_set  # noqa: E402
+from arena.run import mixer_specs  # noqa: E402
+from arena.train import Run, train  # noqa: E402
+
+# the small-scale plateau of results/2026-12-06_kimi_synthetic_full/README.md (chance 1/255 = 0.004)
+OVERRIDES = ["+experiment=kimi_synthetic", "task=mqar_kimi", "task.seq_len=128", "task.vocab_size=512",
+             "model.d_model=64", "train.batch_size=32", "train.warmup_steps=100", "train.eval_every=100",
+             "train.steps=1200", "train.lr=3e-3", "train.device=cpu", "task.num_test=200", "eval.lengths=[]",
+             "mixer=gdn"]
+GATE = ("a_proj.weight", "A_log", "dt_bias")  # GatedDeltaNet's parameters that exist only with decay=True
+LEFT = 0.039
+
+
+def build(overrides: list[str]) -> Run:
+    """The Run arena.run's hydra_main builds for these overrides (config resolved with Hydra's runtime choices)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)  # the experiment's ${hydra:runtime.choices.task} reads it
+        try:
+            chosen = cfg.hydra.runtime.choices["mixer"]
+            with open_dict(cfg):
+                del cfg["hydra"]
+            config = OmegaConf.to_container(cfg, resolve=True)
+            return Run(config, mixer_specs(cfg, chosen), chosen)
+        finally:
+            HydraConfig.instance().cfg = None
+
+
+def digest(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class HashedStream:
+    """arena.train's batch stream, recording a hash of every batch it hands to the step."""
+
+    def __init__(self, stream, hashes: list[str]):
+        self.stream, self.hashes = stream, hashes
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = next(self.stream)
+        self.hashes.append(digest(batch.inputs, batch.scored_index, batch.scored_targets))
+        return batch
+
+    def close(self):
+        self.stream.close()
+
+
+def run_arm(run: Run, rng: torch.Tensor, run_dir: Path, name: str) -> tuple[dict, list[str], list[dict]]:
+    hashes: list[str] = []
+    real = arena_train.batch_stream
+    arena_train.batch_stream = lambda r, first=0: HashedStream(real(r, first), hashes)
+    torch.set_rng_state(rng)  # the global RNG as right after a's build (training draws none; kept equal anyway)
+    try:
+        summary = train(run, run_dir, name)
+    finally:
+        arena_train.batch_stream = real
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return summary, hashes, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", default=["a", "b"], choices=["a", "b", "c"])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/gdn_paired"))
+    args, extra = parser.parse_known_args()
+    for seed in args.seeds:
+        overrides = [*OVERRIDES, f"train.seed={seed}", f"results_dir={args.out}", *extra]
+        runs = {"a": build(overrides)}  # torch.manual_seed(seed) and the model, as arena.run
+        rng = torch.get_rng_state()
+        initial = {k: v.clone() for k, v in runs["a"].model.state_dict().items()}
+        gate = {k for k in initial if k.endswith(tuple("." + g for g in GATE))}
+        assert gate, "no gate parameters: is the mixer gdn with decay on?"
+        if "b" in args.arms:
+            runs["b"] = build([*overrides, "mixer.decay=false"])
+            missing, unexpected = runs["b"].model.load_state_dict(initial, strict=False)
+            assert not missing and set(unexpected) == gate, (missing, unexpected)
+        if "c" in args.arms:
+            runs["c"] = build(overrides)
+            runs["c"].model.load_state_dict(initial)
+            for k, p in runs["c"].model.named_parameters():
+                p.requires_grad_(k not in gate)
+        for arm, run in runs.items():  # pairing: every shared weight equal at the start, the same validation set
+            state = run.model.state_dict()
+            assert all(torch.equal(state[k], initial[k]) for k in state), arm
+            assert set(initial) - set(state) == (gate if arm == "b" else set()), arm
+        valid = {arm: digest(validation_set(r.task, seed).inputs) for arm, r in runs.items()}
+        assert len(set(valid.values())) == 1, valid
+        results = {}
+        for arm in [a for a in ("a", "b", "c") if a in args.arms]:
+            run_dir = args.out / f"seed{seed}" / arm
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            results[arm] = run_arm(runs[arm], rng, run_dir, f"gdn-{arm}-seed{seed}")
+        saved = args.out / f"seed{seed}" / "a" / "batch_hashes.txt"  # arm a's batches, also from an earlier call
+        first = results["a"][1] if "a" in results else saved.read_text().split()
+        for arm, (summary, hashes, rows) in results.items():
+            (args.out / f"seed{seed}" / arm / "batch_hashes.txt").write_text("\n".join(hashes) + "\n")
+            n = min(len(hashes), len(first))
+            assert hashes[:n] == first[:n], f"seed {seed} arm {arm}: batches differ from arm a's"
+            left = next((r["step"] for r in rows if r["accuracy"] > LEFT), None)
+            print(json.dumps({"seed": seed, "arm": arm, "left_at": left, "last_step": rows[-1]["step"],
+                              "valid_accuracy_last": rows[-1]["accuracy"], "test_accuracy": summary["test_accuracy"],
+                              "batches": len(hashes), "first_batch": hashes[0], "valid_set": valid[arm],
+                              "trainable": sum(p.numel() for p in runs[arm].model.parameters() if p.requires_grad)}),
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
