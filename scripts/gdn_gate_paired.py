@@ -13,6 +13,9 @@ arms start from equal shared weights and that every training batch and the valid
     PYTHONPATH=. python scripts/gdn_gate_paired.py --seeds 0 1 2 --arms a b c --out /tmp/gdn_paired
     PYTHONPATH=. python scripts/gdn_gate_paired.py --seeds 0 task.seq_len=256   # extra Hydra overrides
 
+A call stopped by SIGTERM (a device call's time limit) checkpoints the running arm and exits 124; the same command
+again resumes it from its checkpoint and skips finished arms (set train.checkpoint_every for long runs).
+
 Prints one row per (seed, arm): the step at which validation accuracy first exceeds LEFT (10x chance) and the
 validation accuracy at the last step; each arm's run dir (metrics.jsonl, summary.json) is under --out.
 """
@@ -89,16 +92,40 @@ class HashedStream:
 
 
 def run_arm(run: Run, rng: torch.Tensor, run_dir: Path, name: str) -> tuple[dict, list[str], list[dict]]:
-    hashes: list[str] = []
-    real = arena_train.batch_stream
-    arena_train.batch_stream = lambda r, first=0: HashedStream(real(r, first), hashes)
-    torch.set_rng_state(rng)  # the global RNG as right after a's build (training draws none; kept equal anyway)
-    try:
-        summary = train(run, run_dir, name)
-    finally:
-        arena_train.batch_stream = real
+    """Train one arm, or go on from the checkpoint a stopped call left (the checkpoint holds the paired run's own
+    weights, so resuming keeps the pairing); a finished arm is read back, not trained again. The batch hashes
+    of every call are kept in batch_hashes.txt, each at its step."""
+    hashes_file = run_dir / "batch_hashes.txt"
+    summary_file = run_dir / "summary.json"
+    done = summary_file.is_file() and json.loads(summary_file.read_text()).get("status") in ("completed", "diverged")
+    resume = not done and (run_dir / "checkpoint").is_dir()
+    if not done:
+        first_step, hashes = [0], []
+        real = arena_train.batch_stream
+
+        def hashed(r, first=0):
+            first_step[0] = first
+            return HashedStream(real(r, first), hashes)
+
+        arena_train.batch_stream = hashed
+        torch.set_rng_state(rng)  # the global RNG as right after a's build (training draws none; kept equal anyway)
+        stopped = False
+        try:
+            if not resume:
+                (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            train(run, run_dir, name, resume=resume)
+        except KeyboardInterrupt:  # SIGTERM: train() wrote the checkpoint and summary (status interrupted)
+            stopped = True
+        finally:
+            arena_train.batch_stream = real
+        earlier = hashes_file.read_text().split()[:first_step[0]] if resume and hashes_file.is_file() else []
+        hashes_file.write_text("\n".join(earlier + hashes) + "\n")
+        if stopped:
+            print(f"gdn_gate_paired: {name} interrupted; run the same command again to resume", flush=True)
+            sys.exit(124)
+    summary = json.loads(summary_file.read_text())
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return summary, hashes, rows
+    return summary, hashes_file.read_text().split(), rows
 
 
 def main() -> None:
@@ -133,12 +160,10 @@ def main() -> None:
         for arm in [a for a in ("a", "b", "c") if a in args.arms]:
             run_dir = args.out / f"seed{seed}" / arm
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
             results[arm] = run_arm(runs[arm], rng, run_dir, f"gdn-{arm}-seed{seed}")
         saved = args.out / f"seed{seed}" / "a" / "batch_hashes.txt"  # arm a's batches, also from an earlier call
         first = results["a"][1] if "a" in results else saved.read_text().split()
         for arm, (summary, hashes, rows) in results.items():
-            (args.out / f"seed{seed}" / arm / "batch_hashes.txt").write_text("\n".join(hashes) + "\n")
             n = min(len(hashes), len(first))
             assert hashes[:n] == first[:n], f"seed {seed} arm {arm}: batches differ from arm a's"
             left = next((r["step"] for r in rows if r["accuracy"] > LEFT), None)
