@@ -32,8 +32,9 @@ OUT=${OUT:-results/gpu}; mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)  # absolute:
 LIMIT=${LIMIT:-480}
 LOGS=$(mktemp -d)  # each pool's output and each run's log
 
-# run roots: the parent folders of the points' run directories (results/runs/<study>)
-roots=$(for pool in "$@"; do grep -v '^\s*#' "${pool%:*}" | cut -f1 | grep . | xargs -r -n1 dirname; done | sort -u)
+# the points' run directories, and their parent folders, the run roots (results/runs/<study>)
+point_dirs=$(for pool in "$@"; do grep -v '^\s*#' "${pool%:*}" | cut -f1 | grep .; done | sort -u)
+roots=$(echo "$point_dirs" | xargs -r -n1 dirname | sort -u)
 for archive in ${RESTORE:-}; do
   missing=$(for r in $roots; do [ -d "$r" ] || echo "$r"; done)
   [ -n "$missing" ] && [ -f "$archive" ] && { echo "gpu_points: restoring $archive"; tar xzf "$archive"; }
@@ -58,17 +59,15 @@ for i in "${!pids[@]}"; do
   { echo "== ${logs[$i]} (exit $rc)"; cat "${logs[$i]}"; } >> "$OUT/pools.log"
 done
 
-dirs=$(for pool in "$@"; do grep -v '^\s*#' "${pool%:*}" | cut -f1 | grep .; done | sort -u | while read -r d; do
-  [ -d "$d" ] && echo "$d"; done)
+dirs=$(for d in $point_dirs; do [ -d "$d" ] && echo "$d"; done)
 [ -n "$dirs" ] && tar czf "$OUT/runs.tgz" --exclude=checkpoint $dirs
 (cd "$LOGS" && tar czf "$OUT/point_logs.tgz" point_logs)
 total=0; keep=()
 while read -r mib dir; do
   [ -n "$dir" ] && [ $((total + mib)) -le "${RESUME_MIB:-15}" ] && { keep+=("$dir"); total=$((total + mib)); }
-done < <(for d in $dirs; do
-  [ -d "$d/checkpoint" ] || continue
-  grep -q '"completed"\|"diverged"' "$d/summary.json" 2>/dev/null || echo "$(du -sm "$d/checkpoint" | cut -f1) $d/checkpoint"
-done | sort -n)
+done < <(for root in $roots; do [ -d "$root" ] && python3 scripts/sweep_throughput.py "$root" --unfinished; done |
+  grep -Fxf <(echo "$point_dirs") | while read -r d; do  # unfinished runs of these points (not earlier attempts)
+    [ -d "$d/checkpoint" ] && echo "$(du -sm "$d/checkpoint" | cut -f1) $d/checkpoint"; done | sort -n)
 [ "${#keep[@]}" -gt 0 ] && tar czf "$OUT/resume.tgz" "${keep[@]}" && echo "gpu_points: resume.tgz holds ${keep[*]}"
 echo "gpu_points: peak memory $(sort -k2 -n "$OUT/mem.log" | tail -1 | cut -d' ' -f2-)"
 grep -h "^results/\|^run_points: [0-9]" "$OUT/pools.log" | grep -v "completed\|not started" | tail -40

@@ -389,8 +389,9 @@ def test_gpu_points_runs_pools_and_packs_runs_and_unfinished_checkpoints(tmp_pat
     import tarfile
 
     done, slow = tmp_path / "runs" / "a" / "done", tmp_path / "runs" / "b" / "slow"
-    for run in (done, slow):
+    for run in (done, slow):  # as arena.run leaves them: a config.yaml, and a checkpoint
         (run / "checkpoint").mkdir(parents=True)
+        (run / "config.yaml").write_text("x: 1\n")
         (run / "checkpoint" / "model.safetensors").write_bytes(b"x" * 1000)
     small = tmp_path / "small.tsv"
     small.write_text(f"# quick\n{done}\tsleep=0.1 steps=7\n")
