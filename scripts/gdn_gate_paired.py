@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 import arena.train as arena_train  # noqa: E402
 from arena.protocol import validation_set  # noqa: E402
+from arena.report.sweeps import compose_point  # noqa: E402
 from arena.run import mixer_specs  # noqa: E402
 from arena.train import Run, train  # noqa: E402
 
@@ -48,22 +49,15 @@ LEFT = 0.039
 
 
 def build(overrides: list[str]) -> Run:
-    """The Run arena.run's hydra_main builds for these overrides (config resolved with Hydra's runtime choices)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf, open_dict
+    """The Run arena.run's hydra_main builds for these overrides (config resolved with Hydra's runtime choices,
+    composed as the report composes a sweep's points)."""
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)  # the experiment's ${hydra:runtime.choices.task} reads it
-        try:
-            chosen = cfg.hydra.runtime.choices["mixer"]
-            with open_dict(cfg):
-                del cfg["hydra"]
-            config = OmegaConf.to_container(cfg, resolve=True)
-            return Run(config, mixer_specs(cfg, chosen), chosen)
-        finally:
-            HydraConfig.instance().cfg = None
+        config, choices = compose_point(overrides)
+        chosen = choices["mixer"]
+        return Run(config, mixer_specs(OmegaConf.create(config), chosen), chosen)
 
 
 def digest(*tensors: torch.Tensor) -> str:

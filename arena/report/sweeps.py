@@ -69,8 +69,9 @@ def _accounted(point: Path) -> bool:
             or any(point.glob("attempt_*/summary.json")))
 
 
-def _compose(overrides: list[str]) -> tuple[dict, dict] | None:
-    """(resolved job config, group choices) of one point, composed from conf/ as `python -m arena.run` would."""
+def compose_point(overrides: list[str]) -> tuple[dict, dict] | None:
+    """(resolved job config, group choices) of one point, composed from conf/ as `python -m arena.run` would; inside
+    an open `initialize_config_dir` (also scripts/gdn_gate_paired.py's builder)."""
     from hydra import compose
     from hydra.core.hydra_config import HydraConfig
 
@@ -95,7 +96,7 @@ def _composed_all(points: list[list[str]]) -> list[tuple[dict, dict] | None]:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for overrides in points:
             try:
-                out.append(_compose(overrides))
+                out.append(compose_point(overrides))
             except Exception:  # noqa: BLE001 - conf/ changed since the sweep ran: the row keeps what is known
                 out.append(None)
     return out
