@@ -12,6 +12,7 @@ arms start from equal shared weights and that every training batch and the valid
 
     PYTHONPATH=. python scripts/gdn_gate_paired.py --seeds 0 1 2 --arms a b c --out /tmp/gdn_paired
     PYTHONPATH=. python scripts/gdn_gate_paired.py --seeds 0 task.seq_len=256   # extra Hydra overrides
+    PYTHONPATH=. python scripts/gdn_gate_paired.py --seeds 0 --arms a & ... --seeds 0 --arms b   # arms at once
 
 A call stopped by SIGTERM (a device call's time limit) checkpoints the running arm and exits 124; the same command
 again resumes it from its checkpoint and skips finished arms (set train.checkpoint_every for long runs).
@@ -156,10 +157,16 @@ def main() -> None:
             run_dir.mkdir(parents=True, exist_ok=True)
             results[arm] = run_arm(runs[arm], rng, run_dir, f"gdn-{arm}-seed{seed}")
         saved = args.out / f"seed{seed}" / "a" / "batch_hashes.txt"  # arm a's batches, also from an earlier call
-        first = results["a"][1] if "a" in results else saved.read_text().split()
+        # arms may train in separate processes at once (--arms a, --arms b): one whose arm a has not written its
+        # hashes yet is checked when the command runs again after a has (finished arms are only read back)
+        first = results["a"][1] if "a" in results else saved.read_text().split() if saved.is_file() else None
         for arm, (summary, hashes, rows) in results.items():
-            n = min(len(hashes), len(first))
-            assert hashes[:n] == first[:n], f"seed {seed} arm {arm}: batches differ from arm a's"
+            if first is None:
+                print(f"gdn_gate_paired: seed {seed} arm {arm}: arm a's batches not written yet; run again after "
+                      "it to check the pairing", flush=True)
+            else:
+                n = min(len(hashes), len(first))
+                assert hashes[:n] == first[:n], f"seed {seed} arm {arm}: batches differ from arm a's"
             left = next((r["step"] for r in rows if r["accuracy"] > LEFT), None)
             print(json.dumps({"seed": seed, "arm": arm, "left_at": left, "last_step": rows[-1]["step"],
                               "valid_accuracy_last": rows[-1]["accuracy"], "test_accuracy": summary["test_accuracy"],
