@@ -13,6 +13,7 @@ arms start from equal shared weights and that every training batch and the valid
     PYTHONPATH=. python scripts/gdn_gate_paired.py --seeds 0 1 2 --arms a b c --out /tmp/gdn_paired
     PYTHONPATH=. python scripts/gdn_gate_paired.py --seeds 0 task.seq_len=256   # extra Hydra overrides
     PYTHONPATH=. python scripts/gdn_gate_paired.py --seeds 0 --arms a & ... --seeds 0 --arms b   # arms at once
+    PYTHONPATH=. python scripts/gdn_gate_paired.py --seeds 4 --weights-seed 0 --arms a   # weights of 0, data of 4
 
 A call stopped by SIGTERM (a device call's time limit) checkpoints the running arm and exits 124; the same command
 again resumes it from its checkpoint and skips finished arms (set train.checkpoint_every for long runs).
@@ -128,11 +129,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=["a", "b"], choices=["a", "b", "c"])
     parser.add_argument("--out", type=Path, default=Path("/tmp/gdn_paired"))
+    parser.add_argument("--weights-seed", type=int, default=None,
+                        help="start every arm from this seed's initial weights, with --seeds' data and validation "
+                             "(separates the starting weights from the data order; run dirs seed{S}_weights{W})")
     args, extra = parser.parse_known_args()
     for seed in args.seeds:
         overrides = [*OVERRIDES, f"train.seed={seed}", f"results_dir={args.out}", *extra]
         runs = {"a": build(overrides)}  # torch.manual_seed(seed) and the model, as arena.run
         rng = torch.get_rng_state()
+        crossed = args.weights_seed is not None and args.weights_seed != seed
+        if crossed:  # the weights arena.run draws for weights_seed, the batches and validation set of seed
+            donor = build([*OVERRIDES, f"train.seed={args.weights_seed}", f"results_dir={args.out}", *extra])
+            runs["a"].model.load_state_dict(donor.model.state_dict())
+            del donor
         initial = {k: v.clone() for k, v in runs["a"].model.state_dict().items()}
         gate = {k for k in initial if k.endswith(tuple("." + g for g in GATE))}
         assert gate, "no gate parameters: is the mixer gdn with decay on?"
@@ -153,10 +162,10 @@ def main() -> None:
         assert len(set(valid.values())) == 1, valid
         results = {}
         for arm in [a for a in ("a", "b", "c") if a in args.arms]:
-            run_dir = args.out / f"seed{seed}" / arm
+            run_dir = args.out / (f"seed{seed}_weights{args.weights_seed}" if crossed else f"seed{seed}") / arm
             run_dir.mkdir(parents=True, exist_ok=True)
             results[arm] = run_arm(runs[arm], rng, run_dir, f"gdn-{arm}-seed{seed}")
-        saved = args.out / f"seed{seed}" / "a" / "batch_hashes.txt"  # arm a's batches, also from an earlier call
+        saved = run_dir.parent / "a" / "batch_hashes.txt"  # arm a's batches, also from an earlier call
         # arms may train in separate processes at once (--arms a, --arms b): one whose arm a has not written its
         # hashes yet is checked when the command runs again after a has (finished arms are only read back)
         first = results["a"][1] if "a" in results else saved.read_text().split() if saved.is_file() else None
@@ -168,7 +177,8 @@ def main() -> None:
                 n = min(len(hashes), len(first))
                 assert hashes[:n] == first[:n], f"seed {seed} arm {arm}: batches differ from arm a's"
             left = next((r["step"] for r in rows if r["accuracy"] > LEFT), None)
-            print(json.dumps({"seed": seed, "arm": arm, "left_at": left, "last_step": rows[-1]["step"],
+            print(json.dumps({"seed": seed, "weights_seed": args.weights_seed if crossed else seed, "arm": arm,
+                              "left_at": left, "last_step": rows[-1]["step"],
                               "valid_accuracy_last": rows[-1]["accuracy"], "test_accuracy": summary["test_accuracy"],
                               "batches": len(hashes), "first_batch": hashes[0], "valid_set": valid[arm],
                               "trainable": sum(p.numel() for p in runs[arm].model.parameters() if p.requires_grad)}),
