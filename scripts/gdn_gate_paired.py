@@ -158,6 +158,7 @@ def main() -> None:
             state = run.model.state_dict()
             assert all(torch.equal(state[k], initial[k]) for k in state), arm
             assert set(initial) - set(state) == (gate if arm == "b" else set()), arm
+        shared = digest(*(initial[k] for k in sorted(initial) if k not in gate))  # the weights every arm starts from
         valid = {arm: digest(validation_set(r.task, seed).inputs) for arm, r in runs.items()}
         assert len(set(valid.values())) == 1, valid
         results = {}
@@ -181,6 +182,7 @@ def main() -> None:
                               "left_at": left, "last_step": rows[-1]["step"],
                               "valid_accuracy_last": rows[-1]["accuracy"], "test_accuracy": summary["test_accuracy"],
                               "batches": len(hashes), "first_batch": hashes[0], "valid_set": valid[arm],
+                              "initial_weights": shared,
                               "trainable": sum(p.numel() for p in runs[arm].model.parameters() if p.requires_grad)}),
                   flush=True)
 
