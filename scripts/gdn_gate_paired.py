@@ -139,7 +139,7 @@ def main() -> None:
         rng = torch.get_rng_state()
         crossed = args.weights_seed is not None and args.weights_seed != seed
         if crossed:  # the weights arena.run draws for weights_seed, the batches and validation set of seed
-            donor = build([*OVERRIDES, f"train.seed={args.weights_seed}", f"results_dir={args.out}", *extra])
+            donor = build([*overrides, f"train.seed={args.weights_seed}"])  # the later train.seed wins
             runs["a"].model.load_state_dict(donor.model.state_dict())
             del donor
         initial = {k: v.clone() for k, v in runs["a"].model.state_dict().items()}
@@ -161,12 +161,12 @@ def main() -> None:
         shared = digest(*(initial[k] for k in sorted(initial) if k not in gate))  # the weights every arm starts from
         valid = {arm: digest(validation_set(r.task, seed).inputs) for arm, r in runs.items()}
         assert len(set(valid.values())) == 1, valid
+        seed_dir = args.out / (f"seed{seed}_weights{args.weights_seed}" if crossed else f"seed{seed}")
         results = {}
         for arm in [a for a in ("a", "b", "c") if a in args.arms]:
-            run_dir = args.out / (f"seed{seed}_weights{args.weights_seed}" if crossed else f"seed{seed}") / arm
-            run_dir.mkdir(parents=True, exist_ok=True)
-            results[arm] = run_arm(runs[arm], rng, run_dir, f"gdn-{arm}-seed{seed}")
-        saved = run_dir.parent / "a" / "batch_hashes.txt"  # arm a's batches, also from an earlier call
+            (seed_dir / arm).mkdir(parents=True, exist_ok=True)
+            results[arm] = run_arm(runs[arm], rng, seed_dir / arm, f"gdn-{arm}-seed{seed}")
+        saved = seed_dir / "a" / "batch_hashes.txt"  # arm a's batches, also from an earlier call
         # arms may train in separate processes at once (--arms a, --arms b): one whose arm a has not written its
         # hashes yet is checked when the command runs again after a has (finished arms are only read back)
         first = results["a"][1] if "a" in results else saved.read_text().split() if saved.is_file() else None

@@ -69,7 +69,7 @@ def _accounted(point: Path) -> bool:
             or any(point.glob("attempt_*/summary.json")))
 
 
-def compose_point(overrides: list[str]) -> tuple[dict, dict] | None:
+def compose_point(overrides: list[str]) -> tuple[dict, dict]:
     """(resolved job config, group choices) of one point, composed from conf/ as `python -m arena.run` would; inside
     an open `initialize_config_dir` (also scripts/gdn_gate_paired.py's builder)."""
     from hydra import compose
