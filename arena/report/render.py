@@ -60,6 +60,7 @@ COUNT_COLUMNS = {"params_total", "params_mixer", "state_size", "flops_per_token"
 INTEGER_COLUMNS = {"train_len", "seed", "steps", "n_seeds", "n_runs", "n_completed", "n_diverged", "n_failed",
                    "n_unfinished", "step", "length", "seeds", *COUNT_COLUMNS}
 RATE_COLUMNS = {"lr", "lr (chosen)"}
+TRAINED_LENGTHS = "trained on lengths"  # results table column, where a group's lengths differ from its train_len
 
 
 @dataclass
@@ -96,10 +97,23 @@ def accuracy_text(mean, ci) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- blocks
+def trained_lengths_text(row) -> str:
+    """The lengths a run trained on, "3-40", where they differ from its train_len (a length probe trains on
+    sequences of train_min_len..train_max_len tokens padded to train_len); "" where they are train_len."""
+    low, high = row.get("train_min_len"), row.get("train_max_len")
+    if pd.isna(low) or pd.isna(high) or low == high == row.get("train_len"):
+        return ""
+    return f"{int(low)}" if low == high else f"{int(low)}-{int(high)}"
+
+
 def _display_selected(selected: pd.DataFrame) -> pd.DataFrame:
     columns = (["experiment"] if selected["experiment"].nunique() > 1 else []) + ["mixer", "task", "train_len"]
-    columns += setting_columns(selected)
     table = selected[columns].copy()
+    trained = selected.apply(trained_lengths_text, axis=1) if len(selected) else pd.Series(dtype=str)
+    if (trained != "").any():  # train_len alone would say "64" of a model that never saw more than 40 tokens
+        table[TRAINED_LENGTHS] = trained
+    for column in setting_columns(selected):
+        table[column] = selected[column]
     table["lr (chosen)"] = selected["lr"]
     table["metric"] = selected["metric"]
     table["valid (mean)"] = selected["valid_metric_mean"]
@@ -122,6 +136,11 @@ def _display_selected(selected: pd.DataFrame) -> pd.DataFrame:
                               zip(selected["shortcut_metric"], selected["best_shortcut"])]
     table["note"] = selected["note"]
     return table
+
+
+TRAINED_LENGTHS_NOTE = (f"`train_len` is the length of a training batch's sequences; a length probe trains on "
+                        f"shorter sequences padded to it, and `{TRAINED_LENGTHS}` gives their lengths. Views \"at "
+                        f"training length\" and \"against training length\" are indexed by `train_len`.")
 
 
 LM_EVAL_NOTE = ("lm-eval scores of each run trained with `eval.lm_eval.tasks` (summary.json's `lm_eval`; all of "
@@ -330,10 +349,18 @@ def multiples_display(table: pd.DataFrame) -> pd.DataFrame:
     return wide.reset_index().drop(columns="_order")
 
 
+def _trained_note(selected: pd.DataFrame, task: str, length) -> str:
+    """" (sequences of 3-40 tokens)" where the task's groups at `length` trained on other lengths than it."""
+    rows = selected[(selected["task"] == task) & (selected["train_len"] == length)]
+    texts = sorted({t for t in rows.apply(trained_lengths_text, axis=1)} - {""}) if len(rows) else []
+    return f" (sequences of {' or '.join(texts)} tokens)" if texts else ""
+
+
 def build_blocks(root, tables: dict, figures: dict) -> list[Block]:
     runs, selected = tables["runs"], tables["selected"]
     settings = setting_columns(runs)
-    fixed = ", ".join(f"{task} {plots._length_text(v)}" for task, v in tables["fixed_lengths"].items())
+    fixed = ", ".join(f"{task} {plots._length_text(v)}{_trained_note(selected, task, v)}"
+                      for task, v in tables["fixed_lengths"].items())
     blocks = [
         Block("h1", "arena report"),
         Block("p", f"Read {len(runs)} run directories under `{root}` (summary.json, config.yaml, metrics.jsonl; "
@@ -358,6 +385,8 @@ def build_blocks(root, tables: dict, figures: dict) -> list[Block]:
         Block("h2", "Results at the chosen learning rate"),
         Block("table", table=_display_selected(selected)),
     ]
+    if len(selected) and (selected.apply(trained_lengths_text, axis=1) != "").any():
+        blocks.append(Block("note", TRAINED_LENGTHS_NOTE))
     if selected["shortcut_metric"].notna().any():
         blocks.append(Block("note", SHORTCUT_NOTE))
     if not tables.get("lm_eval_table", pd.DataFrame()).empty:  # runs trained with eval.lm_eval.tasks

@@ -155,6 +155,25 @@ def test_parity_is_reported_in_scaled_accuracy(tmp_path):
         assert (out / name).stat().st_size > 5000, name
 
 
+def test_a_length_probe_is_labelled_with_the_lengths_it_trained_on(tmp_path):
+    """parity trains on 3..16 tokens padded to seq_len 64: "train_len 64" alone would claim 64-token training."""
+    out = write_report(parity_and_flip_flop(tmp_path / "r"), tmp_path / "out")
+    md = (out / "report.md").read_text()
+    assert "parity 64 (sequences of 3-16 tokens)" in md.split("## Protocol")[0]
+    assert "flip_flop 64," in md.split("## Protocol")[0]  # trained at its train_len: nothing added
+    results = md.split("## Results at the chosen learning rate")[1].split("##")[0]
+    header = results.strip().splitlines()[0].split("|")
+    rows = {line.split("|")[2].strip(): line.split("|") for line in results.splitlines()[2:] if line.startswith("|")}
+    column = [c.strip() for c in header].index("trained on lengths")
+    assert rows["parity"][column].strip() == "3-16" and rows["flip_flop"][column].strip() == ""
+    assert "`trained on lengths` gives their lengths" in results
+
+
+def test_no_trained_lengths_column_where_every_run_trains_at_its_train_len(tmp_path):
+    md = (write_report(small_grid(tmp_path / "r"), tmp_path / "out") / "report.md").read_text()
+    assert "trained on lengths" not in md and "(sequences of" not in md
+
+
 def test_accuracy_plots_draw_the_chance_level(tmp_path, monkeypatch):
     tables = build_tables(parity_and_flip_flop(tmp_path / "r"))
     figures = kept_figures(monkeypatch)
