@@ -383,9 +383,9 @@ def build_blocks(root, tables: dict, figures: dict) -> list[Block]:
         blocks += [Block("note", message) for message in tables["warnings"]]
     blocks += [
         Block("h2", "Results at the chosen learning rate"),
-        Block("table", table=_display_selected(selected)),
+        Block("table", table=(results := _display_selected(selected))),
     ]
-    if len(selected) and (selected.apply(trained_lengths_text, axis=1) != "").any():
+    if TRAINED_LENGTHS in results.columns:
         blocks.append(Block("note", TRAINED_LENGTHS_NOTE))
     if selected["shortcut_metric"].notna().any():
         blocks.append(Block("note", SHORTCUT_NOTE))
