@@ -184,12 +184,13 @@ def _display_lm_eval(table: pd.DataFrame) -> pd.DataFrame:
 
 
 DAGGER = "†"
-SHORTCUT_NOTE = (f"{DAGGER} The test score does not beat the best shortcut baseline: a rule that reads only the "
-                 "inputs (chance, the training majority, copying the last or the previous token, or the task's "
-                 "own cheap heuristic such as stack's last element pushed to this stack id, ignoring pops) and "
-                 "scores at least as much on the same test data (`best shortcut`, in the task's metric; "
-                 "arena/tasks/shortcuts.py, docs/probes.md#shortcut-baselines). Such a result does not show the "
-                 "ability the probe names.")
+SHORTCUT_WHAT = ("a rule that reads only the inputs (chance, the training majority, copying the last or the "
+                 "previous token, or the task's own cheap heuristic such as stack's last element pushed to this "
+                 "stack id, ignoring pops), scored on the same test data (`best shortcut`, in the task's metric; "
+                 "arena/tasks/shortcuts.py, docs/probes.md#shortcut-baselines)")
+SHORTCUT_NOTE = (f"{DAGGER} The test score does not beat the best shortcut baseline: {SHORTCUT_WHAT}. Such a "
+                 "result does not show the ability the probe names.")
+SHORTCUT_BEATEN_NOTE = f"Every test score beats its best shortcut baseline: {SHORTCUT_WHAT}."
 
 
 def not_above(score, shortcut) -> bool:
@@ -387,8 +388,10 @@ def build_blocks(root, tables: dict, figures: dict) -> list[Block]:
     ]
     if TRAINED_LENGTHS in results.columns:
         blocks.append(Block("note", TRAINED_LENGTHS_NOTE))
-    if selected["shortcut_metric"].notna().any():
+    if any(not_above(m, c) for m, c in zip(selected["test_metric_mean"], selected["shortcut_metric"])):
         blocks.append(Block("note", SHORTCUT_NOTE))
+    elif selected["shortcut_metric"].notna().any():  # no dagger to explain: say that none was needed
+        blocks.append(Block("note", SHORTCUT_BEATEN_NOTE))
     if not tables.get("lm_eval_table", pd.DataFrame()).empty:  # runs trained with eval.lm_eval.tasks
         blocks += [Block("h2", "Standard benchmarks (lm-eval)"), Block("p", LM_EVAL_NOTE),
                    Block("table", table=_display_lm_eval(tables["lm_eval_table"]))]

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from arena.report import plots  # noqa: E402
-from arena.report.render import DAGGER, SHORTCUT_NOTE, build_blocks, build_tables, render_markdown  # noqa: E402
+from arena.report.render import DAGGER, SHORTCUT_BEATEN_NOTE, SHORTCUT_NOTE, build_blocks, build_tables, render_markdown  # noqa: E402
 from tests.report.test_report import config_for, summary_for, write_run  # noqa: E402
 
 SHORTCUT = 0.96  # stack_kimi's "last pushed to this stack id" at 256 tokens (arena issue 14)
@@ -42,6 +42,18 @@ def test_results_table_marks_results_that_do_not_beat_the_best_shortcut(tmp_path
     assert f"0.950 ± 0.000 {DAGGER}" in rows["kda"] and DAGGER not in rows["gdn"]
     assert "0.961 (last_pushed)" in rows["gdn"]
     assert SHORTCUT_NOTE.split(":")[0] in md
+
+
+def test_the_dagger_note_appears_only_where_a_row_carries_the_dagger(tmp_path):
+    root = tmp_path / "r"
+    for seed in (0, 1):  # gdn alone, above the shortcut
+        write_run(root, f"gdn-{seed}", config_for("gdn", "stack", 256, 1e-3, seed),
+                  summary_for("gdn", "stack", 256, 0.99, 0.99, best_shortcut="last_pushed",
+                              best_shortcut_accuracy=SHORTCUT))
+    md = render_markdown(build_blocks(root, build_tables(root), {}))
+    assert DAGGER not in md and SHORTCUT_BEATEN_NOTE in md
+    md = render_markdown(build_blocks(tmp_path, build_tables(grid(tmp_path / "g")), {}))
+    assert SHORTCUT_NOTE in md and SHORTCUT_BEATEN_NOTE not in md
 
 
 def test_plots_draw_the_shortcut_where_runs_recorded_it(tmp_path):
