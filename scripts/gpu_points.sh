@@ -6,11 +6,13 @@
 #
 # Why pools: runs of very different memory share the card (an MQAR-1,024 run peaks at ~12 GB, a parity run at
 # under 1 GB), so the large ones get a pool small enough that their peaks fit the 80 GB, and launch-bound small
-# runs fill the remaining CPU cores (one process each). Every pool stops at LIMIT seconds (SIGTERM: each run
-# checkpoints and a later call resumes it). Idempotent: run directories stay on a warm machine's disk between
-# calls (results/runs is git-ignored), so the same command goes on where the last one stopped; on a fresh
-# machine, carried archives named in RESTORE (space-separated .tgz files of run directories, e.g. an earlier
-# call's runs.tgz or resume.tgz) are unpacked first, for every run root that is not there yet.
+# runs fill the remaining CPU cores (one process each). Each point's OpenMP / MKL / OpenBLAS threads: the host's
+# cores over all the points of all pools (unless set), so the launch-bound runs do not oversubscribe the host.
+# Every pool stops at LIMIT seconds (SIGTERM: each run checkpoints and a later call resumes it). Idempotent: run
+# directories stay on a warm machine's disk between calls (results/runs is git-ignored), so the same command goes
+# on where the last one stopped; on a fresh machine, carried archives named in RESTORE (space-separated .tgz
+# files of run directories, e.g. an earlier call's runs.tgz or resume.tgz) are unpacked first, for every run root
+# that is not there yet.
 #
 # RUNNER, when set, is passed to run_points.py as --runner (the tests use a stand-in for arena.run). Into $OUT
 # (default results/gpu): pools.log (each pool's run_points output), mem.log (GPU memory and
@@ -28,6 +30,12 @@ for pool in "$@"; do
 done
 . scripts/gpu_env.sh
 export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}  # less fragmentation across runs
+# every pool's points share the host: thread pools of the cores over ALL the points (run_points alone would give
+# each pool the cores over its own size), unless the caller set them
+total_jobs=0; for pool in "$@"; do total_jobs=$((total_jobs + ${pool##*:})); done
+threads=$(( $(nproc) / total_jobs )); [ "$threads" -ge 1 ] || threads=1
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads} MKL_NUM_THREADS=${MKL_NUM_THREADS:-$threads} \
+  OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$threads}
 OUT=${OUT:-results/gpu}; mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)  # absolute: the packing below changes folder
 LIMIT=${LIMIT:-480}
 LOGS=$(mktemp -d)  # each pool's output and each run's log

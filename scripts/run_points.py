@@ -15,7 +15,9 @@ A point whose run directory already holds a finished run (summary.json status co
 any other resumes there (arena.run resumes from the checkpoint an interrupted run left). At the time limit every
 running point gets SIGTERM, which stops it at its next step with a checkpoint (arena/runtime.py), and the script
 waits up to --grace seconds for them: run the same command again to go on. Each point's output goes to
-<log dir>/<run dir, '/' written '__'>.log. The last lines printed are a table: point, status, steps.
+<log dir>/<run dir, '/' written '__'>.log. The last lines printed are a table: point, status, steps. Each point's
+OpenMP / MKL / OpenBLAS thread pools get the machine's cores over --jobs, as Hydra's joblib launcher gives its
+workers, unless OMP_NUM_THREADS (or the others) is set.
 
 Exit status: 0 when every point finished (completed or diverged), 1 when some failed, 124 when the time limit left
 points unfinished, 2 (one line on stderr, nothing run) for a malformed points file.
@@ -36,6 +38,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_throughput import last_logged_step  # noqa: E402  (the same reading of a run's metrics.jsonl)
 
 FINISHED = ("completed", "diverged")
+# the math libraries' thread pools, each capped per point as joblib's loky backend (and so Hydra's joblib launcher)
+# caps its workers: N points that each start a thread per core oversubscribe the host, and launch-bound GPU runs
+# wait on it. Seen on a 16-core H100 host: 10 one-layer parity points uncapped ran 5.5 steps/s each at 11-16 % GPU
+# use, 6 such points under the joblib launcher ~100 steps/s each (the cap is the likely difference; not yet timed
+# alone)
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def point_env(jobs: int, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a point runs in: each of THREAD_VARS the caller did not set becomes this machine's usable
+    cores over `jobs` (at least 1); one the caller set is kept."""
+    env = dict(os.environ if environ is None else environ)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for var in THREAD_VARS:
+        env.setdefault(var, str(max(1, cores // jobs)))
+    return env
 
 
 class PointsFileError(Exception):
@@ -101,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run_points: {len(points)} points, {len(points) - len(todo)} finished already, {len(todo)} to run, "
           f"{args.jobs} at a time", flush=True)
     running: dict[Path, tuple[subprocess.Popen, object]] = {}
+    env = point_env(args.jobs)
     stopping = False
 
     def stop(*_):
@@ -124,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 # the whole path in the name: two points may share a last folder name under different parents
                 log = open(log_dir / (str(run_dir).strip("/").replace("/", "__") + ".log"), "a")
                 command = args.runner.split() + overrides + [f"hydra.run.dir={run_dir}"]
-                running[run_dir] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log)
+                running[run_dir] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
             time.sleep(0.5)
     except KeyboardInterrupt:
         stopping = True

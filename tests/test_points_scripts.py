@@ -29,7 +29,7 @@ REPLICATE_POINTS = REPO / "scripts" / "replicate_points.py"
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 FAKE_RUNNER = r'''
-import json, signal, sys, time
+import json, os, signal, sys, time
 from pathlib import Path
 
 args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
@@ -48,6 +48,8 @@ def log(event):
 log("start")
 with open(run_dir / "marker", "a") as f:  # one line per start: the arguments it was given
     f.write(" ".join(sys.argv[1:]) + "\n")
+(run_dir / "threads").write_text(" ".join(os.environ.get(v, "unset") for v in
+                                          ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")))
 began = time.monotonic()
 while time.monotonic() - began < float(args.get("sleep", 0)) and not stopped:
     time.sleep(0.01)
@@ -153,6 +155,31 @@ def test_at_most_jobs_points_run_at_once(tmp_path, runner):
     starts = {d.name: t for e, t, d in log if e == "start"}
     first_end = min(t for e, t, _ in log if e == "end")
     assert max(starts["p0"], starts["p1"]) < first_end <= min(starts["p2"], starts["p3"])  # in file order
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 64])
+def test_each_point_gets_the_cores_over_jobs_as_its_thread_pools(tmp_path, runner, jobs, monkeypatch):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delitem(ENV, var, raising=False)
+    dirs = [tmp_path / f"p{i}" for i in range(2)]
+    done = run_points(write_points(tmp_path, [f"{d}\tsleep=0" for d in dirs]), runner, "--jobs", str(jobs))
+    assert done.returncode == 0, done.stdout + done.stderr
+    want = str(max(1, cores() // jobs))  # 1 job: every core; more jobs than cores: still one thread
+    assert [(d / "threads").read_text() for d in dirs] == [" ".join([want] * 3)] * 2
+
+
+def test_a_thread_count_the_caller_set_is_kept(tmp_path, runner, monkeypatch):
+    monkeypatch.setitem(ENV, "OMP_NUM_THREADS", "3")
+    for var in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delitem(ENV, var, raising=False)
+    run_dir = tmp_path / "p0"
+    done = run_points(write_points(tmp_path, [f"{run_dir}\tsleep=0"]), runner, "--jobs", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (run_dir / "threads").read_text() == f"3 {cores()} {cores()}"
 
 
 def test_the_time_limit_stops_running_points_and_leaves_the_rest(tmp_path, runner):
@@ -404,6 +431,8 @@ def test_gpu_points_runs_pools_and_packs_runs_and_unfinished_checkpoints(tmp_pat
     out = tmp_path / "out"
     env = {**ENV, "ARENA_GPU_ENV": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(out), "LIMIT": "3",
            "MEM_EVERY": "0.2", "RUNNER": runner}
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env.pop(var, None)
     proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_points.sh"), f"{small}:1", f"{big}:2"], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 124, proc.stdout + proc.stderr
@@ -420,6 +449,8 @@ def test_gpu_points_runs_pools_and_packs_runs_and_unfinished_checkpoints(tmp_pat
     pools = (out / "pools.log").read_text()
     assert "small.log (exit 0)" in pools and "big.log (exit 124)" in pools
     assert (out / "point_logs.tgz").is_file()
+    threads = str(max(1, cores() // 3))  # the cores over the 3 points of both pools, not over each pool's own size
+    assert [(run / "threads").read_text() for run in (done, slow)] == [" ".join([threads] * 3)] * 2
 
 
 @pytest.mark.parametrize("pool, what", [("missing.tsv:2", "no points file"), ("points.tsv", "needs a pool size"),
