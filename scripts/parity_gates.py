@@ -5,6 +5,9 @@
 For each run dir of a `task=parity` run with GDN or KDA layers (its checkpoint, arena.model.load), feeds `--num`
 random bit strings of `--length` tokens and records, per layer and head, on bit-0 and bit-1 tokens:
     alpha = exp(g)        the decay (GDN: one per head; KDA: the mean over the K channels)
+    alpha_k               the decay along the token's key k (unit length): sum_i k_i^2 alpha_i. A sign stored
+                          along k (S ~ k s^T) is scaled by k^T diag(alpha) k per token, so for KDA's per-channel
+                          gate this, not the channel mean, is what the stored sign sees (GDN: alpha_k = alpha)
     beta                  the delta-rule step, in (0, 2) with allow_neg_eigval
 and the two numbers that decide whether a sign survives `--length` tokens:
     alpha^L               the product of alpha over L tokens (half of each bit): what the gate leaves of the state
@@ -12,6 +15,7 @@ and the two numbers that decide whether a sign survives `--length` tokens:
                           |1 - beta| below 1 shrinks the component along k like a decay (a head that reflects on
                           every token, beta ~ 2 on both bits, pays it on every token)
     keep^L                the two together: the product of alpha |1 - beta| over the L tokens
+    alpha_k^L, keep_k^L   the same with alpha_k
 Why: a model trained on lengths up to 16 or 40 gets full marks with alpha and |1 - beta| far enough from 1 to
 lose the sign by 256 (results/2026-12-06_parity_extrapolation/README.md). Prints one table per run, after the
 accuracy at each of `--acc-lengths` (500 fresh sequences each, seed `--seed`). `--weights`: tested (the weights
@@ -48,44 +52,64 @@ def accuracy_at(model, length: int, num: int, seed: int) -> float:
     return (logits.argmax(-1)[scored] == batch.targets[scored]).double().mean().item()
 
 
+def key_weighted_decay(alpha: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The decay along each token's key, [B, T, H]: sum_i k_i^2 alpha_i over the K channels for KDA's [B, T, H, K]
+    alpha (k of unit length, as the layer's l2norm leaves it); GDN's [B, T, H] alpha is the same along every
+    direction and comes back unchanged."""
+    if alpha.dim() == 3:
+        return alpha
+    return (k.double() ** 2 * alpha.double()).sum(-1) / (k.double() ** 2).sum(-1).clamp_min(1e-30)
+
+
 def gate_stats(model, length: int, num: int, seed: int) -> list[dict]:
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(1, 3, (num, length), generator=gen)  # [B, T]: 1 = bit 0, 2 = bit 1, no PAD
-    captured = {}
+    captured, keys = {}, {}
 
     def hook(index):
         def record(layer, args, _output):
             x = args[0]  # [B, T, D], the mixer's input
             alpha = layer.decay(x).exp()  # [B, T, H] or [B, T, H, K]
+            alpha_k = key_weighted_decay(alpha, keys[index])  # [B, T, H]
             if alpha.dim() == 4:
                 alpha = alpha.mean(-1)  # KDA: one number per head, the mean over the K channels
             beta = torch.sigmoid(layer.b_proj(x).float()) * (2.0 if layer.cfg.allow_neg_eigval else 1.0)
-            captured[index] = (alpha.double(), beta.double())  # [B, T, H] each
+            captured[index] = (alpha.double(), alpha_k.double(), beta.double())  # [B, T, H] each
+        return record
+
+    def key_hook(index):
+        def record(_module, _args, output):
+            keys[index] = output[1]  # (q, k, v, conv state): k [B, T, H, K], unit length
         return record
 
     mixers = [b.mixer for b in model.blocks if isinstance(b.mixer, DeltaRuleMixer)]
     if not mixers:
         raise SystemExit("no GDN or KDA layer to probe")
     handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(mixers)]
+    handles += [m.qkv.register_forward_hook(key_hook(i)) for i, m in enumerate(mixers)]  # runs before the mixer's
     with torch.no_grad():
         model(tokens)
     for h in handles:
         h.remove()
     rows = []
-    for index, (alpha, beta) in captured.items():
+    for index, (alpha, alpha_k, beta) in captured.items():
         for head in range(alpha.shape[-1]):
             row = {"layer": index, "head": head}
             for bit, token in (("0", 1), ("1", 2)):
                 on = tokens == token  # [B, T]
-                a, b = alpha[..., head][on], beta[..., head][on]
+                a, ak, b = alpha[..., head][on], alpha_k[..., head][on], beta[..., head][on]
                 row[f"alpha{bit}"] = a.mean().item()
+                row[f"alpha_k{bit}"] = ak.mean().item()
                 row[f"beta{bit}"] = b.mean().item()
                 row[f"log_alpha{bit}"] = a.log().mean().item()  # geometric mean, what a product over tokens sees
+                row[f"log_alpha_k{bit}"] = ak.clamp_min(1e-300).log().mean().item()
                 row[f"log_eig{bit}"] = (1 - b).abs().clamp_min(1e-30).log().mean().item()
             # half the tokens are of each bit: the product over the sequence
             row["alpha^L"] = math.exp(length / 2 * (row["log_alpha0"] + row["log_alpha1"]))
+            row["alpha_k^L"] = math.exp(length / 2 * (row["log_alpha_k0"] + row["log_alpha_k1"]))
             row["|1-beta|^L"] = math.exp(length / 2 * (row["log_eig0"] + row["log_eig1"]))
             row["keep^L"] = row["alpha^L"] * row["|1-beta|^L"]
+            row["keep_k^L"] = row["alpha_k^L"] * row["|1-beta|^L"]
             rows.append(row)
     return rows
 
@@ -106,10 +130,12 @@ def main() -> None:
         model = load(run_dir, weights=args.weights)
         accs = ", ".join(f"{L}: {accuracy_at(model, L, 500, args.seed):.3f}" for L in acc_lengths)
         print(f"== {run_dir} (weights {args.weights}) accuracy {accs}")
-        print(f"layer head  alpha|0  alpha|1  beta|0  beta|1   alpha^L  |1-beta|^L  keep^L   (L = {args.length})")
+        print(f"layer head  alpha|0  alpha|1  beta|0  beta|1   alpha^L  |1-beta|^L  keep^L    alpha_k|0 alpha_k|1 "
+              f"alpha_k^L keep_k^L  (L = {args.length})")
         for r in gate_stats(model, args.length, args.num, args.seed):
             print(f"{r['layer']:5d} {r['head']:4d}  {r['alpha0']:7.4f}  {r['alpha1']:7.4f}  {r['beta0']:6.3f}  "
-                  f"{r['beta1']:6.3f}  {r['alpha^L']:8.2e}  {r['|1-beta|^L']:8.2e}  {r['keep^L']:8.2e}")
+                  f"{r['beta1']:6.3f}  {r['alpha^L']:8.2e}  {r['|1-beta|^L']:8.2e}  {r['keep^L']:8.2e}  "
+                  f"{r['alpha_k0']:9.4f} {r['alpha_k1']:9.4f} {r['alpha_k^L']:9.2e} {r['keep_k^L']:8.2e}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""scripts/parity_gates.py reports the gates a GDN layer really applies, and scores parity as arena does.
+"""scripts/parity_gates.py reports the gates a GDN layer really applies (for KDA also the decay along each key), and
+scores parity as arena does.
 
     python -m pytest -q tests/test_parity_gates_script.py
 
@@ -72,3 +73,42 @@ def test_accuracy_is_scored_at_the_last_bit():
     script = _script()
     assert script.accuracy_at(_running_parity_model(flip=False), 37, 200, 0) == 1.0
     assert script.accuracy_at(_running_parity_model(flip=True), 37, 200, 0) == 0.0
+
+
+def test_key_weighted_decay_is_the_decay_along_the_key():
+    # a key on one channel sees that channel's decay alone; a key spread evenly over the channels sees their mean
+    alpha = torch.tensor([0.5, 0.9, 0.99, 1.0]).expand(2, 3, 1, 4)  # [B, T, H, K]
+    one_channel = F.one_hot(torch.tensor(2), 4).double().expand(2, 3, 1, 4)
+    even = torch.full((2, 3, 1, 4), 0.5)  # unit length: 4 x 0.5^2 = 1
+    weighted = _script().key_weighted_decay
+    assert torch.allclose(weighted(alpha, one_channel), torch.full((2, 3, 1), 0.99, dtype=torch.float64))
+    assert torch.allclose(weighted(alpha, even), torch.full((2, 3, 1), 0.8475, dtype=torch.float64))
+    gdn_alpha = torch.rand(2, 3, 2)  # [B, T, H]: one decay for every direction
+    assert torch.equal(weighted(gdn_alpha, torch.randn(2, 3, 2, 4)), gdn_alpha)
+
+
+def test_kda_rows_weight_the_decay_by_the_layers_own_keys():
+    # KDA: alpha_k must be sum_i k_i^2 alpha_i with the k the layer really used (captured here independently, by
+    # calling its qkv and decay on the mixer's input), not the channel mean the alpha column shows
+    specs = {"kda": {"name": "kda", "num_heads": 2, "allow_neg_eigval": True}}
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=3, d_model=8, n_layers=1), specs).eval()
+    rows = _script().gate_stats(model, length=24, num=4, seed=3)
+    tokens = torch.randint(1, 3, (4, 24), generator=torch.Generator().manual_seed(3))
+    mixer = model.blocks[0].mixer
+    inputs = []
+    handle = mixer.register_forward_hook(lambda _m, args, _o: inputs.append(args[0]))
+    with torch.no_grad():
+        model(tokens)
+        handle.remove()
+        x = inputs[0]
+        _, k, _, _ = mixer.qkv(x, None, False)
+        alpha = mixer.decay(x).exp().double()  # [B, T, H, K]
+    want = (k.double() ** 2 * alpha).sum(-1) / (k.double() ** 2).sum(-1)  # [B, T, H]
+    for head, row in enumerate(rows):
+        for bit, token in (("0", 1), ("1", 2)):
+            on = tokens == token
+            assert math.isclose(row[f"alpha_k{bit}"], want[..., head][on].mean().item(), rel_tol=1e-9)
+            assert not math.isclose(row[f"alpha_k{bit}"], row[f"alpha{bit}"], rel_tol=1e-6)  # not the mean
+        assert math.isclose(row["alpha_k^L"], math.exp(12 * sum(want[..., head][tokens == t].log().mean().item()
+                                                                for t in (1, 2))), rel_tol=1e-6)
