@@ -46,10 +46,10 @@ FINISHED = ("completed", "diverged")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def point_env(jobs: int, environ: dict[str, str] | None = None) -> dict[str, str]:
+def point_env(jobs: int) -> dict[str, str]:
     """The environment a point runs in: each of THREAD_VARS the caller did not set becomes this machine's usable
     cores over `jobs` (at least 1); one the caller set is kept."""
-    env = dict(os.environ if environ is None else environ)
+    env = dict(os.environ)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     for var in THREAD_VARS:
         env.setdefault(var, str(max(1, cores // jobs)))

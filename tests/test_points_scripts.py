@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUN_POINTS = REPO / "scripts" / "run_points.py"
 REPLICATE_POINTS = REPO / "scripts" / "replicate_points.py"
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # the pools capped per point
 
 FAKE_RUNNER = r'''
 import json, os, signal, sys, time
@@ -163,7 +164,7 @@ def cores() -> int:
 
 @pytest.mark.parametrize("jobs", [1, 2, 64])
 def test_each_point_gets_the_cores_over_jobs_as_its_thread_pools(tmp_path, runner, jobs, monkeypatch):
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in THREAD_VARS:
         monkeypatch.delitem(ENV, var, raising=False)
     dirs = [tmp_path / f"p{i}" for i in range(2)]
     done = run_points(write_points(tmp_path, [f"{d}\tsleep=0" for d in dirs]), runner, "--jobs", str(jobs))
@@ -174,7 +175,7 @@ def test_each_point_gets_the_cores_over_jobs_as_its_thread_pools(tmp_path, runne
 
 def test_a_thread_count_the_caller_set_is_kept(tmp_path, runner, monkeypatch):
     monkeypatch.setitem(ENV, "OMP_NUM_THREADS", "3")
-    for var in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in THREAD_VARS[1:]:
         monkeypatch.delitem(ENV, var, raising=False)
     run_dir = tmp_path / "p0"
     done = run_points(write_points(tmp_path, [f"{run_dir}\tsleep=0"]), runner, "--jobs", "1")
@@ -431,7 +432,7 @@ def test_gpu_points_runs_pools_and_packs_runs_and_unfinished_checkpoints(tmp_pat
     out = tmp_path / "out"
     env = {**ENV, "ARENA_GPU_ENV": "1", "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(out), "LIMIT": "3",
            "MEM_EVERY": "0.2", "RUNNER": runner}
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for var in THREAD_VARS:
         env.pop(var, None)
     proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_points.sh"), f"{small}:1", f"{big}:2"], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=120)
