@@ -1,6 +1,7 @@
 """What a trained parity model's delta-rule gates do to a stored sign over a long sequence (issue 14 item 3).
 
     python scripts/parity_gates.py RUN_DIR [RUN_DIR ...] [--length 256] [--num 64] [--seed 0] [--weights last]
+                                   [--open-gate reflecting | LAYER:HEAD,...] [--gate-scales 0]
 
 For each run dir of a `task=parity` run with GDN or KDA layers (its checkpoint, arena.model.load), feeds `--num`
 random bit strings of `--length` tokens and records, per layer and head, on bit-0 and bit-1 tokens:
@@ -20,11 +21,17 @@ Why: a model trained on lengths up to 16 or 40 gets full marks with alpha and |1
 lose the sign by 256 (results/2026-12-06_parity_extrapolation/README.md). Prints one table per run, after the
 accuracy at each of `--acc-lengths` (500 fresh sequences each, seed `--seed`). `--weights`: tested (the weights
 summary.json's test scores are of), last (after the last step) or best (best validation), see arena.checkpoint.
+
+`--open-gate` is the intervention that tests the gate as the cause: the named heads' log-decay g is multiplied by
+each of `--gate-scales` (0: alpha = 1, the gate fully open; 0.5: alpha -> sqrt(alpha)) at every token and channel,
+nothing else changes, and the accuracy at each length is scored again beside the trained model's. `reflecting` picks, per run, the heads whose beta is above 1.9 on both bits (the heads that flip the
+sign). If the fading beyond the training lengths is the decay's doing, opening the gate lifts the long lengths.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -61,6 +68,51 @@ def key_weighted_decay(alpha: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return (k.double() ** 2 * alpha.double()).sum(-1) / (k.double() ** 2).sum(-1).clamp_min(1e-30)
 
 
+def delta_rule_layers(model) -> list[DeltaRuleMixer]:
+    mixers = [b.mixer for b in model.blocks if isinstance(b.mixer, DeltaRuleMixer)]
+    if not mixers:
+        raise SystemExit("no GDN or KDA layer to probe")
+    return mixers
+
+
+@contextlib.contextmanager
+def open_gates(model, heads: list[tuple[int, int]], scale: float = 0.0):
+    """Within the block, the log-decay of each (layer, head) in `heads` (layer = index among the GDN / KDA layers)
+    is scale * g (alpha ** scale; 0: alpha = 1) at every token and channel; the rest of the model is untouched."""
+    if not 0.0 <= scale <= 1.0:
+        raise SystemExit(f"--gate-scales: {scale} is outside [0, 1] (0 opens the gate, 1 leaves it as trained)")
+    mixers = delta_rule_layers(model)
+    for layer, head in heads:
+        if not (0 <= layer < len(mixers) and 0 <= head < mixers[layer].H):
+            raise SystemExit(f"--open-gate {layer}:{head}: no such head (layers 0-{len(mixers) - 1}, "
+                             f"heads 0-{mixers[0].H - 1})")
+    originals = {}
+    for index in sorted({layer for layer, _ in heads}):
+        mixer, chosen = mixers[index], [h for layer, h in heads if layer == index]
+        originals[index] = mixer.decay
+
+        def opened(x, decay=mixer.decay, chosen=chosen):
+            g = decay(x).clone()  # [B, T, H] or [B, T, H, K]
+            g[:, :, chosen] *= scale
+            return g
+        mixer.decay = opened  # the instance attribute shadows the method; unfused forward calls it
+    try:
+        yield
+    finally:
+        for index, decay in originals.items():
+            del mixers[index].decay
+
+
+def parse_heads(spec: str, rows: list[dict]) -> list[tuple[int, int]]:
+    """`reflecting` -> the heads of `rows` (gate_stats) with beta > 1.9 on both bits; else 'LAYER:HEAD,...'."""
+    if spec == "reflecting":
+        return [(r["layer"], r["head"]) for r in rows if min(r["beta0"], r["beta1"]) > 1.9]
+    try:
+        return [(int(a), int(b)) for a, b in (item.split(":") for item in spec.split(","))]
+    except ValueError:
+        raise SystemExit(f"--open-gate {spec!r}: give 'reflecting' or LAYER:HEAD pairs, e.g. 0:3,0:1") from None
+
+
 def gate_stats(model, length: int, num: int, seed: int) -> list[dict]:
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.randint(1, 3, (num, length), generator=gen)  # [B, T]: 1 = bit 0, 2 = bit 1, no PAD
@@ -82,9 +134,7 @@ def gate_stats(model, length: int, num: int, seed: int) -> list[dict]:
             keys[index] = output[1]  # (q, k, v, conv state): k [B, T, H, K], unit length
         return record
 
-    mixers = [b.mixer for b in model.blocks if isinstance(b.mixer, DeltaRuleMixer)]
-    if not mixers:
-        raise SystemExit("no GDN or KDA layer to probe")
+    mixers = delta_rule_layers(model)
     handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(mixers)]
     handles += [m.qkv.register_forward_hook(key_hook(i)) for i, m in enumerate(mixers)]  # runs before the mixer's
     with torch.no_grad():
@@ -122,20 +172,38 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default="last", help="tested | last (default) | best")
     parser.add_argument("--acc-lengths", default="64,128,256", help="comma-separated lengths to score accuracy at")
+    parser.add_argument("--open-gate", default="", help="reflecting | LAYER:HEAD,...: score again with those "
+                        "heads' log-decay scaled by each of --gate-scales")
+    parser.add_argument("--gate-scales", default="0", help="comma-separated factors in [0, 1] (default 0: alpha = 1)")
     args = parser.parse_args()
     if args.length < 2 or args.num < 1:
         raise SystemExit(f"--length={args.length} must be >= 2 and --num={args.num} >= 1")
     acc_lengths = [int(L) for L in args.acc_lengths.split(",")]
+    try:
+        scales = [float(f) for f in args.gate_scales.split(",")]
+    except ValueError:
+        raise SystemExit(f"--gate-scales {args.gate_scales!r}: give comma-separated numbers in [0, 1]") from None
     for run_dir in args.run_dirs:
         model = load(run_dir, weights=args.weights)
         accs = ", ".join(f"{L}: {accuracy_at(model, L, 500, args.seed):.3f}" for L in acc_lengths)
         print(f"== {run_dir} (weights {args.weights}) accuracy {accs}")
         print(f"layer head  alpha|0  alpha|1  beta|0  beta|1   alpha^L  |1-beta|^L  keep^L    alpha_k|0 alpha_k|1 "
               f"alpha_k^L keep_k^L  (L = {args.length})")
-        for r in gate_stats(model, args.length, args.num, args.seed):
+        rows = gate_stats(model, args.length, args.num, args.seed)
+        for r in rows:
             print(f"{r['layer']:5d} {r['head']:4d}  {r['alpha0']:7.4f}  {r['alpha1']:7.4f}  {r['beta0']:6.3f}  "
                   f"{r['beta1']:6.3f}  {r['alpha^L']:8.2e}  {r['|1-beta|^L']:8.2e}  {r['keep^L']:8.2e}  "
                   f"{r['alpha_k0']:9.4f} {r['alpha_k1']:9.4f} {r['alpha_k^L']:9.2e} {r['keep_k^L']:8.2e}")
+        if args.open_gate:
+            heads = parse_heads(args.open_gate, rows)
+            if not heads:
+                print(f"gate opened: none (no head matches {args.open_gate!r})")
+                continue
+            names = " ".join(f"{layer}:{head}" for layer, head in heads)
+            for scale in scales:
+                with open_gates(model, heads, scale):
+                    opened = ", ".join(f"{L}: {accuracy_at(model, L, 500, args.seed):.3f}" for L in acc_lengths)
+                print(f"gate of layer:head {names} as alpha^{scale:g}: accuracy {opened}")
 
 
 if __name__ == "__main__":
