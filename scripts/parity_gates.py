@@ -24,8 +24,9 @@ summary.json's test scores are of), last (after the last step) or best (best val
 
 `--open-gate` is the intervention that tests the gate as the cause: the named heads' log-decay g is multiplied by
 each of `--gate-scales` (0: alpha = 1, the gate fully open; 0.5: alpha -> sqrt(alpha)) at every token and channel,
-nothing else changes, and the accuracy at each length is scored again beside the trained model's. `reflecting` picks, per run, the heads whose beta is above 1.9 on both bits (the heads that flip the
-sign). If the fading beyond the training lengths is the decay's doing, opening the gate lifts the long lengths.
+nothing else changes, and the accuracy at each length is scored again beside the trained model's. `reflecting`
+picks, per run, the heads whose beta is above 1.9 on both bits (the heads that flip the sign). If the fading beyond
+the training lengths is the decay's doing, opening the gate lifts the long lengths.
 """
 
 from __future__ import annotations
@@ -86,10 +87,9 @@ def open_gates(model, heads: list[tuple[int, int]], scale: float = 0.0):
         if not (0 <= layer < len(mixers) and 0 <= head < mixers[layer].H):
             raise SystemExit(f"--open-gate {layer}:{head}: no such head (layers 0-{len(mixers) - 1}, "
                              f"heads 0-{mixers[0].H - 1})")
-    originals = {}
-    for index in sorted({layer for layer, _ in heads}):
+    patched = sorted({layer for layer, _ in heads})
+    for index in patched:
         mixer, chosen = mixers[index], [h for layer, h in heads if layer == index]
-        originals[index] = mixer.decay
 
         def opened(x, decay=mixer.decay, chosen=chosen):
             g = decay(x).clone()  # [B, T, H] or [B, T, H, K]
@@ -99,7 +99,7 @@ def open_gates(model, heads: list[tuple[int, int]], scale: float = 0.0):
     try:
         yield
     finally:
-        for index, decay in originals.items():
+        for index in patched:
             del mixers[index].decay
 
 
