@@ -2,6 +2,7 @@
 stops being right (parity, modular_arithmetic(_brackets), s3 / s5 / a5).
 
     python scripts/accuracy_by_length.py RUN_DIR [RUN_DIR ...] [--lengths 5,9,17,39,64,128,256] [--num 500]
+                                         [--open-gate each | all | LAYER:HEAD,... --gate-scale 0.25]
 
 For each run dir (its checkpoint, arena.model.load, the weights its test scored) the task is rebuilt from the run's
 config.yaml and scored on `--num` fresh test sequences of each length L (`task.at_length(L)`, the generator the
@@ -12,6 +13,10 @@ longest L. Prints one row per run: the chance level, then the accuracy at each L
 `<task>:sign`, the share of predictions that are a permutation of the right sign (even / odd; chance 0.5), which
 tells a model that tracks only the Z2 quotient of the group (accuracy 2 / order) from one at chance. Runs on CPU in
 seconds.
+
+`--open-gate` adds the intervention of arena.interventions (GDN / KDA models): the rows again with the named heads'
+log-decay times `--gate-scale` (alpha -> alpha^scale), named `<run>[decay^S LAYER:HEAD]`; `each` gives one such row
+per head (each head alone: which head's gate, if any, limits the long lengths), `all` one row with every head.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from arena.errors import ConfigError
-from arena.model import load
-from arena.tasks import IGNORE, build_task
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, when run as a file from anywhere
+
+from arena.errors import ConfigError  # noqa: E402
+from arena.interventions import delta_rule_layers, parse_heads, scale_decay  # noqa: E402
+from arena.model import load  # noqa: E402
+from arena.tasks import IGNORE, build_task  # noqa: E402
 
 WORD_PROBLEMS = ("s3", "s5", "a5")
 
@@ -85,6 +93,9 @@ def main() -> None:
     parser.add_argument("--lengths", default="3,5,7,9,13,17,25,39,64,128,256", help="comma-separated lengths L")
     parser.add_argument("--num", type=int, default=500, help="test sequences per length (default 500)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--open-gate", default="", help="each | all | LAYER:HEAD,...: rows again with those heads' "
+                        "log-decay scaled by --gate-scale (GDN / KDA)")
+    parser.add_argument("--gate-scale", type=float, default=0.25, help="in [0, 1]; 0 opens the gate (default 0.25)")
     args = parser.parse_args()
     try:
         lengths = sorted({int(x) for x in args.lengths.split(",")})
@@ -92,6 +103,8 @@ def main() -> None:
         sys.exit(f"--lengths={args.lengths!r} must be comma-separated integers, e.g. 5,9,17,39,64")
     if lengths[0] < 1 or args.num < 1:
         sys.exit(f"--lengths must be >= 1 (got {lengths[0]}) and --num >= 1 (got {args.num})")
+    if not 0.0 <= args.gate_scale <= 1.0:
+        sys.exit(f"--gate-scale={args.gate_scale} must be in [0, 1] (0 opens the gate, 1 leaves it as trained)")
     torch.set_num_threads(1)  # small models: one thread is the fastest on a shared CPU
     print("run\ttask\tchance\t" + "\t".join(f"L={L}" for L in lengths))
     for run_dir in args.run_dirs:
@@ -99,12 +112,33 @@ def main() -> None:
         # a length the task cannot build is a "-" column (word problems: one batch of the longest, every L fits)
         usable = [L for L in lengths if name in WORD_PROBLEMS or fits(task, L)]
         model = load(run_dir)
-        accs = dict(zip(usable, accuracies(model, name, task, usable, args.num, args.seed)))
-        cells = "\t".join(f"{accs[L]:.3f}" if L in accs else "-" for L in lengths)
-        print(f"{run_dir.name}\t{name}\t{task.chance_accuracy:.3f}\t{cells}")
-        if name in ("s3", "s5"):  # groups with odd elements: is the sign (the Z2 quotient) tracked?
-            signs = accuracies(model, name, task, usable, args.num, args.seed, sign=True)
-            print(f"{run_dir.name}\t{name}:sign\t0.500\t" + "\t".join(f"{a:.3f}" for a in signs))
+        print_rows(run_dir.name, model, name, task, lengths, usable, args)
+        try:
+            interventions = head_sets(args.open_gate, model) if args.open_gate else []
+        except ConfigError as err:
+            sys.exit(f"accuracy_by_length: {run_dir}: {err}")
+        for heads in interventions:
+            label = " ".join(f"{layer}:{head}" for layer, head in heads)
+            with scale_decay(model, heads, args.gate_scale):
+                print_rows(f"{run_dir.name}[decay^{args.gate_scale:g} {label}]", model, name, task, lengths, usable,
+                           args)
+
+
+def head_sets(spec: str, model) -> list[list[tuple[int, int]]]:
+    """--open-gate's head sets: `each` -> one set per head; else one set (`all` or LAYER:HEAD,...)."""
+    if spec == "each":
+        return [[(layer, head)] for layer, m in enumerate(delta_rule_layers(model)) for head in range(m.H)]
+    return [parse_heads(spec, model)]
+
+
+def print_rows(label: str, model, name: str, task, lengths: list[int], usable: list[int], args) -> None:
+    """One run's row (and its sign row for S3 / S5), tab-separated."""
+    accs = dict(zip(usable, accuracies(model, name, task, usable, args.num, args.seed)))
+    cells = "\t".join(f"{accs[L]:.3f}" if L in accs else "-" for L in lengths)
+    print(f"{label}\t{name}\t{task.chance_accuracy:.3f}\t{cells}")
+    if name in ("s3", "s5"):  # groups with odd elements: is the sign (the Z2 quotient) tracked?
+        signs = accuracies(model, name, task, usable, args.num, args.seed, sign=True)
+        print(f"{label}\t{name}:sign\t0.500\t" + "\t".join(f"{a:.3f}" for a in signs))
 
 
 if __name__ == "__main__":

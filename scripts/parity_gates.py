@@ -1,7 +1,7 @@
 """What a trained parity model's delta-rule gates do to a stored sign over a long sequence (issue 14 item 3).
 
     python scripts/parity_gates.py RUN_DIR [RUN_DIR ...] [--length 256] [--num 64] [--seed 0] [--weights last]
-                                   [--open-gate reflecting | LAYER:HEAD,...] [--gate-scales 0]
+                                   [--open-gate reflecting | all | LAYER:HEAD,...] [--gate-scales 0]
 
 For each run dir of a `task=parity` run with GDN or KDA layers (its checkpoint, arena.model.load), feeds `--num`
 random bit strings of `--length` tokens and records, per layer and head, on bit-0 and bit-1 tokens:
@@ -32,7 +32,6 @@ the training lengths is the decay's doing, opening the gate lifts the long lengt
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import sys
 from pathlib import Path
@@ -42,7 +41,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, when run as a file from anywhere
 
-from arena.mixers.delta_rule import DeltaRuleMixer  # noqa: E402
+from arena.errors import ConfigError  # noqa: E402
+from arena.interventions import delta_rule_layers, parse_heads, scale_decay  # noqa: E402
 from arena.model import load  # noqa: E402
 
 
@@ -69,48 +69,12 @@ def key_weighted_decay(alpha: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return (k.double() ** 2 * alpha.double()).sum(-1) / (k.double() ** 2).sum(-1).clamp_min(1e-30)
 
 
-def delta_rule_layers(model) -> list[DeltaRuleMixer]:
-    mixers = [b.mixer for b in model.blocks if isinstance(b.mixer, DeltaRuleMixer)]
-    if not mixers:
-        raise SystemExit("no GDN or KDA layer to probe")
-    return mixers
-
-
-@contextlib.contextmanager
-def open_gates(model, heads: list[tuple[int, int]], scale: float = 0.0):
-    """Within the block, the log-decay of each (layer, head) in `heads` (layer = index among the GDN / KDA layers)
-    is scale * g (alpha ** scale; 0: alpha = 1) at every token and channel; the rest of the model is untouched."""
-    if not 0.0 <= scale <= 1.0:
-        raise SystemExit(f"--gate-scales: {scale} is outside [0, 1] (0 opens the gate, 1 leaves it as trained)")
-    mixers = delta_rule_layers(model)
-    for layer, head in heads:
-        if not (0 <= layer < len(mixers) and 0 <= head < mixers[layer].H):
-            raise SystemExit(f"--open-gate {layer}:{head}: no such head (layers 0-{len(mixers) - 1}, "
-                             f"heads 0-{mixers[0].H - 1})")
-    patched = sorted({layer for layer, _ in heads})
-    for index in patched:
-        mixer, chosen = mixers[index], [h for layer, h in heads if layer == index]
-
-        def opened(x, decay=mixer.decay, chosen=chosen):
-            g = decay(x).clone()  # [B, T, H] or [B, T, H, K]
-            g[:, :, chosen] *= scale
-            return g
-        mixer.decay = opened  # the instance attribute shadows the method; unfused forward calls it
-    try:
-        yield
-    finally:
-        for index in patched:
-            del mixers[index].decay
-
-
-def parse_heads(spec: str, rows: list[dict]) -> list[tuple[int, int]]:
-    """`reflecting` -> the heads of `rows` (gate_stats) with beta > 1.9 on both bits; else 'LAYER:HEAD,...'."""
+def heads_to_open(spec: str, rows: list[dict], model) -> list[tuple[int, int]]:
+    """`reflecting` -> the heads of `rows` (gate_stats) with beta > 1.9 on both bits; else 'all' or 'LAYER:HEAD,...'
+    (arena.interventions.parse_heads)."""
     if spec == "reflecting":
         return [(r["layer"], r["head"]) for r in rows if min(r["beta0"], r["beta1"]) > 1.9]
-    try:
-        return [(int(a), int(b)) for a, b in (item.split(":") for item in spec.split(","))]
-    except ValueError:
-        raise SystemExit(f"--open-gate {spec!r}: give 'reflecting' or LAYER:HEAD pairs, e.g. 0:3,0:1") from None
+    return parse_heads(spec, model)
 
 
 def gate_stats(model, length: int, num: int, seed: int) -> list[dict]:
@@ -183,27 +147,37 @@ def main() -> None:
         scales = [float(f) for f in args.gate_scales.split(",")]
     except ValueError:
         raise SystemExit(f"--gate-scales {args.gate_scales!r}: give comma-separated numbers in [0, 1]") from None
-    for run_dir in args.run_dirs:
-        model = load(run_dir, weights=args.weights)
-        accs = ", ".join(f"{L}: {accuracy_at(model, L, 500, args.seed):.3f}" for L in acc_lengths)
-        print(f"== {run_dir} (weights {args.weights}) accuracy {accs}")
-        print(f"layer head  alpha|0  alpha|1  beta|0  beta|1   alpha^L  |1-beta|^L  keep^L    alpha_k|0 alpha_k|1 "
-              f"alpha_k^L keep_k^L  (L = {args.length})")
-        rows = gate_stats(model, args.length, args.num, args.seed)
-        for r in rows:
-            print(f"{r['layer']:5d} {r['head']:4d}  {r['alpha0']:7.4f}  {r['alpha1']:7.4f}  {r['beta0']:6.3f}  "
-                  f"{r['beta1']:6.3f}  {r['alpha^L']:8.2e}  {r['|1-beta|^L']:8.2e}  {r['keep^L']:8.2e}  "
-                  f"{r['alpha_k0']:9.4f} {r['alpha_k1']:9.4f} {r['alpha_k^L']:9.2e} {r['keep_k^L']:8.2e}")
-        if args.open_gate:
-            heads = parse_heads(args.open_gate, rows)
-            if not heads:
-                print(f"gate opened: none (no head matches {args.open_gate!r})")
-                continue
-            names = " ".join(f"{layer}:{head}" for layer, head in heads)
-            for scale in scales:
-                with open_gates(model, heads, scale):
-                    opened = ", ".join(f"{L}: {accuracy_at(model, L, 500, args.seed):.3f}" for L in acc_lengths)
-                print(f"gate of layer:head {names} as alpha^{scale:g}: accuracy {opened}")
+    if not all(0.0 <= f <= 1.0 for f in scales):
+        raise SystemExit(f"--gate-scales {args.gate_scales!r}: each must be in [0, 1] (0 opens the gate)")
+    try:
+        for run_dir in args.run_dirs:
+            report(run_dir, args, acc_lengths, scales)
+    except ConfigError as err:
+        raise SystemExit(f"parity_gates: {err}") from None
+
+
+def report(run_dir: str, args, acc_lengths: list[int], scales: list[float]) -> None:
+    """One run's accuracy, gate table and (with --open-gate) the intervention's accuracies, printed."""
+    model = load(run_dir, weights=args.weights)
+    accs = ", ".join(f"{L}: {accuracy_at(model, L, 500, args.seed):.3f}" for L in acc_lengths)
+    print(f"== {run_dir} (weights {args.weights}) accuracy {accs}")
+    print(f"layer head  alpha|0  alpha|1  beta|0  beta|1   alpha^L  |1-beta|^L  keep^L    alpha_k|0 alpha_k|1 "
+          f"alpha_k^L keep_k^L  (L = {args.length})")
+    rows = gate_stats(model, args.length, args.num, args.seed)
+    for r in rows:
+        print(f"{r['layer']:5d} {r['head']:4d}  {r['alpha0']:7.4f}  {r['alpha1']:7.4f}  {r['beta0']:6.3f}  "
+              f"{r['beta1']:6.3f}  {r['alpha^L']:8.2e}  {r['|1-beta|^L']:8.2e}  {r['keep^L']:8.2e}  "
+              f"{r['alpha_k0']:9.4f} {r['alpha_k1']:9.4f} {r['alpha_k^L']:9.2e} {r['keep_k^L']:8.2e}")
+    if args.open_gate:
+        heads = heads_to_open(args.open_gate, rows, model)
+        if not heads:
+            print(f"gate opened: none (no head matches {args.open_gate!r})")
+            return
+        names = " ".join(f"{layer}:{head}" for layer, head in heads)
+        for scale in scales:
+            with scale_decay(model, heads, scale):
+                opened = ", ".join(f"{L}: {accuracy_at(model, L, 500, args.seed):.3f}" for L in acc_lengths)
+            print(f"gate of layer:head {names} as alpha^{scale:g}: accuracy {opened}")
 
 
 if __name__ == "__main__":

@@ -89,3 +89,23 @@ def test_task_is_rebuilt_from_the_run_config(tmp_path):
     name, task = _script().task_of(tmp_path)
     assert name == "modular_arithmetic_brackets"
     assert (task.cfg.seq_len, task.cfg.train_max_len, task.cfg.test_min_len) == (40, 40, 40)
+
+
+def test_open_gate_head_sets():
+    from arena.model import LanguageModel, ModelConfig
+
+    specs = {"kda": {"name": "kda", "num_heads": 2}}
+    model = LanguageModel(ModelConfig(vocab_size=5, d_model=8, n_layers=2), specs)
+    head_sets = _script().head_sets
+    assert head_sets("each", model) == [[(0, 0)], [(0, 1)], [(1, 0)], [(1, 1)]]  # each head alone
+    assert head_sets("all", model) == [[(0, 0), (0, 1), (1, 0), (1, 1)]]
+    assert head_sets("1:1", model) == [[(1, 1)]]
+
+
+def test_gate_scale_outside_zero_one_is_refused_before_any_run_is_read(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "no_such_run"), "--open-gate", "all",
+                           "--gate-scale", "1.5"], capture_output=True, text=True)
+    assert done.returncode != 0 and "--gate-scale=1.5 must be in [0, 1]" in done.stderr
