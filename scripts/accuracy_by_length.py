@@ -112,11 +112,11 @@ def main() -> None:
         # a length the task cannot build is a "-" column (word problems: one batch of the longest, every L fits)
         usable = [L for L in lengths if name in WORD_PROBLEMS or fits(task, L)]
         model = load(run_dir)
-        print_rows(run_dir.name, model, name, task, lengths, usable, args)
-        try:
+        try:  # before this run's rows: a head the model lacks stops the script, not a half-printed run
             interventions = head_sets(args.open_gate, model) if args.open_gate else []
         except ConfigError as err:
             sys.exit(f"accuracy_by_length: {run_dir}: {err}")
+        print_rows(run_dir.name, model, name, task, lengths, usable, args)
         for heads in interventions:
             label = " ".join(f"{layer}:{head}" for layer, head in heads)
             with scale_decay(model, heads, args.gate_scale):

@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default="last", help="tested | last (default) | best")
     parser.add_argument("--acc-lengths", default="64,128,256", help="comma-separated lengths to score accuracy at")
-    parser.add_argument("--open-gate", default="", help="reflecting | LAYER:HEAD,...: score again with those "
+    parser.add_argument("--open-gate", default="", help="reflecting | all | LAYER:HEAD,...: score again with those "
                         "heads' log-decay scaled by each of --gate-scales")
     parser.add_argument("--gate-scales", default="0", help="comma-separated factors in [0, 1] (default 0: alpha = 1)")
     args = parser.parse_args()
