@@ -36,11 +36,16 @@ def parse_heads(spec: str, model) -> list[tuple[int, int]]:
         heads = [(int(a), int(b)) for a, b in (item.split(":") for item in spec.split(","))]
     except ValueError:
         raise ConfigError(f"heads {spec!r}: give 'all' or LAYER:HEAD pairs, e.g. 0:3,1:0") from None
+    check_heads(heads, mixers)
+    return heads
+
+
+def check_heads(heads: list[tuple[int, int]], mixers: list[DeltaRuleMixer]) -> None:
+    """ConfigError naming the first (layer, head) that `mixers` (delta_rule_layers) does not have."""
     for layer, head in heads:
         if not (0 <= layer < len(mixers) and 0 <= head < mixers[layer].H):
             raise ConfigError(f"head {layer}:{head} does not exist: GDN / KDA layers 0-{len(mixers) - 1}, heads "
                               f"0-{mixers[0].H - 1}")
-    return heads
 
 
 @contextlib.contextmanager
@@ -52,7 +57,7 @@ def scale_decay(model, heads: list[tuple[int, int]], scale: float) -> Iterator[N
     if not 0.0 <= scale <= 1.0:
         raise ConfigError(f"gate scale {scale} is outside [0, 1] (0 opens the gate, 1 leaves it as trained)")
     mixers = delta_rule_layers(model)
-    parse_heads(",".join(f"{layer}:{head}" for layer, head in heads), model)  # every head exists
+    check_heads(heads, mixers)
     patched = sorted({layer for layer, _ in heads})
     for index in patched:
         mixer, chosen = mixers[index], [h for layer, h in heads if layer == index]

@@ -31,7 +31,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, when run as a file from anywhere
 
 from arena.errors import ConfigError  # noqa: E402
-from arena.interventions import delta_rule_layers, parse_heads, scale_decay  # noqa: E402
+from arena.interventions import parse_heads, scale_decay  # noqa: E402
 from arena.model import load  # noqa: E402
 from arena.tasks import IGNORE, build_task  # noqa: E402
 
@@ -127,7 +127,7 @@ def main() -> None:
 def head_sets(spec: str, model) -> list[list[tuple[int, int]]]:
     """--open-gate's head sets: `each` -> one set per head; else one set (`all` or LAYER:HEAD,...)."""
     if spec == "each":
-        return [[(layer, head)] for layer, m in enumerate(delta_rule_layers(model)) for head in range(m.H)]
+        return [[head] for head in parse_heads("all", model)]
     return [parse_heads(spec, model)]
 
 

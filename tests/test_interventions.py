@@ -62,6 +62,9 @@ def test_heads_are_checked():
     with pytest.raises(ConfigError, match="outside"):
         with scale_decay(model, [(0, 0)], 1.5):
             pass
+    with pytest.raises(ConfigError, match="does not exist"):  # scale_decay checks the heads it is given too
+        with scale_decay(model, [(1, 2)], 0.5):
+            pass
     mamba_specs = {"mamba2": {"name": "mamba2", "headdim": 8}}
     mamba = LanguageModel(ModelConfig(vocab_size=5, d_model=8, n_layers=1), mamba_specs)
     with pytest.raises(ConfigError, match="no GDN or KDA"):
