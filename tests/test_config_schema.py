@@ -10,7 +10,8 @@ jobs (the default, hybrids, points of every preset in conf/experiment/) with the
 (what resume matches finished runs by) and mixer specs. The tests compose the same things now and compare them
 type for type (1 is not 1.0: the hash would differ). A key the record lacks is accepted only as a field added to a
 dataclass since, at its default; with it left out the job must hash as recorded. Re-record only for a deliberate
-change of what runs compute.
+change of what runs compute (the five mini presets' jobs were re-recorded when they went from 40 to 20 steps,
+to keep CI's suite inside its time).
 """
 
 from __future__ import annotations
