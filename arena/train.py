@@ -96,10 +96,12 @@ class TrainConfig:
     # background processes generating fresh-sample batches ahead of the step; -1 = 1 on CUDA, 0 (inline) on CPU
     data_workers: int = -1
     # replay the model's forward and backward as CUDA graphs (one launch each instead of hundreds): off | on (capture
-    # must work) | auto (on CUDA, falling back to eager with a warning if capture fails). Off by default until the
-    # replay is validated on a GPU (tests/test_train_loop.py::test_cuda_graph_replay_equals_eager_steps,
-    # scripts/check_fast_loop.py): the one GPU run so far found the capture refused under the step's autocast
-    cuda_graphs: str = "off"
+    # must work) | auto (on CUDA, falling back to eager with a warning if capture fails; nothing changes on CPU or
+    # under DDP/FSDP). auto by default since the replay passed on an H100 for every mixer
+    # (tests/test_train_loop.py::test_cuda_graph_replay_equals_eager_steps, scripts/check_fast_loop.py) and made
+    # the small probe models' steps 1.5-5x faster (results/2026-12-05_train_speed_h100). Not in the config's hash:
+    # the same kernels replayed, so an eager run and a graphed one are the same point
+    cuda_graphs: str = "auto"
     # steps between checkpoints (<run_dir>/checkpoint/, arena/checkpoint.py) that a killed run resumes from;
     # 0 = only at the end of the run (and when SIGTERM stops it). 0 by default: the default runs are minutes
     # long on a CPU, where a restart costs little; long GPU runs set it (a tiny model's checkpoint takes
@@ -285,6 +287,7 @@ def _loop(run: Run, run_dir: Path, logger, summary: dict, start: float, stop: St
                       Best(resume_state))
     finally:
         stop.deferring = False
+        summary["cuda_graphs_used"] = trainer.replaying  # train.cuda_graphs=auto: whether capture happened
         bar.close()  # also on Ctrl-C: what is printed next starts on a line of its own
         batches.close()  # stops the background workers, also after an early stop or an exception
 

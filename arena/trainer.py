@@ -140,6 +140,12 @@ class Trainer:
         self.steps_in_window += 1
         torch.minimum(self.bad_step, torch.where(torch.isfinite(loss), self.bad_step, step), out=self.bad_step)
 
+    @property
+    def replaying(self) -> bool:
+        """Whether the steps replay captured CUDA graphs (False: eager by choice, on CPU, under DDP/FSDP, before the
+        first step or after a refused capture); summary.json records it as `cuda_graphs_used`."""
+        return self.graphs and self._graphed is not None
+
     def _hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.graphs and self._graphed is None:
             self._capture(tokens)

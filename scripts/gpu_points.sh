@@ -18,8 +18,10 @@
 # (default results/gpu): pools.log (each pool's run_points output), mem.log (GPU memory and
 # utilisation every MEM_EVERY seconds, default 20), runs.tgz (every run directory of the points, without checkpoints), point_logs.tgz
 # (each run's own log), resume.tgz (checkpoints of unfinished runs, smallest first, up to RESUME_MIB, default 15:
-# what a device call returns is limited to 16 MiB a file). Exit status: the largest of the pools' exit statuses
-# (run_points: 0 all finished, 1 some failed, 124 time limit, 2 malformed points file).
+# what a device call returns is limited to 16 MiB a file), weights.tgz (the final weights of finished runs, their
+# checkpoint/ without the optimizer's trainer.pt: what arena.model.load and scripts/accuracy_by_length.py read;
+# smallest first, up to WEIGHTS_MIB, default 15; unpack it over runs.tgz). Exit status: the largest of the pools'
+# exit statuses (run_points: 0 all finished, 1 some failed, 124 time limit, 2 malformed points file).
 set -uo pipefail
 [ $# -ge 1 ] || { echo "usage: LIMIT=480 bash scripts/gpu_points.sh POINTS.tsv:JOBS [POINTS.tsv:JOBS ...]" >&2; exit 2; }
 for pool in "$@"; do
@@ -70,13 +72,27 @@ done
 dirs=$(for d in $point_dirs; do [ -d "$d" ] && echo "$d"; done)
 [ -n "$dirs" ] && tar czf "$OUT/runs.tgz" --exclude=checkpoint $dirs
 (cd "$LOGS" && tar czf "$OUT/point_logs.tgz" point_logs)
+# the points' runs not finished (not earlier attempts beside them)
+unfinished=$(for root in $roots; do [ -d "$root" ] && python3 scripts/sweep_throughput.py "$root" --unfinished; done |
+  grep -Fxf <(echo "$point_dirs"))
 total=0; keep=()
 while read -r mib dir; do
   [ -n "$dir" ] && [ $((total + mib)) -le "${RESUME_MIB:-15}" ] && { keep+=("$dir"); total=$((total + mib)); }
-done < <(for root in $roots; do [ -d "$root" ] && python3 scripts/sweep_throughput.py "$root" --unfinished; done |
-  grep -Fxf <(echo "$point_dirs") | while read -r d; do  # unfinished runs of these points (not earlier attempts)
+done < <(for d in $unfinished; do
     [ -d "$d/checkpoint" ] && echo "$(du -sm "$d/checkpoint" | cut -f1) $d/checkpoint"; done | sort -n)
 [ "${#keep[@]}" -gt 0 ] && tar czf "$OUT/resume.tgz" "${keep[@]}" && echo "gpu_points: resume.tgz holds ${keep[*]}"
+# finished runs' final weights, whole runs only (a run's files together), smallest first, in kilobytes
+total=0; weights=()
+while read -r kib files; do
+  [ -n "$files" ] && [ $((total + kib)) -le $(( ${WEIGHTS_MIB:-15} * 1024 )) ] && {
+    weights+=($files); total=$((total + kib)); }
+done < <(for d in $dirs; do
+    echo "$unfinished" | grep -Fxq "$d" && continue
+    files=$(find "$d/checkpoint" -maxdepth 1 -type f ! -name trainer.pt 2>/dev/null | sort)
+    [ -n "$files" ] && echo "$(du -ck $files | tail -1 | cut -f1) $(echo $files)"; done | sort -n)
+[ "${#weights[@]}" -gt 0 ] && tar czf "$OUT/weights.tgz" "${weights[@]}" &&
+  echo "gpu_points: weights.tgz holds the final weights of $(printf '%s\n' "${weights[@]}" | xargs -n1 dirname |
+    sort -u | wc -l) finished runs"
 echo "gpu_points: peak memory $(sort -k2 -n "$OUT/mem.log" | tail -1 | cut -d' ' -f2-)"
 grep -h "^results/\|^run_points: [0-9]" "$OUT/pools.log" | grep -v "completed\|not started" | tail -40
 grep -h "^run_points: [0-9]" "$OUT/pools.log"

@@ -413,7 +413,8 @@ def test_a_live_run_is_not_hidden_by_its_own_finished_attempt(tmp_path):
 
 def test_gpu_points_runs_pools_and_packs_runs_and_unfinished_checkpoints(tmp_path, runner):
     """Two points files as two pools: the time limit interrupts the slow point; runs.tgz holds every run directory
-    without checkpoints, resume.tgz only the unfinished run's checkpoint; the exit status is the worst pool's."""
+    without checkpoints, resume.tgz only the unfinished run's checkpoint, weights.tgz only the finished run's
+    weights (no optimizer state); the exit status is the worst pool's."""
     import tarfile
 
     done, slow = tmp_path / "runs" / "a" / "done", tmp_path / "runs" / "b" / "slow"
@@ -421,6 +422,8 @@ def test_gpu_points_runs_pools_and_packs_runs_and_unfinished_checkpoints(tmp_pat
         (run / "checkpoint").mkdir(parents=True)
         (run / "config.yaml").write_text("x: 1\n")
         (run / "checkpoint" / "model.safetensors").write_bytes(b"x" * 1000)
+        (run / "checkpoint" / "meta.json").write_text("{}")
+        (run / "checkpoint" / "trainer.pt").write_bytes(b"o" * 1000)
     small = tmp_path / "small.tsv"
     small.write_text(f"# quick\n{done}\tsleep=0.1 steps=7\n")
     big = tmp_path / "big.tsv"
@@ -446,6 +449,10 @@ def test_gpu_points_runs_pools_and_packs_runs_and_unfinished_checkpoints(tmp_pat
     with tarfile.open(out / "resume.tgz") as tar:
         names = [n for n in tar.getnames() if n.endswith(".safetensors")]
     assert len(names) == 1 and names[0].endswith("b/slow/checkpoint/model.safetensors")
+    with tarfile.open(out / "weights.tgz") as tar:
+        names = sorted(n.split("runs/")[-1] for n in tar.getnames() if tar.getmember(n).isfile())
+    assert names == ["a/done/checkpoint/meta.json", "a/done/checkpoint/model.safetensors"], names
+    assert "weights.tgz holds the final weights of 1 finished runs" in proc.stdout
     assert "1234 MiB" in (out / "mem.log").read_text() and "gpu_points: peak memory 1234 MiB, 50 %" in proc.stdout
     pools = (out / "pools.log").read_text()
     assert "small.log (exit 0)" in pools and "big.log (exit 124)" in pools

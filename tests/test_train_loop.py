@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from arena.testing import reference_losses, trainer_losses
-from arena.train import Run, batch_stream
+from arena.train import Run, batch_stream, graphs_wanted
 
 
 def make_run(mixer: dict, task: dict, **train) -> Run:
@@ -136,7 +136,8 @@ def test_cuda_graphs_choice_is_checked_before_training():
     with pytest.raises(ConfigError, match="train.cuda_graphs='sometimes' is not valid"):
         make_run(MIXERS["kda"], TASKS["fresh"], cuda_graphs="sometimes")
     assert make_run(MIXERS["kda"], TASKS["fresh"], cuda_graphs="auto").train_cfg.cuda_graphs == "auto"
-    assert make_run(MIXERS["kda"], TASKS["fresh"]).train_cfg.cuda_graphs == "off"  # until validated on a GPU
+    assert make_run(MIXERS["kda"], TASKS["fresh"]).train_cfg.cuda_graphs == "auto"  # validated on an H100
+    assert not graphs_wanted(make_run(MIXERS["kda"], TASKS["fresh"]).train_cfg, torch.device("cpu"))  # CPU: eager
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (scripts/check_fast_loop.py)")
@@ -148,3 +149,20 @@ def test_cuda_graph_replay_equals_eager_steps(mixer):
     worst = max(abs(a - b) for a, b in zip(graphed, eager))
     assert worst <= 1e-3, f"{mixer}: max |d loss| {worst:.3g}"
     assert graphed[-1] < graphed[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_default_captures_on_cuda_and_says_so():
+    """The default (auto) replays graphs on a CUDA device after the first step, and `replaying` (summary.json's
+    cuda_graphs_used) reports it; off never captures."""
+    from arena.train import Trainer
+
+    for mode, expected in (("auto", True), ("off", False)):
+        run = make_run(MIXERS["kda"], TASKS["fresh"], device="cuda", cuda_graphs=mode)
+        trainer, batches = Trainer(run), batch_stream(run)
+        try:
+            assert not trainer.replaying  # nothing captured before the first step
+            trainer.step(next(batches), 0)
+            assert trainer.replaying is expected, mode
+        finally:
+            batches.close()

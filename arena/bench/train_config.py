@@ -112,6 +112,8 @@ def settings_from(items: list[str], cuda_available: bool) -> Settings:
     bench, passthrough = parse_items(items)
     device = _override_value(passthrough, "train.device") or "auto"
     cuda = cuda_available if device == "auto" else device.startswith("cuda")
+    if not cuda and _override_value(passthrough, "train.cuda_graphs") == "on":  # check_rows builds with graphs off
+        raise ValueError("train.cuda_graphs=on needs a CUDA device (the runs go to the cpu); use auto or off")
     defaults = CUDA_DEFAULTS if cuda else CPU_DEFAULTS
     s = Settings(mixers=bench.get("mixers", list(DEFAULT_MIXERS)), seq_lens=bench.get("seq_lens", defaults["seq_lens"]),
                  batch_size=bench.get("batch_size", defaults["batch_size"]), task=bench.get("task", "palindrome"),
@@ -178,5 +180,6 @@ def check_rows(rows: list[dict]) -> None:
     from arena.train import Run
 
     for row in rows:
-        config = {**row["config"], "train": {**row["config"]["train"], "device": "cpu"}}
+        # cuda_graphs=on is a CUDA-only request, checked again when the row runs on its real device
+        config = {**row["config"], "train": {**row["config"]["train"], "device": "cpu", "cuda_graphs": "off"}}
         Run(config, row["specs"], row["chosen"])

@@ -87,6 +87,7 @@ def test_cli_trainer_loop_is_the_default_when_present(tmp_path):
     ("steps=0", "steps: 0 must be a positive integer"),
     ("loop=fast", "loop='fast' is not valid"),
     ("mixer.num_heads=3", "not divisible by num_heads=3"),  # found by building the run, before any timing
+    ("train.cuda_graphs=on", "train.cuda_graphs=on needs a CUDA device"),
 ])
 def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(tmp_path, capsys, bad, says):
     out = tmp_path / "bench"
