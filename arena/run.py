@@ -97,15 +97,18 @@ HASH_NEUTRAL = {
     # KDA/GDN/Mamba2 init, KDA's gate and MLA's input conv (issue 14's reference), GDN's decay switch: defaults = the
     # old layers; Mamba2's recompute (issue 16) changes what backward keeps, not one bit of what it computes
     "mixer": ("init", "gate", "gate_lower_bound", "conv_size", "decay", "recompute"),
-    # cuda_graphs replays the same kernels (runs recorded before it trained eagerly); checkpoint_every only adds
-    # checkpoint files; parallel=none is how every earlier run trained (the world size is never in the config, so
-    # a run resumed with another number of torchrun processes is found)
-    "train": ("cuda_graphs", "checkpoint_every", "parallel"),
+    # checkpoint_every only adds checkpoint files; parallel=none is how every earlier run trained (the world size is
+    # never in the config, so a run resumed with another number of torchrun processes is found)
+    "train": ("checkpoint_every", "parallel"),
     # lm-eval after training (issue 17): off by default, and it changes no trained number; a dotted key is one key of
     # a nested node: bootstrap_iters only adds the stderr of lm-eval's scores (runs before it had none)
     "eval": ("lm_eval", "lm_eval.bootstrap_iters"),
     "task": ("filler_avoids_keys",),  # mqar's key-free filler (issue 14.2): off by default = Zoology's generator
 }
+# Keys left out of the hash at ANY value: they choose how the same computation runs, not what it computes.
+# cuda_graphs replays the eager step's kernels (off, on and auto train the same run; its default went from off to
+# auto after runs were recorded with off, which must still be found)
+HASH_IGNORED = {"train": ("cuda_graphs",)}
 FINISHED = ("completed", "diverged")  # a rerun of these gives the same answer; "failed" (or interrupted) is rerun
 
 
@@ -143,8 +146,9 @@ def _without_neutral(node: dict, neutral: dict) -> dict:
         if isinstance(default, dict):
             inner = {k[len(key) + 1:]: v for k, v in neutral.items() if k.startswith(key + ".")}
             default = _without_neutral(default, inner)
-        if isinstance(target, dict) and last in target and json.dumps(target[last], default=str) == json.dumps(
-                default, default=str):
+        # sorted keys: a node read back from a file written with sorted keys is the same node
+        if isinstance(target, dict) and last in target and json.dumps(
+                target[last], sort_keys=True, default=str) == json.dumps(default, sort_keys=True, default=str):
             del target[last]
     return node
 
@@ -158,12 +162,14 @@ def _field_default(f: dataclasses.Field):
 
 
 def config_hash(config: dict) -> str:
-    """Identity of a run's resolved config: sha256 of its canonical JSON, minus NOT_HASHED and the HASH_NEUTRAL keys
-    at their defaults, first 16 hex digits."""
+    """Identity of a run's resolved config: sha256 of its canonical JSON, minus NOT_HASHED, the HASH_IGNORED keys and
+    the HASH_NEUTRAL keys at their defaults, first 16 hex digits."""
     kept = {}
     for key, node in config.items():
         if key in NOT_HASHED:
             continue
+        if key in HASH_IGNORED and isinstance(node, dict):
+            node = {k: v for k, v in node.items() if k not in HASH_IGNORED[key]}
         if key in HASH_NEUTRAL and isinstance(node, dict):
             node = _without_neutral(node, _neutral_defaults(key, node))
         kept[key] = node

@@ -75,24 +75,26 @@ dirs=$(for d in $point_dirs; do [ -d "$d" ] && echo "$d"; done)
 # the points' runs not finished (not earlier attempts beside them)
 unfinished=$(for root in $roots; do [ -d "$root" ] && python3 scripts/sweep_throughput.py "$root" --unfinished; done |
   grep -Fxf <(echo "$point_dirs"))
-total=0; keep=()
-while read -r mib dir; do
-  [ -n "$dir" ] && [ $((total + mib)) -le "${RESUME_MIB:-15}" ] && { keep+=("$dir"); total=$((total + mib)); }
-done < <(for d in $unfinished; do
-    [ -d "$d/checkpoint" ] && echo "$(du -sm "$d/checkpoint" | cut -f1) $d/checkpoint"; done | sort -n)
-[ "${#keep[@]}" -gt 0 ] && tar czf "$OUT/resume.tgz" "${keep[@]}" && echo "gpu_points: resume.tgz holds ${keep[*]}"
-# finished runs' final weights, whole runs only (a run's files together), smallest first, in kilobytes
-total=0; weights=()
-while read -r kib files; do
-  [ -n "$files" ] && [ $((total + kib)) -le $(( ${WEIGHTS_MIB:-15} * 1024 )) ] && {
-    weights+=($files); total=$((total + kib)); }
-done < <(for d in $dirs; do
+# pack_smallest ARCHIVE CAP_KIB: stdin holds lines '<KiB> <path> [<path> ...]' (one run's files); packs whole lines,
+# smallest first, while their total fits CAP_KIB (a device call returns at most 16 MiB a file); prints what it packed
+pack_smallest() {
+  local total=0 kib paths; local -a keep=()
+  while read -r kib paths; do
+    [ -n "$paths" ] && [ $((total + kib)) -le "$2" ] && { keep+=($paths); total=$((total + kib)); }
+  done < <(sort -n)
+  [ "${#keep[@]}" -gt 0 ] && tar czf "$1" "${keep[@]}" && printf '%s\n' "${keep[@]}"
+}
+packed=$(for d in $unfinished; do [ -d "$d/checkpoint" ] && echo "$(du -sk "$d/checkpoint" | cut -f1) $d/checkpoint"
+  done | pack_smallest "$OUT/resume.tgz" $(( ${RESUME_MIB:-15} * 1024 )))
+[ -n "$packed" ] && echo "gpu_points: resume.tgz holds" $packed
+# finished runs' final weights: checkpoint/ without the optimizer's trainer.pt
+packed=$(for d in $dirs; do
     echo "$unfinished" | grep -Fxq "$d" && continue
     files=$(find "$d/checkpoint" -maxdepth 1 -type f ! -name trainer.pt 2>/dev/null | sort)
-    [ -n "$files" ] && echo "$(du -ck $files | tail -1 | cut -f1) $(echo $files)"; done | sort -n)
-[ "${#weights[@]}" -gt 0 ] && tar czf "$OUT/weights.tgz" "${weights[@]}" &&
-  echo "gpu_points: weights.tgz holds the final weights of $(printf '%s\n' "${weights[@]}" | xargs -n1 dirname |
-    sort -u | wc -l) finished runs"
+    [ -n "$files" ] && echo "$(du -ck $files | tail -1 | cut -f1)" $files
+  done | pack_smallest "$OUT/weights.tgz" $(( ${WEIGHTS_MIB:-15} * 1024 )))
+[ -n "$packed" ] && echo "gpu_points: weights.tgz holds the final weights of" \
+  "$(echo "$packed" | xargs -n1 dirname | sort -u | wc -l) finished run(s)"
 echo "gpu_points: peak memory $(sort -k2 -n "$OUT/mem.log" | tail -1 | cut -d' ' -f2-)"
 grep -h "^results/\|^run_points: [0-9]" "$OUT/pools.log" | grep -v "completed\|not started" | tail -40
 grep -h "^run_points: [0-9]" "$OUT/pools.log"

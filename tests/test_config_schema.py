@@ -28,7 +28,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from arena.run import CONF, config_hash, group_options, mixer_specs
+from arena.run import CONF, HASH_IGNORED, config_hash, group_options, mixer_specs
 
 RECORD = Path(__file__).resolve().parent / "data" / "composed_configs.json"
 GROUPS = ("mixer", "task", "model", "train", "logger")
@@ -119,6 +119,17 @@ def without(node, dotted: list[str]):
     return node
 
 
+def free(config: dict, group: str | None = None) -> dict:
+    """`config` (a whole job's, or the node of `group`) less the HASH_IGNORED keys, which may take any value: how a
+    run computes (train.cuda_graphs: its default moved from off to auto), not what."""
+    config = json.loads(json.dumps(config))
+    for name, keys in HASH_IGNORED.items():
+        node = config if group == name else config.get(name) if group is None else None
+        for key in keys if isinstance(node, dict) else ():
+            node.pop(key, None)
+    return config
+
+
 def schema_default(group_path: str, key: str):
     """The default of `key` in the schema at schema/<group_path> (a dataclass field)."""
     from arena.config_schema import schema_for
@@ -159,7 +170,7 @@ def test_every_option_composes_to_the_values_runs_used(record, now):
         group = option.split("/")[0]
         for key, value in added.items():
             assert typed(value) == typed(schema_default(schema_path(group, composed), key)), (option, key)
-        assert typed(without(composed, list(added))) == typed(recorded), option
+        assert typed(free(without(composed, list(added)), group)) == typed(free(recorded, group)), option
 
 
 def test_jobs_compose_and_hash_as_before(record, now):
@@ -173,8 +184,8 @@ def test_jobs_compose_and_hash_as_before(record, now):
             assert field, (label, key)  # a field of a group node (or of a node in it), not a new node
             assert typed(value) == typed(schema_default(schema_path(group, job["config"][group]), field)), (label, key)
         config = without(job["config"], list(added))
-        assert typed(config) == typed(recorded["config"]), label
-        assert config_hash(config) == recorded["hash"], label
+        assert typed(free(config)) == typed(free(recorded["config"])), label
+        assert config_hash(config) == config_hash(recorded["config"]) == recorded["hash"], label
         assert job["hash"] == recorded["hash"], (
             f"{label}: keys added since {sorted(added)} change the config hash; if their defaults do what runs did "
             "before, list them in arena.run.HASH_NEUTRAL, else re-record (every earlier run will run again)")
@@ -182,6 +193,19 @@ def test_jobs_compose_and_hash_as_before(record, now):
             spec_added = new_defaults(recorded["specs"][name], spec)
             assert all(typed(v) == typed(schema_default(f"mixer/{spec['name']}", k)) for k, v in spec_added.items())
             assert typed(without(spec, list(spec_added))) == typed(recorded["specs"][name]), (label, name)
+
+
+def test_hash_ignored_keys_leave_the_hash_alone_at_any_value(record):
+    """A run recorded with train.cuda_graphs=off (the old default) has the hash of the same run at auto (the default
+    now), at on, and without the key: finished runs stay found whichever way the step was run."""
+    recorded = record["jobs"]["default"]
+    assert recorded["config"]["train"]["cuda_graphs"] == "off"  # what the record holds
+    for value in ("auto", "on"):
+        changed = {**recorded["config"], "train": {**recorded["config"]["train"], "cuda_graphs": value}}
+        assert config_hash(changed) == recorded["hash"], value
+    assert config_hash(free(recorded["config"])) == recorded["hash"]
+    lr = {**recorded["config"], "train": {**recorded["config"]["train"], "lr": 0.5}}
+    assert config_hash(lr) != recorded["hash"]  # a train key that is not ignored still counts
 
 
 def test_added_fields_at_their_defaults_leave_the_hash_alone():

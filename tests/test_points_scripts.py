@@ -452,7 +452,7 @@ def test_gpu_points_runs_pools_and_packs_runs_and_unfinished_checkpoints(tmp_pat
     with tarfile.open(out / "weights.tgz") as tar:
         names = sorted(n.split("runs/")[-1] for n in tar.getnames() if tar.getmember(n).isfile())
     assert names == ["a/done/checkpoint/meta.json", "a/done/checkpoint/model.safetensors"], names
-    assert "weights.tgz holds the final weights of 1 finished runs" in proc.stdout
+    assert "weights.tgz holds the final weights of 1 finished run(s)" in proc.stdout
     assert "1234 MiB" in (out / "mem.log").read_text() and "gpu_points: peak memory 1234 MiB, 50 %" in proc.stdout
     pools = (out / "pools.log").read_text()
     assert "small.log (exit 0)" in pools and "big.log (exit 124)" in pools
