@@ -11,7 +11,8 @@ jobs (the default, hybrids, points of every preset in conf/experiment/) with the
 type for type (1 is not 1.0: the hash would differ). A key the record lacks is accepted only as a field added to a
 dataclass since, at its default; with it left out the job must hash as recorded. Re-record only for a deliberate
 change of what runs compute (the five mini presets' jobs were re-recorded when they went from 40 to 20 steps,
-to keep CI's suite inside its time).
+and again when their batch went from 32 to 16 and their validation / test sets from 100 to 50 sequences, to keep
+CI's suite inside its time).
 """
 
 from __future__ import annotations
