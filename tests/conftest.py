@@ -20,6 +20,15 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Slow tests (`@pytest.mark.slow`: whole sweeps and multi-process runs, 20-90 s each) run first. pytest-xdist
+    hands each worker a queue of tests it cannot take back, so a slow test queued late can leave one core running
+    it while the other has finished; started first, the slow ones run side by side and the many short tests fill
+    in after them. The sort is stable: the order within each group stays as collected (identical on every worker,
+    as xdist requires)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
