@@ -144,7 +144,7 @@ class Trainer:
     def replaying(self) -> bool:
         """Whether the steps replay captured CUDA graphs (False: eager by choice, on CPU, under DDP/FSDP, before the
         first step or after a refused capture); summary.json records it as `cuda_graphs_used`."""
-        return self.graphs and self._graphed is not None
+        return self._graphed is not None  # set by a capture that worked, never by one that failed
 
     def _hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.graphs and self._graphed is None:

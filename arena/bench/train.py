@@ -190,7 +190,7 @@ def main(args: argparse.Namespace) -> int:
         s = settings_from(args.overrides, torch.cuda.is_available())
         loop = pick_loop(s.loop)
         rows = compose_rows(s)
-        check_rows(rows)
+        check_rows(rows, s.cuda)
     except ValueError as exc:
         print(f"{PREFIX}: error: {exc}", file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 
     bench, passthrough = parse_items(["mixers=[kda]", "train.compile=true"])   # bench keys | run-config overrides
     s = settings_from(items, cuda_available)     # checked Settings; the defaults depend on CUDA
-    rows = compose_rows(s); check_rows(rows)     # every (mixer, T) row's run config, built once on the CPU
+    rows = compose_rows(s); check_rows(rows, s.cuda)     # every (mixer, T) row's run config, built once on the CPU
 
 Bad keys or values are one-line ValueErrors, raised before anything is measured. Like arena/bench/train.py, this
 file must also run inside a checkout of an older arena (the benchmark's "before" table). Run through
@@ -112,8 +112,6 @@ def settings_from(items: list[str], cuda_available: bool) -> Settings:
     bench, passthrough = parse_items(items)
     device = _override_value(passthrough, "train.device") or "auto"
     cuda = cuda_available if device == "auto" else device.startswith("cuda")
-    if not cuda and _override_value(passthrough, "train.cuda_graphs") == "on":  # check_rows builds with graphs off
-        raise ValueError("train.cuda_graphs=on needs a CUDA device (the runs go to the cpu); use auto or off")
     defaults = CUDA_DEFAULTS if cuda else CPU_DEFAULTS
     s = Settings(mixers=bench.get("mixers", list(DEFAULT_MIXERS)), seq_lens=bench.get("seq_lens", defaults["seq_lens"]),
                  batch_size=bench.get("batch_size", defaults["batch_size"]), task=bench.get("task", "palindrome"),
@@ -175,11 +173,22 @@ def compose_rows(s: Settings) -> list[dict]:
     return rows
 
 
-def check_rows(rows: list[dict]) -> None:
-    """Build each row's Run on the CPU (a small model: milliseconds) so its ConfigErrors surface up front."""
+def check_rows(rows: list[dict], cuda: bool) -> None:
+    """Build each row's Run on the CPU (a small model: milliseconds) so its ConfigErrors surface up front; its
+    train.cuda_graphs, which the CPU build cannot take as `on`, is checked against the device the rows run on."""
+    import dataclasses
+
+    import torch
+
     from arena.train import Run
 
+    device = torch.device("cuda" if cuda else "cpu")  # where the rows run
     for row in rows:
-        # cuda_graphs=on is a CUDA-only request, checked again when the row runs on its real device
-        config = {**row["config"], "train": {**row["config"]["train"], "device": "cpu", "cuda_graphs": "off"}}
-        Run(config, row["specs"], row["chosen"])
+        train = row["config"]["train"]
+        graphs = train.get("cuda_graphs")  # absent in an older arena (the benchmark's "before" table)
+        run = Run({**row["config"], "train": {**train, "device": "cpu", **({"cuda_graphs": "off"} if graphs else {})}},
+                  row["specs"], row["chosen"])
+        if graphs:
+            from arena.train import graphs_wanted
+
+            graphs_wanted(dataclasses.replace(run.train_cfg, cuda_graphs=graphs), device)
