@@ -127,3 +127,19 @@ def test_gpu_env_restores_and_packs_triton_autotuning_results(tmp_path):
     with tarfile.open(out / "triton_autotune.tgz") as tar:
         names = sorted(n for n in tar.getnames() if n.endswith(".json") or n.endswith(".cubin"))
     assert names == ["./abc123/chunk_kda_fwd.autotune.json", "./def456/other.autotune.json"]
+
+
+def test_stream_sharing_steps_every_copy_and_writes_its_table(tmp_path):
+    """The CPU path of scripts/stream_sharing.py (no streams; timings meaningless): one row per (mixer, T, K), the
+    first K the reference; bad input is one line and exit 2, before anything is built."""
+    out = tmp_path / "sharing.csv"
+    proc = script("stream_sharing.py", "--mixers", "kda", "--seq-lens", "16", "--ks", "1,2", "--steps", 2,
+                  "--warmup", 1, "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["mixer"], r["T"], r["runs"]) for r in rows] == [("kda", "16", "1"), ("kda", "16", "2")]
+    assert float(rows[0]["over_first"]) == 1.0 and all(float(r["steps_per_s"]) > 0 for r in rows)
+    assert "one CUDA stream each (CPU)" in proc.stdout
+    bad = script("stream_sharing.py", "--mixers", "kdaa", "--out", tmp_path / "bad.csv")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "kdaa" in bad.stderr
+    assert not (tmp_path / "bad.csv").exists()
