@@ -4,7 +4,7 @@
 # the fast-loop equality check and a per-mixer profile. Results go to $OUT (or results/gpu).
 #
 #   git archive <base> arena conf pyproject.toml | tar -x -C .baseline     # here, once (.baseline is ignored)
-#   bash scripts/gpu_train_speed.sh [validate] [bench] [check] [profile] [share] [graphtest] [bench_graphs] ...
+#   bash scripts/gpu_train_speed.sh [validate] [bench] [check] [profile] [share] [streams] [graphtest] [bench_graphs] ...
 #                                                                   # on the GPU machine; default:
 #                                                                   # validate bench check profile
 #
@@ -42,6 +42,10 @@ check)
 profile)
   timeout 100 python3 scripts/profile_train_step.py > "$out/profile.log" 2>&1
   echo "profile exit $?" ;;
+streams)  # do graphed runs gain from sharing the GPU as streams of ONE process (K runs round-robin)?
+  timeout 200 python3 scripts/stream_sharing.py --mixers kda,mla --seq-lens 256,1024 --ks 1,2,4,8 \
+    --out "$out/streams.csv" > "$out/streams.log" 2>&1
+  echo "streams exit $?"; tail -12 "$out/streams.log" ;;
 share)  # do small runs gain from sharing the GPU (N processes at once)?
   timeout 200 python3 scripts/sweep_sharing.py > "$out/share.log" 2>&1
   echo "share exit $?" ;;
