@@ -12,6 +12,11 @@
 # .baseline. Each part is time-boxed so a slow one cannot starve the rest; the tables come last in the output.
 set -uo pipefail
 parts=${*:-validate bench check profile}
+# every part named must exist before any runs: a typo would otherwise be skipped silently after minutes of GPU time
+known=$(grep -oE '^[a-z_]+\)' "$0" | tr -d ')' | tr '\n' ' ')
+for part in $parts; do
+  [[ " $known" == *" $part "* ]] || { echo "gpu_train_speed: unknown part '$part'; choose from: $known" >&2; exit 2; }
+done
 out=${OUT:-results/gpu}; mkdir -p "$out"
 . "$(dirname "$0")/gpu_env.sh"  # carried wheels, PYTHONPATH, the card and the stack
 

@@ -105,6 +105,15 @@ def test_gpu_sweep_refuses_an_unknown_preset_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_gpu_train_speed_refuses_an_unknown_part_before_any_work(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path / "out")}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train_speed.sh"), "streams", "stream"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "unknown part 'stream'" in proc.stderr and " streams " in proc.stderr and " graphtest " in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_gpu_env_restores_and_packs_triton_autotuning_results(tmp_path):
     """fla's first-call autotuning outlasts a device call: gpu_env.sh restores a carried .triton_autotune.tgz into
     Triton's cache and pack_autotune returns the cache's *.autotune.json files (only those) for the next call."""
