@@ -9,6 +9,10 @@ For every mixer, two runs from the same seed and config (Kimi's 2-layer model, p
          forward and backward replayed as CUDA graphs), and the same with train.cuda_graphs=off (eager).
 It prints max |d loss| over the steps for both (the goal: <= 0.02, bf16 noise) and then runs 5 more Trainer steps under
 torch.cuda.set_sync_debug_mode("error"), which raises on any host sync inside the step. Exit 1 on a failure.
+Over the goal, a control run tells a bug from chaos: the plain run again with only the optimizer's summation order
+changed. Where that control itself leaves the goal at step h (a run so sensitive that rounding alone moves its
+curve, as the 3:1 hybrid's at lr 1e-3), the fast paths pass if they stay within the goal for the steps before h and
+h >= MIN_HORIZON; the result names h (`verdict`).
 The CPU twin is tests/test_train_loop.py.
 """
 
@@ -29,6 +33,7 @@ from arena.testing import reference_losses, trainer_losses  # noqa: E402
 from arena.train import Run, Trainer, batch_stream  # noqa: E402
 
 GOAL = 0.02
+MIN_HORIZON = 30  # fewer steps of agreement than this is no evidence, whatever the control does
 PLAIN = {"kda": {"fused": "off"}, "gdn": {"fused": "off"}, "mamba2": {"fused": "off", "impl": "torch"}}
 
 
@@ -64,9 +69,37 @@ def _captures(run: Run) -> bool:
     return trainer._graphed is not None
 
 
-def _rounding_noise(mixer: str, args, plain: list[float]) -> float:
-    """max |d loss| between the plain run and itself with only the optimizer's summation order changed
-    (per-tensor -> foreach AdamW): the curve's sensitivity to rounding, the yardstick for a difference."""
+def max_gap(a: list[float], b: list[float], steps: int | None = None) -> float:
+    """max |a - b| over the first `steps` steps (all when None); 0.0 over no steps."""
+    return max((abs(x - y) for x, y in list(zip(a, b))[:steps]), default=0.0)
+
+
+def horizon(plain: list[float], control: list[float]) -> int:
+    """The first step at which the rounding control leaves the goal (len(plain) if it never does)."""
+    return next((i for i, (x, y) in enumerate(zip(plain, control)) if abs(x - y) > GOAL), len(plain))
+
+
+def verdict(plain: list[float], fast: list[float], eager: list[float], control: list[float] | None,
+            sync_free: str) -> tuple[bool, str]:
+    """(passed, result) of one mixer: both fast paths within GOAL of the plain curve over every step, or, where the
+    rounding control itself leaves GOAL at step h >= MIN_HORIZON, over the h steps before it; sync-free in any case."""
+    if sync_free != "yes":
+        return False, "FAIL (syncs)"
+    worst = max(max_gap(plain, fast), max_gap(plain, eager))
+    if worst <= GOAL:
+        return True, "pass"
+    if control is None:
+        return False, "FAIL"
+    h = horizon(plain, control)
+    noise = max_gap(plain, control)
+    if h >= MIN_HORIZON and h < len(plain) and max(max_gap(plain, fast, h), max_gap(plain, eager, h)) <= GOAL:
+        return True, f"pass within the rounding horizon ({h} steps; rounding control {noise:.4f} over all)"
+    return False, f"FAIL (rounding control {noise:.4f}, within the goal for {h} steps)"
+
+
+def _rounding_control(mixer: str, args) -> list[float]:
+    """The plain run with only the optimizer's summation order changed (per-tensor -> foreach AdamW): its distance
+    from the plain curve is the curve's sensitivity to rounding, the yardstick for a difference."""
     import arena.testing as testing
 
     real_adamw = torch.optim.AdamW
@@ -80,7 +113,7 @@ def _rounding_noise(mixer: str, args, plain: list[float]) -> float:
         control = reference_losses(build(mixer, args.seq_len, args.steps, plain=True), args.steps)
     finally:
         testing.torch.optim.AdamW = real_adamw
-    return max(abs(a - b) for a, b in zip(plain, control))
+    return control
 
 
 def variants(args) -> int:
@@ -95,7 +128,7 @@ def variants(args) -> int:
         for loop, plain in ((reference_losses, False), (trainer_losses, True), (trainer_losses, False)):
             other = loop(build(mixer, args.seq_len, args.steps, plain=plain), args.steps)
             cells.append(max(abs(a - b) for a, b in zip(base, other)))
-        cells.append(_rounding_noise(mixer, args, base))
+        cells.append(max_gap(base, _rounding_control(mixer, args)))
         print(f"| {mixer} | " + " | ".join(f"{c:.4f}" for c in cells) + " |", flush=True)
     return 0
 
@@ -121,9 +154,7 @@ def main() -> int:
         fast_run = build(mixer, args.seq_len, args.steps, plain=False)
         fast = trainer_losses(fast_run, args.steps)
         eager = trainer_losses(build(mixer, args.seq_len, args.steps, plain=False, graphs="off"), args.steps)
-        worst_eager = max(abs(a - b) for a, b in zip(plain, eager))
-        worst = max(abs(a - b) for a, b in zip(plain, fast))
-        first30 = max(abs(a - b) for a, b in zip(plain[:30], fast[:30]))
+        worst_eager, worst, first30 = max_gap(plain, eager), max_gap(plain, fast), max_gap(plain, fast, 30)
         # no host sync inside a step: any synchronizing call raises under this mode
         trainer, batches = Trainer(fast_run), batch_stream(fast_run, start_step=args.steps)
         sync_free = "yes"
@@ -143,12 +174,11 @@ def main() -> int:
             batches.close()
         graphed = "yes" if _captures(fast_run) else "NO"
         # over the goal: how far the plain run moves from itself when only rounding changes (foreach AdamW)
-        noise = _rounding_noise(mixer, args, plain) if max(worst, worst_eager) > GOAL else None
-        passed = worst <= GOAL and worst_eager <= GOAL and sync_free == "yes"
+        control = _rounding_control(mixer, args) if max(worst, worst_eager) > GOAL else None
+        passed, result = verdict(plain, fast, eager, control, sync_free)
         ok &= passed
-        verdict = "pass" if passed else "FAIL" + (f" (rounding control {noise:.4f})" if noise is not None else "")
-        rows.append((mixer, plain[0], plain[-1], fast[-1], first30, worst, worst_eager, graphed, sync_free, verdict))
-        record[mixer] = {"plain": plain, "fast": fast, "fast_eager": eager}
+        rows.append((mixer, plain[0], plain[-1], fast[-1], first30, worst, worst_eager, graphed, sync_free, result))
+        record[mixer] = {"plain": plain, "fast": fast, "fast_eager": eager, **({"control": control} if control else {})}
         print(f"{mixer}: max |d loss| {worst:.4f} (first 30: {first30:.4f}; graphs off: {worst_eager:.4f}), "
               f"graphs captured: {graphed}, sync-free: {sync_free}", flush=True)
     if args.out:

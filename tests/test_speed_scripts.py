@@ -152,3 +152,30 @@ def test_stream_sharing_steps_every_copy_and_writes_its_table(tmp_path):
     bad = script("stream_sharing.py", "--mixers", "kdaa", "--out", tmp_path / "bad.csv")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "kdaa" in bad.stderr
     assert not (tmp_path / "bad.csv").exists()
+
+
+def test_check_fast_loop_verdict_tells_a_bug_from_a_chaotic_run():
+    """scripts/check_fast_loop.py's verdict on made-up loss curves: within the goal passes; over it, a rounding
+    control that stays within the goal makes it a failure (a bug), one that leaves it at step h limits the check
+    to the h steps before (chaos), never to fewer than MIN_HORIZON; a host sync fails whatever the curves."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_fast_loop", REPO / "scripts" / "check_fast_loop.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    goal, steps = check.GOAL, 100
+    plain = [3.0 - 0.01 * i for i in range(steps)]
+    near = [x + goal / 2 for x in plain]
+    apart_at = lambda h: [x + (0.0 if i < h else 1.0) for i, x in enumerate(plain)]  # noqa: E731
+    assert check.verdict(plain, near, near, None, "yes") == (True, "pass")
+    assert not check.verdict(plain, near, near, None, "NO (a sync)")[0]
+    # the fast loop leaves the curve at 60, the control never: a bug
+    passed, result = check.verdict(plain, apart_at(60), near, plain, "yes")
+    assert not passed and result.startswith("FAIL")
+    # rounding alone leaves it at 50, the fast loop at 60: equal for as long as the comparison means anything
+    passed, result = check.verdict(plain, apart_at(60), near, apart_at(50), "yes")
+    assert passed and "50 steps" in result
+    # ... but not when the fast loop leaves it first (40), nor when the control leaves too early to say anything
+    assert not check.verdict(plain, apart_at(40), near, apart_at(50), "yes")[0]
+    assert not check.verdict(plain, apart_at(60), near, apart_at(check.MIN_HORIZON - 1), "yes")[0]
+    assert not check.verdict(plain, near, apart_at(40), apart_at(50), "yes")[0]  # graphs off counts the same
