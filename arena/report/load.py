@@ -48,10 +48,13 @@ GROUP_AXES = ["experiment", "mixer", "task", "train_len"]
 CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
 
 # Config keys that never name a setting: the protocol's own axes (lr, seed, length), where and how a run
-# executed (device, precision, threads, logging, paths, kernel implementation: all give the same numbers),
-# and what is scored after training (eval.*), which does not change the trained model.
+# executed (device, precision, threads, CUDA-graph replay, batch workers, checkpoints, logging, paths, kernel
+# implementation: all give the same numbers; cuda_graphs is also outside the config hash, arena/run.py), and what
+# is scored after training (eval.*), which does not change the trained model. Seeds run before and after
+# train.cuda_graphs' default went from off to auto are one comparison.
 NOT_SETTINGS = (
     "train.lr", "train.seed", "train.device", "train.precision", "train.cpu_threads", "train.eval_batch_size",
+    "train.cuda_graphs", "train.data_workers", "train.checkpoint_every",
     "task.seq_len", "task.name", "mixer.name", "mixer.impl", "logger", "results_dir", "experiment", "eval", "hydra",
 )
 
@@ -67,7 +70,8 @@ PRIMARY_METRICS = {"parity": "scaled_accuracy", "modular_arithmetic": "scaled_ac
 SELECTED_BY = {"text": "loss"}
 # Execution keys left out of the settings (NOT_SETTINGS) that still tell two runs apart; runs pooled in one
 # comparison that differ in one of these are named in the runs table's `variant` column (and the report's notes).
-VARIANT_KEYS = ("mixer.impl", "train.device", "train.precision", "train.cpu_threads", "train.eval_batch_size")
+VARIANT_KEYS = ("mixer.impl", "train.device", "train.precision", "train.cpu_threads", "train.eval_batch_size",
+                "train.cuda_graphs")
 # Which of several runs with one config_hash a comparison keeps: the most finished, then the newest.
 STATUS_RANK = {"completed": 0, "diverged": 1, "interrupted": 2, "failed": 3}
 

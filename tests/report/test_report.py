@@ -178,10 +178,13 @@ def test_setting_columns_are_the_config_values_that_split_a_group(tmp_path):
     root = tmp_path / "r"
     for neg in (False, True):
         for seed in (0, 1):
-            # mixer.allow_neg_eigval splits the comparison; train.steps changes only with the length: no setting
+            # mixer.allow_neg_eigval splits the comparison; train.steps changes only with the length: no setting;
+            # how a run executed (device, CUDA graphs, checkpoints, data workers) differs between seeds: no setting
             for length in (64, 128):
                 config = config_for("gdn", "parity", length, 1e-3, seed, mixer__allow_neg_eigval=neg,
-                                    train__steps=100 * length, train__device="cuda" if seed else "cpu")
+                                    train__steps=100 * length, train__device="cuda" if seed else "cpu",
+                                    train__cuda_graphs="auto" if seed else "off",
+                                    train__checkpoint_every=1000 * seed, train__data_workers=seed - 1)
                 write_run(root, f"{neg}-{seed}-{length}", config,
                           summary_for("gdn", "parity", length, 0.9 if neg else 0.5, 0.8 if neg else 0.4))
     write_run(root, "hybrid", config_for("kda", "parity", 64, 1e-3, 0, model="hybrid_3to1"),
@@ -189,6 +192,10 @@ def test_setting_columns_are_the_config_values_that_split_a_group(tmp_path):
     runs = load_runs(root)
     assert setting_columns(runs) == ["mixer.allow_neg_eigval"]
     assert set(runs["mixer"]) == {"gdn", "hybrid_3to1"} and set(runs["raw_mixer"]) == {"gdn", "kda"}
+    # the seeds pooled in one comparison name how they differ (the report's notes say so)
+    gdn_runs = runs[runs["mixer"] == "gdn"]
+    assert set(gdn_runs["variant"]) == {"train.device=cpu, train.cuda_graphs=off",
+                                        "train.device=cuda, train.cuda_graphs=auto"}
     selected = add_series(select(runs))
     gdn = selected[selected["mixer"] == "gdn"]
     assert len(gdn) == 4  # 2 eigenvalue ranges x 2 lengths
