@@ -8,7 +8,9 @@
 # under 1 GB), so the large ones get a pool small enough that their peaks fit the 80 GB, and launch-bound small
 # runs fill the remaining CPU cores (one process each). Each point's OpenMP / MKL / OpenBLAS threads: the host's
 # cores over all the points of all pools (unless set), so the launch-bound runs do not oversubscribe the host.
-# Every pool stops at LIMIT seconds (SIGTERM: each run checkpoints and a later call resumes it). Idempotent: run
+# Every pool stops at LIMIT seconds (SIGTERM: each run checkpoints and a later call resumes it). Give LIMIT at most
+# the device call's limit less what runs before this script and ~70 s (40 s of grace for the checkpoints, then the
+# packing): a call killed before the packing returns none of the archives below. Idempotent: run
 # directories stay on a warm machine's disk between calls (results/runs is git-ignored), so the same command goes
 # on where the last one stopped; on a fresh machine, carried archives named in RESTORE (space-separated .tgz
 # files of run directories, e.g. an earlier call's runs.tgz or resume.tgz) are unpacked first, for every run root
