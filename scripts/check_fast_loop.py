@@ -127,7 +127,7 @@ def variants(args) -> int:
         cells = []
         for loop, plain in ((reference_losses, False), (trainer_losses, True), (trainer_losses, False)):
             other = loop(build(mixer, args.seq_len, args.steps, plain=plain), args.steps)
-            cells.append(max(abs(a - b) for a, b in zip(base, other)))
+            cells.append(max_gap(base, other))
         cells.append(max_gap(base, _rounding_control(mixer, args)))
         print(f"| {mixer} | " + " | ".join(f"{c:.4f}" for c in cells) + " |", flush=True)
     return 0

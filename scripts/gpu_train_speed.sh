@@ -47,8 +47,9 @@ check)
 profile)
   timeout 100 python3 scripts/profile_train_step.py > "$out/profile.log" 2>&1
   echo "profile exit $?" ;;
-streams)  # do graphed runs gain from sharing the GPU as streams of ONE process (K runs round-robin)?
-  timeout 200 python3 scripts/stream_sharing.py --mixers kda,mla --seq-lens 256,1024 --ks 1,2,4,8 \
+streams)  # do graphed runs gain from sharing the GPU as streams of ONE process (K runs round-robin)? Each copy
+         # takes ~10 s to build and capture: KDA at T = 256, K = 1, 2, 4, 8 took ~190 s on an H100 (2026-12-07)
+  timeout 240 python3 scripts/stream_sharing.py --mixers ${STREAM_MIXERS:-mla} --seq-lens 256 --ks 1,4,8 \
     --out "$out/streams.csv" > "$out/streams.log" 2>&1
   echo "streams exit $?"; tail -12 "$out/streams.log" ;;
 share)  # do small runs gain from sharing the GPU (N processes at once)?
