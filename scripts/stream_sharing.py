@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import sys
 import time
 from pathlib import Path
@@ -91,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from arena.bench.train_config import check_rows, compose_rows, settings_from
+    from arena.bench.train_report import write_csv
 
     try:
         s = settings_from([f"mixers=[{args.mixers}]", f"seq_lens=[{','.join(map(str, args.seq_lens))}]",
@@ -107,16 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         alone = None
         for k in args.ks:
             rate = measure(row, k, args.steps, args.warmup)
-            alone = rate if alone is None and k == args.ks[0] else alone
+            alone = rate if alone is None else alone  # the first K's rate is the reference
             table.append({"mixer": row["mixer"], "T": row["T"], "runs": k, "steps_per_s": round(rate, 1),
                           "over_first": round(rate / alone, 2)})
             print(f"{row['mixer']} T={row['T']} K={k}: {rate:.1f} steps/s", file=sys.stderr, flush=True)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(table[0]))
-            writer.writeheader()
-            writer.writerows(table)
+        write_csv(table, args.out)  # the bench's writer: atomic, a reader never sees half a table
     device = torch.cuda.get_device_name() if s.cuda else "CPU"
     print(f"\nK runs in one process, one CUDA stream each ({device}); over_first = steps/s over K = {args.ks[0]}")
     print(f"{'mixer':<12}{'T':>6}{'K':>4}{'steps/s':>10}{'over_first':>12}")
